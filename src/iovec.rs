@@ -1,0 +1,253 @@
+//! [`IoVecBuilder`]: pending segments gathered as `IoSlice`s for one vectored write.
+
+use std::io::IoSlice;
+
+use smallvec::SmallVec;
+
+use crate::sys;
+
+// `sys::sendmsg` hands an `&[IoSlice]` to the kernel as `*const iovec`. std documents `IoSlice`
+// as ABI-compatible with `iovec` on Unix; prove the part the cast relies on here.
+#[cfg(unix)]
+static_assertions::assert_eq_size!(IoSlice<'static>, libc::iovec);
+#[cfg(unix)]
+static_assertions::assert_eq_align!(IoSlice<'static>, libc::iovec);
+
+/// Iovecs kept inline before the builder spills to the heap.
+///
+/// 64 covers a pipelined batch of 32 header + value pairs; beyond that one allocation per
+/// vectored write is small next to the syscall it feeds (about 5 µs on loopback).
+pub const INLINE_IOVECS: usize = 64;
+
+/// Limits on one gather: how many iovecs and how many bytes.
+///
+/// # Examples
+///
+/// ```
+/// use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
+///
+/// let mut buf = WriteBuffer::new();
+/// buf.put_slice(b"0123456789");
+///
+/// // Send at most 4 bytes per call, for fairness between connections.
+/// let limit = GatherLimit::default().max_bytes(4);
+/// let mut iov = IoVecBuilder::with_limit(limit);
+/// iov.gather(&buf);
+/// assert_eq!(iov.bytes(), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatherLimit {
+    max_iovecs: usize,
+    max_bytes: usize,
+}
+
+impl Default for GatherLimit {
+    /// The platform's `IOV_MAX` iovecs and no byte budget.
+    fn default() -> Self {
+        GatherLimit {
+            max_iovecs: sys::iov_max(),
+            max_bytes: usize::MAX,
+        }
+    }
+}
+
+impl GatherLimit {
+    /// At most `n` iovecs (clamped to `1..=IOV_MAX`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limit = sendbuf::GatherLimit::default().max_iovecs(16);
+    /// assert_eq!(limit.iovecs(), 16);
+    /// ```
+    pub fn max_iovecs(mut self, n: usize) -> Self {
+        self.max_iovecs = n.clamp(1, sys::iov_max());
+        self
+    }
+
+    /// At most `n` bytes (at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limit = sendbuf::GatherLimit::default().max_bytes(64 * 1024);
+    /// assert_eq!(limit.bytes(), 64 * 1024);
+    /// ```
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n.max(1);
+        self
+    }
+
+    /// The iovec cap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(sendbuf::GatherLimit::default().iovecs() >= 16);
+    /// ```
+    pub fn iovecs(&self) -> usize {
+        self.max_iovecs
+    }
+
+    /// The byte budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::GatherLimit::default().bytes(), usize::MAX);
+    /// ```
+    pub fn bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+/// Pending bytes of a [`WriteBuffer`](crate::WriteBuffer) as an array of `IoSlice`s, ready for
+/// `sendmsg`, `writev` or [`Write::write_vectored`](std::io::Write::write_vectored).
+///
+/// Up to [`INLINE_IOVECS`] iovecs live inline (no allocation). The builder borrows the buffer;
+/// drop it before advancing by what the write accepted.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use sendbuf::{IoVecBuilder, WriteBuffer};
+///
+/// let mut buf = WriteBuffer::new();
+/// buf.put_slice(b"VALUE k 0 5\r\n");
+/// buf.pin(vec![b'x'; 4096]);
+/// buf.put_slice(b"\r\nEND\r\n");
+///
+/// let mut out = Vec::new();
+/// let n = {
+///     let mut iov = IoVecBuilder::new();
+///     iov.gather(&buf);
+///     assert_eq!(iov.as_slices().len(), 3);
+///     out.write_vectored(iov.as_slices()).unwrap()
+/// };
+/// buf.advance(n);
+/// assert!(buf.is_empty());
+/// ```
+#[derive(Debug)]
+pub struct IoVecBuilder<'a> {
+    slices: SmallVec<[IoSlice<'a>; INLINE_IOVECS]>,
+    limit: GatherLimit,
+    bytes: usize,
+}
+
+impl Default for IoVecBuilder<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> IoVecBuilder<'a> {
+    /// A builder with the default [`GatherLimit`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let iov = sendbuf::IoVecBuilder::new();
+    /// assert!(iov.as_slices().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::with_limit(GatherLimit::default())
+    }
+
+    /// A builder with the given limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::{GatherLimit, IoVecBuilder};
+    /// let iov = IoVecBuilder::with_limit(GatherLimit::default().max_iovecs(8));
+    /// assert_eq!(iov.limit().iovecs(), 8);
+    /// ```
+    pub fn with_limit(limit: GatherLimit) -> Self {
+        IoVecBuilder {
+            slices: SmallVec::new(),
+            limit,
+            bytes: 0,
+        }
+    }
+
+    /// The limits this builder applies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::IoVecBuilder::new().limit(), sendbuf::GatherLimit::default());
+    /// ```
+    pub fn limit(&self) -> GatherLimit {
+        self.limit
+    }
+
+    /// Replaces the contents with `buf`'s pending bytes, from the front, within the limits.
+    /// Returns the number of bytes gathered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// let mut iov = sendbuf::IoVecBuilder::new();
+    /// assert_eq!(iov.gather(&buf), 3);
+    /// ```
+    pub fn gather(&mut self, buf: &'a crate::WriteBuffer) -> usize {
+        self.clear();
+        let mut budget = self.limit.max_bytes;
+        for chunk in buf.chunks() {
+            if self.slices.len() == self.limit.max_iovecs || budget == 0 {
+                break;
+            }
+            let take = chunk.len().min(budget);
+            self.slices.push(IoSlice::new(&chunk[..take]));
+            budget -= take;
+        }
+        self.bytes = self.limit.max_bytes - budget;
+        self.bytes
+    }
+
+    /// Empties the builder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// let mut iov = sendbuf::IoVecBuilder::new();
+    /// iov.gather(&buf);
+    /// iov.clear();
+    /// assert_eq!(iov.bytes(), 0);
+    /// ```
+    pub fn clear(&mut self) {
+        self.slices.clear();
+        self.bytes = 0;
+    }
+
+    /// The gathered slices.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// let mut iov = sendbuf::IoVecBuilder::new();
+    /// iov.gather(&buf);
+    /// assert_eq!(&*iov.as_slices()[0], b"abc");
+    /// ```
+    pub fn as_slices(&self) -> &[IoSlice<'a>] {
+        &self.slices
+    }
+
+    /// Total bytes in the gathered slices.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::IoVecBuilder::new().bytes(), 0);
+    /// ```
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}

@@ -1,0 +1,104 @@
+//! A zero-copy, vectored write path for network servers.
+//!
+//! A server formats small protocol headers and sends them with large values that already live
+//! elsewhere (a cache item, a file page, a request's `Bytes`). The right way is one vectored
+//! `sendmsg`/`writev` whose iovecs point at a small scratch area (the headers) and at the values
+//! themselves. Two things make that hard:
+//!
+//! 1. **Partial writes.** Under load the socket accepts only part of the iovec list. The buffer
+//!    must advance exactly past what was sent, release what is fully sent and resend the rest,
+//!    for every split point: inside a header, at a segment boundary, zero bytes.
+//! 2. **Reclaiming idle memory.** A server with many idle connections wants their buffer memory
+//!    back, which is safe only if "the buffer is empty" is *exactly* true. A memcached-family
+//!    server once took a buffer that still held unsent bytes because its accounting missed a
+//!    formatting path, and corrupted responses under load.
+//!
+//! [`WriteBuffer`] makes both correct by construction: typed formatting through a
+//! [`FormatGuard`] that commits or rolls back, [`pin`](WriteBuffer::pin) for zero-copy values
+//! released exactly once, [`advance`](WriteBuffer::advance) at any split point, and an
+//! [`is_empty`](WriteBuffer::is_empty) that is true only when every count agrees.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sendbuf::WriteBuffer;
+//!
+//! let item: Arc<[u8]> = vec![b'x'; 64 * 1024].into();
+//! let mut buf = WriteBuffer::new();
+//!
+//! // A text header, the value by reference, a trailer: three iovecs, one sendmsg.
+//! let mut f = buf.format();
+//! core::fmt::Write::write_fmt(&mut f, format_args!("VALUE k 0 {}\r\n", item.len())).unwrap();
+//! f.commit();
+//! buf.pin(item.clone());
+//! buf.put_slice(b"\r\nEND\r\n");
+//!
+//! // Whatever the writer accepts, advance past exactly that much.
+//! let mut wire = Vec::new();
+//! let mut accepts = [7usize, 1, 30_000, 5, usize::MAX].into_iter();
+//! while !buf.is_empty() {
+//!     let mut writer = sendbuf_doc::Limited(&mut wire, accepts.next().unwrap_or(usize::MAX));
+//!     buf.write_to(&mut writer).unwrap();
+//! }
+//! assert_eq!(wire.len(), 17 + 64 * 1024 + 7);
+//! assert_eq!(Arc::strong_count(&item), 1); // released once its last byte went out
+//! # mod sendbuf_doc {
+//! #     pub struct Limited<'a>(pub &'a mut Vec<u8>, pub usize);
+//! #     impl std::io::Write for Limited<'_> {
+//! #         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+//! #             let n = b.len().min(self.1);
+//! #             self.0.extend_from_slice(&b[..n]);
+//! #             Ok(n)
+//! #         }
+//! #         fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+//! #     }
+//! # }
+//! ```
+//!
+//! On a socket, [`send_to`](WriteBuffer::send_to) does the gather, the `sendmsg` and the advance
+//! in one call and reports `EAGAIN` as [`WouldBlock`](std::io::ErrorKind::WouldBlock).
+//!
+//! # Relation with `bytes` and `IoSlice::advance_slices`
+//!
+//! `bytes::BytesMut` plus a queue of `Bytes` can express the same thing, but every header is a
+//! `split().freeze()` with an atomic reference count, and every value must first become a
+//! `Bytes`. `WriteBuffer` keeps headers in plain scratch memory (adjacent headers are one
+//! iovec), takes values as they are (`Arc<[u8]>`, `Vec<u8>`, anything `AsRef<[u8]>`), copies
+//! small ones instead of spending an iovec on them, and does not rescan the queue on a partial
+//! write. Method names follow `bytes` (`advance`, `chunk`, `chunks_vectored`, `put_u16`...).
+//!
+//! `std::io::IoSlice::advance_slices` advances an array of slices past a partial write, but it
+//! owns nothing: the caller must keep every value alive, know when each is fully sent, and
+//! rebuild the array. `WriteBuffer` does that bookkeeping and proves it in its counts.
+//!
+//! # Lifetimes of a segment
+//!
+//! Each segment (a run of scratch bytes or a pinned value) is *pending* until accepted by the
+//! kernel, *sent* once advanced past, and *released* when no one reads its memory any more. With
+//! copying sends the last two steps coincide. The core keeps them apart so that sends the kernel
+//! completes later (`MSG_ZEROCOPY`, io_uring) release on completion, and `is_empty` means
+//! nothing pending *and* nothing held by the kernel.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod format;
+mod iovec;
+mod pinned;
+mod scratch;
+mod segment;
+mod send;
+mod sys;
+mod write_buffer;
+
+pub use error::AdvanceError;
+pub use format::{Encode, FormatGuard, Reserved};
+pub use iovec::{GatherLimit, IoVecBuilder, INLINE_IOVECS};
+pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,114 @@
+//! Type-erased owners of pinned values.
+//!
+//! A pinned value is referenced zero-copy until its last byte has been sent, then dropped exactly
+//! once. The common owner kinds are stored inline in [`Owner`] (no allocation); any other
+//! `AsRef<[u8]> + Send + 'static` value is boxed.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// The owner of a pinned value's bytes.
+pub(crate) enum Owner {
+    Static(&'static [u8]),
+    Vec(Vec<u8>),
+    Boxed(Box<[u8]>),
+    Arc(Arc<[u8]>),
+    Other(Box<dyn AsRef<[u8]> + Send>),
+}
+
+/// Moves `value` out of `slot` if `slot` holds a `T`.
+///
+/// `TypeId` comparisons are resolved at compile time, so for a known `V` this is a move or nothing.
+fn take_as<T: 'static, V: 'static>(slot: &mut Option<V>) -> Option<T> {
+    let any: &mut dyn Any = slot;
+    any.downcast_mut::<Option<T>>().and_then(Option::take)
+}
+
+impl Owner {
+    /// Wraps `value` without copying its bytes; only owner kinds not listed in [`Owner`] are boxed.
+    pub(crate) fn new<V: AsRef<[u8]> + Send + 'static>(value: V) -> Owner {
+        let mut slot = Some(value);
+        if let Some(v) = take_as::<Vec<u8>, V>(&mut slot) {
+            return Owner::Vec(v);
+        }
+        if let Some(v) = take_as::<Arc<[u8]>, V>(&mut slot) {
+            return Owner::Arc(v);
+        }
+        if let Some(v) = take_as::<Box<[u8]>, V>(&mut slot) {
+            return Owner::Boxed(v);
+        }
+        if let Some(v) = take_as::<&'static [u8], V>(&mut slot) {
+            return Owner::Static(v);
+        }
+        if let Some(v) = take_as::<String, V>(&mut slot) {
+            return Owner::Vec(v.into_bytes());
+        }
+        match slot {
+            Some(v) => Owner::Other(Box::new(v)),
+            None => unreachable!("a value was taken but matched no owner kind"),
+        }
+    }
+
+    /// The owned bytes.
+    #[inline]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Owner::Static(s) => s,
+            Owner::Vec(v) => v,
+            Owner::Boxed(b) => b,
+            Owner::Arc(a) => a,
+            Owner::Other(o) => (**o).as_ref(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Owner::Static(_) => "static",
+            Owner::Vec(_) => "Vec<u8>",
+            Owner::Boxed(_) => "Box<[u8]>",
+            Owner::Arc(_) => "Arc<[u8]>",
+            Owner::Other(_) => "boxed AsRef<[u8]>",
+        }
+    }
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Owner")
+            .field("kind", &self.kind())
+            .field("len", &self.bytes().len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_kinds_are_stored_inline() {
+        assert!(matches!(Owner::new(vec![1u8, 2]), Owner::Vec(_)));
+        assert!(matches!(
+            Owner::new(Arc::<[u8]>::from(&b"ab"[..])),
+            Owner::Arc(_)
+        ));
+        assert!(matches!(
+            Owner::new(Box::<[u8]>::from(&b"ab"[..])),
+            Owner::Boxed(_)
+        ));
+        assert!(matches!(Owner::new(&b"ab"[..]), Owner::Static(_)));
+        assert!(matches!(Owner::new(String::from("ab")), Owner::Vec(_)));
+        let cow: std::borrow::Cow<'static, [u8]> = vec![1u8].into();
+        assert!(matches!(Owner::new(cow), Owner::Other(_)));
+    }
+
+    #[test]
+    fn bytes_are_not_copied() {
+        let v = vec![7u8; 100];
+        let ptr = v.as_ptr();
+        let owner = Owner::new(v);
+        assert_eq!(owner.bytes().as_ptr(), ptr);
+        assert_eq!(owner.bytes().len(), 100);
+    }
+}

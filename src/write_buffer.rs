@@ -1,0 +1,521 @@
+//! [`WriteBuffer`]: the outgoing queue of one connection.
+
+use core::fmt;
+use std::io::IoSlice;
+
+use crate::error::{panic_advance, AdvanceError};
+use crate::format::FormatGuard;
+use crate::pinned::Owner;
+use crate::scratch::{Cursor, Scratch, DEFAULT_CHUNK_SIZE};
+use crate::segment::{Release, Segment, SegmentQueue};
+
+/// Pinned values shorter than this are copied into scratch by default.
+///
+/// A copy of up to 512 bytes costs a few nanoseconds (and the kernel copies the bytes anyway on
+/// a copying send); a separate iovec costs about 35 ns inside `sendmsg` plus a segment here. Far
+/// below the ~2 KiB where glibc's `memcpy` switches to `rep movsb` and can hit the 4K-aliasing
+/// trap. See `BENCHMARKS.md` for the measurement.
+pub const DEFAULT_FLATTEN_THRESHOLD: usize = 512;
+
+/// The outgoing queue of one connection: scratch bytes it owns and pinned values it references,
+/// in commit order.
+///
+/// * Format headers with [`format`](Self::format) (or [`put_slice`](Self::put_slice)); adjacent
+///   commits share one segment, so a run of headers is one iovec.
+/// * [`pin`](Self::pin) large values zero-copy; each is dropped exactly once, when its last byte
+///   is advanced past, or on [`clear`](Self::clear) or drop of the buffer.
+/// * Gather with [`IoVecBuilder`](crate::IoVecBuilder), or send with
+///   [`send_to`](Self::send_to) / [`write_to`](Self::write_to); then [`advance`](Self::advance)
+///   by what was written, at any split point.
+/// * [`is_empty`](Self::is_empty) is checked: true only when every count agrees.
+///
+/// Scratch memory is allocated on first use and reused once drained: a connection in steady
+/// state does not allocate per message.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sendbuf::WriteBuffer;
+///
+/// let value: Arc<[u8]> = vec![b'v'; 4096].into();
+/// let mut buf = WriteBuffer::new();
+///
+/// let mut f = buf.format();
+/// f.put_slice(b"VALUE key 0 4096\r\n");
+/// f.commit();
+/// buf.pin(value.clone());          // zero-copy
+/// buf.put_slice(b"\r\nEND\r\n");
+/// assert_eq!(buf.len(), 18 + 4096 + 7);
+///
+/// // Suppose the socket took 100 bytes: 18 of header, 82 of the value.
+/// buf.advance(100);
+/// assert_eq!(buf.chunk().len(), 4096 - 82);
+/// assert_eq!(Arc::strong_count(&value), 2); // still pinned
+///
+/// buf.advance(buf.len());
+/// assert!(buf.is_empty());
+/// assert_eq!(Arc::strong_count(&value), 1); // released exactly once
+/// ```
+pub struct WriteBuffer {
+    queue: SegmentQueue,
+    scratch: Scratch,
+    flatten_below: usize,
+}
+
+impl Default for WriteBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WriteBuffer {
+    /// An empty buffer. It allocates nothing until the first format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sendbuf::WriteBuffer::new();
+    /// assert!(buf.is_empty());
+    /// assert_eq!(buf.capacity(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CHUNK_SIZE)
+    }
+
+    /// An empty buffer whose scratch memory comes in chunks of `chunk_size` bytes (at least 1),
+    /// allocated on first use. A single format larger than a chunk gets a chunk of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::with_capacity(4096);
+    /// buf.put_slice(b"x");
+    /// assert_eq!(buf.capacity(), 4096);
+    /// ```
+    pub fn with_capacity(chunk_size: usize) -> Self {
+        WriteBuffer {
+            queue: SegmentQueue::default(),
+            scratch: Scratch::new(chunk_size),
+            flatten_below: DEFAULT_FLATTEN_THRESHOLD,
+        }
+    }
+
+    /// Bytes of scratch memory this buffer holds (pinned values are not counted).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sendbuf::WriteBuffer::new();
+    /// assert_eq!(buf.capacity(), 0);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.scratch.capacity()
+    }
+
+    /// Size of one scratch chunk, as given to [`with_capacity`](Self::with_capacity).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::WriteBuffer::with_capacity(1024).chunk_size(), 1024);
+    /// ```
+    pub fn chunk_size(&self) -> usize {
+        self.scratch.chunk_size()
+    }
+
+    /// Pinned values shorter than this many bytes are copied into scratch instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
+    /// assert_eq!(WriteBuffer::new().flatten_threshold(), DEFAULT_FLATTEN_THRESHOLD);
+    /// ```
+    pub fn flatten_threshold(&self) -> usize {
+        self.flatten_below
+    }
+
+    /// Sets the size below which [`pin`](Self::pin) copies a value into scratch; 0 pins every
+    /// non-empty value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.set_flatten_threshold(0);
+    /// buf.pin(vec![1u8, 2, 3]);
+    /// assert_eq!(buf.segments(), 1);
+    /// assert_eq!(buf.capacity(), 0); // not copied
+    /// ```
+    pub fn set_flatten_threshold(&mut self, bytes: usize) {
+        self.flatten_below = bytes;
+    }
+
+    /// Bytes pending: committed or pinned, not yet advanced past.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// assert_eq!(buf.len(), 3);
+    /// ```
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Number of pending segments: the iovecs a full gather needs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"header ");
+    /// buf.put_slice(b"merged");
+    /// assert_eq!(buf.segments(), 1);
+    /// buf.pin(vec![0u8; 4096]);
+    /// buf.put_slice(b"\r\n");
+    /// assert_eq!(buf.segments(), 3);
+    /// ```
+    pub fn segments(&self) -> usize {
+        self.queue.segments()
+    }
+
+    /// True only when nothing is pending, nothing is held for the kernel, and every count, the
+    /// segment queue and the scratch cursors agree.
+    ///
+    /// A disagreement is a bug in this crate: debug builds panic with the buffer's state, release
+    /// builds answer `false` (a buffer is never *claimed* empty unless that is proven), so a
+    /// server never hands away memory that still holds unsent bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// assert!(buf.is_empty());
+    /// buf.put_slice(b"abc");
+    /// assert!(!buf.is_empty());
+    /// buf.advance(3);
+    /// assert!(buf.is_empty());
+    /// ```
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        match self.emptiness() {
+            Ok(empty) => empty,
+            Err(why) => self.inconsistent(&why),
+        }
+    }
+
+    #[inline]
+    fn emptiness(&self) -> Result<bool, String> {
+        let empty = self.queue.quick_empty()?;
+        if self.scratch.unsent() > self.queue.len() || self.scratch.held() > self.queue.held_len() {
+            return Err(format!(
+                "scratch has {} unsent / {} held bytes but the queue has {} / {}",
+                self.scratch.unsent(),
+                self.scratch.held(),
+                self.queue.len(),
+                self.queue.held_len()
+            ));
+        }
+        if empty && !self.scratch.is_idle() {
+            return Err("queue is empty but scratch cursors are not at rest".into());
+        }
+        Ok(empty)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn inconsistent(&self, why: &str) -> bool {
+        if cfg!(debug_assertions) {
+            panic!("sendbuf: WriteBuffer accounting disagrees: {why}\nstate: {self:#?}");
+        }
+        false
+    }
+
+    /// Checks every invariant (O(segments + chunks)): the byte counts against the segment queue
+    /// and the scratch cursors. Tests and fuzzers call it after each step.
+    ///
+    /// # Panics
+    ///
+    /// If any invariant is broken, with the buffer's full state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// buf.advance(1);
+    /// buf.check_invariants();
+    /// ```
+    pub fn check_invariants(&self) {
+        let result = self
+            .queue
+            .audit()
+            .and_then(|()| self.scratch.audit())
+            .and_then(|()| self.emptiness().map(|_| ()));
+        if let Err(why) = result {
+            panic!("sendbuf: WriteBuffer invariant broken: {why}\nstate: {self:#?}");
+        }
+    }
+
+    /// Opens a [`FormatGuard`] to format bytes into scratch; they are queued on
+    /// [`commit`](FormatGuard::commit) and rolled back if the guard is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// let mut f = buf.format();
+    /// f.put_u8(0x81);
+    /// f.put_u16(0x0102);
+    /// f.put_u32_le(7);
+    /// f.commit();
+    /// assert_eq!(buf.chunk(), [0x81, 1, 2, 7, 0, 0, 0]);
+    /// ```
+    #[inline]
+    #[must_use = "a FormatGuard rolls back unless committed"]
+    pub fn format(&mut self) -> FormatGuard<'_> {
+        FormatGuard::new(self)
+    }
+
+    /// Copies `src` into scratch and queues it: `format`, `put_slice` and `commit` in one call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"END\r\n");
+    /// assert_eq!(buf.chunk(), b"END\r\n");
+    /// ```
+    #[inline]
+    pub fn put_slice(&mut self, src: &[u8]) {
+        if src.is_empty() {
+            return;
+        }
+        let mut f = self.format();
+        f.put_slice(src);
+        f.commit();
+    }
+
+    /// Queues `value` by reference, without copying it, and keeps it alive until its last byte
+    /// has been advanced past; then drops it, exactly once. Values shorter than
+    /// [`flatten_threshold`](Self::flatten_threshold) are copied into scratch and dropped at once.
+    ///
+    /// `Vec<u8>`, `String`, `Box<[u8]>`, `Arc<[u8]>` and `&'static [u8]` are stored without an
+    /// allocation; any other owner is boxed.
+    ///
+    /// `value.as_ref()` must return the same bytes every time it is called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let item: Arc<[u8]> = vec![7u8; 100_000].into();
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.pin(item.clone());
+    /// assert_eq!(buf.chunk().as_ptr(), item.as_ptr()); // the same memory
+    /// buf.clear();
+    /// assert_eq!(Arc::strong_count(&item), 1);
+    /// ```
+    #[inline]
+    pub fn pin<V>(&mut self, value: V)
+    where
+        V: AsRef<[u8]> + Send + 'static,
+    {
+        let len = value.as_ref().len();
+        if len < self.flatten_below {
+            self.put_slice(value.as_ref());
+            return;
+        }
+        if len == 0 {
+            return;
+        }
+        let owner = Owner::new(value);
+        debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
+        self.queue.push_pinned(owner, len);
+    }
+
+    /// The first pending contiguous run of bytes (empty if nothing is pending), as in
+    /// `bytes::Buf::chunk`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// buf.advance(1);
+    /// assert_eq!(buf.chunk(), b"bc");
+    /// ```
+    #[inline]
+    pub fn chunk(&self) -> &[u8] {
+        match self.queue.front() {
+            Some(seg) => seg.bytes(&self.scratch),
+            None => &[],
+        }
+    }
+
+    /// Every pending run of bytes, in order (one per segment).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"a");
+    /// buf.pin(vec![b'b'; 1024]);
+    /// let all: Vec<u8> = buf.chunks().flatten().copied().collect();
+    /// assert_eq!(all.len(), 1025);
+    /// ```
+    #[inline]
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.queue
+            .iter()
+            .map(|seg: &Segment| seg.bytes(&self.scratch))
+    }
+
+    /// Fills `dst` with pending runs of bytes from the front and returns how many it filled, as
+    /// in `bytes::Buf::chunks_vectored`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::IoSlice;
+    ///
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"a");
+    /// buf.pin(vec![b'b'; 1024]);
+    /// let mut dst = [IoSlice::new(&[]); 4];
+    /// assert_eq!(buf.chunks_vectored(&mut dst), 2);
+    /// ```
+    pub fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.chunks()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    /// Moves past exactly `n` pending bytes, across any number of segments; releases each pinned
+    /// value whose last byte is passed and makes fully sent scratch reusable.
+    ///
+    /// # Panics
+    ///
+    /// If `n > self.len()`, naming both numbers. [`try_advance`](Self::try_advance) returns an
+    /// error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"head");
+    /// buf.pin(vec![0u8; 1000]);
+    /// buf.advance(10); // inside the pinned value
+    /// assert_eq!(buf.len(), 994);
+    /// ```
+    ///
+    /// ```should_panic
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// buf.advance(4); // panics: cannot advance past 4 bytes: only 3 bytes are pending
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn advance(&mut self, n: usize) {
+        if let Err(err) = self.try_advance(n) {
+            panic_advance(&err);
+        }
+    }
+
+    /// Like [`advance`](Self::advance), but returns an error and leaves the buffer unchanged if
+    /// `n` exceeds what is pending.
+    ///
+    /// # Errors
+    ///
+    /// [`AdvanceError`] with the requested and available byte counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// assert!(buf.try_advance(4).is_err());
+    /// assert_eq!(buf.try_advance(3), Ok(()));
+    /// ```
+    #[inline]
+    pub fn try_advance(&mut self, n: usize) -> Result<(), AdvanceError> {
+        self.advance_with(n, Release::OnSend)
+    }
+
+    #[inline]
+    pub(crate) fn advance_with(&mut self, n: usize, mode: Release) -> Result<(), AdvanceError> {
+        let available = self.queue.len();
+        if n > available {
+            return Err(AdvanceError {
+                requested: n,
+                available,
+            });
+        }
+        self.queue.advance(n, &mut self.scratch, mode);
+        Ok(())
+    }
+
+    /// The kernel no longer reads stream bytes before `offset` (counted from the buffer's
+    /// creation): releases held segments that end there or earlier. Returns bytes released.
+    #[allow(dead_code)] // the hook zero-copy send paths complete through; exercised by unit tests
+    pub(crate) fn release_through(&mut self, offset: u64) -> usize {
+        self.queue.release_through(offset, &mut self.scratch)
+    }
+
+    /// Drops everything pending, as if sent: pinned values are released now and scratch becomes
+    /// reusable. The buffer keeps its memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// buf.pin(vec![0u8; 4096]);
+    /// buf.clear();
+    /// assert!(buf.is_empty());
+    /// ```
+    pub fn clear(&mut self) {
+        self.queue.clear(&mut self.scratch);
+    }
+
+    #[inline]
+    pub(crate) fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+
+    #[inline]
+    pub(crate) fn scratch_mut(&mut self) -> &mut Scratch {
+        &mut self.scratch
+    }
+
+    /// Queues the bytes of a committing guard.
+    #[inline]
+    pub(crate) fn commit_scratch(&mut self, cur: Cursor) {
+        self.scratch.commit(cur);
+        self.queue.push_scratch(cur.chunk, cur.start, cur.pos);
+    }
+}
+
+impl fmt::Debug for WriteBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (bytes_in, bytes_out, bytes_released) = self.queue.totals();
+        f.debug_struct("WriteBuffer")
+            .field("len", &self.queue.len())
+            .field("held_len", &self.queue.held_len())
+            .field("segments", &self.queue.segments())
+            .field("bytes_in", &bytes_in)
+            .field("bytes_out", &bytes_out)
+            .field("bytes_released", &bytes_released)
+            .field("flatten_threshold", &self.flatten_below)
+            .field("scratch", &self.scratch)
+            .finish()
+    }
+}
