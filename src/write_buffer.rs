@@ -519,3 +519,108 @@ impl fmt::Debug for WriteBuffer {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The held (zero-copy) path through the core, reached only through crate-private hooks.
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Counted(Vec<u8>, Arc<AtomicUsize>);
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn queue(drops: &Arc<AtomicUsize>) -> WriteBuffer {
+        let mut buf = WriteBuffer::with_capacity(64);
+        buf.set_flatten_threshold(0);
+        buf.put_slice(b"head");
+        buf.pin(Counted(vec![7; 100], drops.clone()));
+        buf.put_slice(b"tail");
+        buf
+    }
+
+    #[test]
+    fn held_bytes_keep_the_buffer_non_empty_until_released() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut buf = queue(&drops);
+        buf.advance_with(108, Release::OnCompletion).unwrap();
+        buf.check_invariants();
+        assert_eq!(buf.len(), 0);
+        assert_eq!(buf.queue.held_len(), 108);
+        assert!(!buf.is_empty(), "the kernel still reads 108 bytes");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "released before completion"
+        );
+
+        assert_eq!(buf.release_through(50), 4); // only "head" ends by offset 50
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert_eq!(buf.release_through(104), 100);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(!buf.is_empty());
+        assert_eq!(buf.release_through(108), 4);
+        buf.check_invariants();
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn held_scratch_is_not_reused_before_release() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut buf = queue(&drops);
+        buf.advance_with(2, Release::OnCompletion).unwrap(); // inside "head"
+        buf.advance(buf.len()); // the rest by copying sends
+        buf.check_invariants();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(!buf.is_empty(), "two bytes of scratch are still held");
+        // New formatting must not overwrite the held bytes "he".
+        buf.put_slice(b"next");
+        assert_eq!(buf.scratch().bytes(0, 0, 2), b"he");
+        buf.release_through(2);
+        buf.advance(4);
+        buf.check_invariants();
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn pinned_value_partly_sent_zero_copy_lives_until_that_completion() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut buf = queue(&drops);
+        buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the value
+        buf.advance(98); // the rest copied
+        buf.check_invariants();
+        assert_eq!(buf.len(), 0);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "the kernel still reads 6 bytes of it"
+        );
+        assert_eq!(buf.release_through(10), 10);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        buf.check_invariants();
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn clear_keeps_held_segments() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut buf = queue(&drops);
+        buf.advance_with(104, Release::OnCompletion).unwrap();
+        buf.clear();
+        buf.check_invariants();
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert!(!buf.is_empty());
+        buf.release_through(104);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(buf.is_empty());
+    }
+}
