@@ -61,6 +61,8 @@ pub trait Encode {
 pub struct Reserved<const N: usize> {
     /// Offset from the start of the guard's bytes.
     offset: usize,
+    /// The guard that reserved it.
+    guard: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -129,6 +131,8 @@ pub struct FormatGuard<'a> {
     buf: &'a mut WriteBuffer,
     cur: Cursor,
     unfilled: usize,
+    /// Tells this guard's reserved fields from other guards'.
+    id: u64,
 }
 
 macro_rules! put_int {
@@ -181,10 +185,12 @@ impl<'a> FormatGuard<'a> {
     #[inline]
     pub(crate) fn new(buf: &'a mut WriteBuffer) -> FormatGuard<'a> {
         let cur = buf.scratch_mut().open();
+        let id = buf.next_guard_id();
         FormatGuard {
             buf,
             cur,
             unfilled: 0,
+            id,
         }
     }
 
@@ -367,6 +373,7 @@ impl<'a> FormatGuard<'a> {
         self.unfilled += 1;
         Reserved {
             offset,
+            guard: self.id,
             _not_send: PhantomData,
         }
     }
@@ -384,14 +391,11 @@ impl<'a> FormatGuard<'a> {
     ///
     /// # Panics
     ///
-    /// If `field` was reserved by another guard and lies past this guard's bytes.
+    /// If `field` was reserved by another guard.
     pub fn fill<const N: usize>(&mut self, field: Reserved<N>, bytes: [u8; N]) {
-        assert!(
-            field.offset + N <= self.len(),
-            "reserved field at {} (+{N}) lies outside this guard's {} bytes",
-            field.offset,
-            self.len()
-        );
+        if field.guard != self.id {
+            panic_foreign_field(field.offset);
+        }
         let cur = self.cur;
         self.buf
             .scratch_mut()
@@ -436,6 +440,13 @@ impl<'a> FormatGuard<'a> {
 #[cold]
 #[inline(never)]
 #[track_caller]
+fn panic_foreign_field(offset: usize) -> ! {
+    panic!("reserved field at offset {offset} belongs to another format guard")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
 fn panic_unfilled(n: usize) -> ! {
     panic!("format guard committed with {n} reserved field(s) never filled")
 }
@@ -463,6 +474,17 @@ impl std::io::Write for FormatGuard<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.put_slice(buf);
         Ok(buf.len())
+    }
+
+    /// Formats every slice; never writes short.
+    #[inline]
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let mut n = 0;
+        for b in bufs {
+            self.put_slice(b);
+            n += b.len();
+        }
+        Ok(n)
     }
 
     #[inline]

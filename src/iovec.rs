@@ -195,13 +195,20 @@ impl<'a> IoVecBuilder<'a> {
     /// ```
     pub fn gather(&mut self, buf: &'a crate::WriteBuffer) -> usize {
         self.clear();
+        let all = buf.io_slices();
+        let all = &all[..all.len().min(self.limit.max_iovecs)];
+        if self.limit.max_bytes == usize::MAX {
+            self.slices.extend_from_slice(all);
+            self.bytes = all.iter().map(|s| s.len()).sum();
+            return self.bytes;
+        }
         let mut budget = self.limit.max_bytes;
-        for chunk in buf.chunks() {
-            if self.slices.len() == self.limit.max_iovecs || budget == 0 {
+        for iov in all {
+            if budget == 0 {
                 break;
             }
-            let take = chunk.len().min(budget);
-            self.slices.push(IoSlice::new(&chunk[..take]));
+            let take = iov.len().min(budget);
+            self.slices.push(IoSlice::new(&iov[..take]));
             budget -= take;
         }
         self.bytes = self.limit.max_bytes - budget;

@@ -14,8 +14,16 @@
 //! kernel's completion. A chunk whose bytes are all released is reused: the tail in place (its
 //! cursors go back to zero), any other chunk through the free list. A steady-state connection
 //! therefore never allocates.
+//!
+//! Chunk memory is held as a raw pointer, not a `Box`, because segments keep pointers into the
+//! committed part while guards write past it: every access derives from the one raw pointer, so
+//! writing the free part never invalidates (under Stacked Borrows) the pointers to the committed
+//! part.
+#![allow(unsafe_code)]
 
 use core::fmt;
+use core::ptr::NonNull;
+use std::io::IoSlice;
 
 /// Index of a chunk in the slab.
 pub(crate) type ChunkId = u32;
@@ -28,20 +36,70 @@ pub(crate) type ChunkId = u32;
 pub(crate) const DEFAULT_CHUNK_SIZE: usize = 16 * 1024;
 
 struct Chunk {
-    buf: Box<[u8]>,
+    /// Start of `cap` bytes allocated as a `Box<[u8]>` (dangling when `cap == 0`).
+    ptr: NonNull<u8>,
+    cap: usize,
     filled: usize,
     sent: usize,
     released: usize,
 }
 
+// SAFETY: a chunk owns its allocation like a `Box<[u8]>`, which is Send and Sync.
+unsafe impl Send for Chunk {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Chunk {}
+
 impl Chunk {
     fn with_capacity(cap: usize) -> Chunk {
+        Chunk::from_box(vec![0u8; cap].into_boxed_slice())
+    }
+
+    fn from_box(storage: Box<[u8]>) -> Chunk {
+        let cap = storage.len();
+        let raw: *mut [u8] = Box::into_raw(storage);
         Chunk {
-            buf: vec![0u8; cap].into_boxed_slice(),
+            // SAFETY: `Box::into_raw` never returns null.
+            ptr: unsafe { NonNull::new_unchecked(raw.cast::<u8>()) },
+            cap,
             filled: 0,
             sent: 0,
             released: 0,
         }
+    }
+
+    /// Gives the allocation back as a `Box`; the chunk is left empty.
+    fn take_box(&mut self) -> Box<[u8]> {
+        let raw = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.cap);
+        self.ptr = NonNull::dangling();
+        self.cap = 0;
+        // SAFETY: `ptr`/`cap` came from `Box::into_raw` of a `Box<[u8]>` of exactly `cap` bytes
+        // (`from_box`), and ownership is handed back exactly once: the chunk now owns nothing.
+        unsafe { Box::from_raw(raw) }
+    }
+
+    /// Bytes `at .. at + n`, which the caller has checked lie within `cap`.
+    #[inline]
+    fn bytes(&self, at: usize, n: usize) -> &[u8] {
+        assert!(at <= self.cap && n <= self.cap - at);
+        // SAFETY: in bounds (checked above) of a live allocation of initialised bytes; no `&mut`
+        // to these bytes exists while `&self` is borrowed (writes go through `&mut self`).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(at), n) }
+    }
+
+    /// Bytes `at .. at + n` for writing.
+    #[inline]
+    fn bytes_mut(&mut self, at: usize, n: usize) -> &mut [u8] {
+        assert!(at <= self.cap && n <= self.cap - at);
+        // SAFETY: in bounds of a live allocation (checked above). Callers only write at or past
+        // `filled`, or inside an open guard's own uncommitted bytes: no segment points there, and
+        // `&mut self` excludes every other reference.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), n) }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        drop(self.take_box());
     }
 }
 
@@ -83,7 +141,7 @@ impl Scratch {
 
     /// Bytes of heap memory held by this scratch area.
     pub(crate) fn capacity(&self) -> usize {
-        self.chunks.iter().map(|c| c.buf.len()).sum()
+        self.chunks.iter().map(|c| c.cap).sum()
     }
 
     /// True when no committed byte is unsent or unreleased and the tail's cursors are at rest.
@@ -129,20 +187,18 @@ impl Scratch {
     /// chunk first if they do not fit. Committed bytes are never moved.
     #[inline]
     pub(crate) fn reserve(&mut self, cur: &mut Cursor, n: usize) -> &mut [u8] {
-        if self.chunks[cur.chunk as usize].buf.len() - cur.pos < n {
+        if self.chunks[cur.chunk as usize].cap - cur.pos < n {
             self.relocate(cur, n);
         }
-        let end = cur.pos + n;
-        let out = &mut self.chunks[cur.chunk as usize].buf[cur.pos..end];
-        cur.pos = end;
-        out
+        let at = cur.pos;
+        cur.pos += n;
+        self.chunks[cur.chunk as usize].bytes_mut(at, n)
     }
 
     /// Mutable access to bytes already written by an open guard (to fill a reserved field).
     pub(crate) fn written_mut(&mut self, cur: &Cursor, from: usize, len: usize) -> &mut [u8] {
         debug_assert!(cur.start + from + len <= cur.pos);
-        let at = cur.start + from;
-        &mut self.chunks[cur.chunk as usize].buf[at..at + len]
+        self.chunks[cur.chunk as usize].bytes_mut(cur.start + from, len)
     }
 
     #[cold]
@@ -159,7 +215,8 @@ impl Scratch {
         };
         let new = self.acquire(cap);
         let (from, to) = self.pair_mut(cur.chunk, new);
-        to.buf[..used].copy_from_slice(&from.buf[cur.start..cur.pos]);
+        to.bytes_mut(0, used)
+            .copy_from_slice(from.bytes(cur.start, used));
         let old = cur.chunk;
         *cur = Cursor {
             chunk: new,
@@ -173,6 +230,7 @@ impl Scratch {
     }
 
     /// Makes the guard's bytes committed; returns the committed range in `cur.chunk`.
+    #[inline]
     pub(crate) fn commit(&mut self, cur: Cursor) {
         if Some(cur.chunk) != self.tail {
             if let Some(old) = self.tail.replace(cur.chunk) {
@@ -190,6 +248,7 @@ impl Scratch {
     }
 
     /// Drops an open guard's bytes.
+    #[inline]
     pub(crate) fn abandon(&mut self, cur: Cursor) {
         if Some(cur.chunk) != self.tail {
             self.recycle(cur.chunk);
@@ -199,10 +258,56 @@ impl Scratch {
     /// Committed bytes of a segment.
     #[inline]
     pub(crate) fn bytes(&self, chunk: ChunkId, start: usize, end: usize) -> &[u8] {
-        &self.chunks[chunk as usize].buf[start..end]
+        self.chunks[chunk as usize].bytes(start, end - start)
+    }
+
+    /// The committed bytes `chunk[start..end]` as an iovec that outlives this borrow.
+    ///
+    /// # Safety
+    ///
+    /// The caller must not use the returned slice after these bytes are released (reused by a
+    /// later guard) or the scratch is dropped or stolen. Committed bytes are never written again
+    /// until released, so reading them meanwhile is sound.
+    #[inline]
+    pub(crate) unsafe fn iovec(
+        &self,
+        chunk: ChunkId,
+        start: usize,
+        end: usize,
+    ) -> IoSlice<'static> {
+        let c = &self.chunks[chunk as usize];
+        debug_assert!(start <= end && end <= c.filled);
+        // SAFETY: in bounds of the chunk's live allocation (`end <= filled <= cap`); the
+        // lifetime is the caller's obligation (see `# Safety`). The pointer derives from the
+        // chunk's raw base pointer, so later writes past `filled` do not invalidate it.
+        IoSlice::new(unsafe { core::slice::from_raw_parts(c.ptr.as_ptr().add(start), end - start) })
+    }
+
+    /// Offset in `chunk` of a pointer into its committed bytes.
+    #[inline]
+    pub(crate) fn offset_of(&self, chunk: ChunkId, ptr: *const u8) -> usize {
+        ptr.addr()
+            .wrapping_sub(self.chunks[chunk as usize].ptr.as_ptr().addr())
+    }
+
+    /// `n` bytes of `chunk` were copied by the kernel: sent and released in one step.
+    #[inline]
+    pub(crate) fn consume(&mut self, chunk: ChunkId, n: usize) {
+        let c = &mut self.chunks[chunk as usize];
+        c.sent += n;
+        c.released += n;
+        debug_assert!(
+            c.sent <= c.filled,
+            "scratch chunk sent past its filled cursor"
+        );
+        self.unsent -= n;
+        if c.released == c.filled {
+            self.drained(chunk);
+        }
     }
 
     /// `n` bytes of `chunk` were accepted by the kernel and it keeps reading them until released.
+    #[inline]
     pub(crate) fn mark_sent(&mut self, chunk: ChunkId, n: usize) {
         let c = &mut self.chunks[chunk as usize];
         c.sent += n;
@@ -215,6 +320,7 @@ impl Scratch {
     }
 
     /// `n` sent bytes of `chunk` are no longer read by anyone; reuses the chunk once all are.
+    #[inline]
     pub(crate) fn mark_released(&mut self, chunk: ChunkId, n: usize) {
         let c = &mut self.chunks[chunk as usize];
         c.released += n;
@@ -224,13 +330,24 @@ impl Scratch {
         );
         self.held -= n;
         if c.released == c.filled {
+            self.drained(chunk);
+        }
+    }
+
+    /// Every committed byte of `chunk` is released: reuse it.
+    #[inline]
+    fn drained(&mut self, chunk: ChunkId) {
+        if Some(chunk) == self.tail && self.chunks[chunk as usize].cap <= self.chunk_size {
+            let c = &mut self.chunks[chunk as usize];
+            c.filled = 0;
+            c.sent = 0;
+            c.released = 0;
+        } else {
             if Some(chunk) == self.tail {
-                c.filled = 0;
-                c.sent = 0;
-                c.released = 0;
-            } else {
-                self.recycle(chunk);
+                // An oversized tail (one large format): free it; the next guard opens a new tail.
+                self.tail = None;
             }
+            self.recycle(chunk);
         }
     }
 
@@ -239,10 +356,10 @@ impl Scratch {
         let mut unsent = 0;
         let mut held = 0;
         for (i, c) in self.chunks.iter().enumerate() {
-            if !(c.released <= c.sent && c.sent <= c.filled && c.filled <= c.buf.len()) {
+            if !(c.released <= c.sent && c.sent <= c.filled && c.filled <= c.cap) {
                 return Err(format!(
                     "scratch chunk {i}: cursors out of order (released {}, sent {}, filled {}, capacity {})",
-                    c.released, c.sent, c.filled, c.buf.len()
+                    c.released, c.sent, c.filled, c.cap
                 ));
             }
             unsent += c.filled - c.sent;
@@ -265,7 +382,7 @@ impl Scratch {
     fn acquire(&mut self, cap: usize) -> ChunkId {
         if let Some(id) = self.free.pop() {
             let c = &mut self.chunks[id as usize];
-            if c.buf.len() < cap {
+            if c.cap < cap {
                 *c = Chunk::with_capacity(cap);
             }
             return id;
@@ -280,9 +397,9 @@ impl Scratch {
         c.filled = 0;
         c.sent = 0;
         c.released = 0;
-        if c.buf.len() > self.chunk_size {
+        if c.cap > self.chunk_size {
             // An oversized chunk from one large format: free it rather than keep it idle.
-            c.buf = Box::default();
+            drop(c.take_box());
         }
         self.free.push(id);
     }
@@ -305,7 +422,7 @@ impl fmt::Debug for Scratch {
         let cursors: Vec<_> = self
             .chunks
             .iter()
-            .map(|c| (c.released, c.sent, c.filled, c.buf.len()))
+            .map(|c| (c.released, c.sent, c.filled, c.cap))
             .collect();
         f.debug_struct("Scratch")
             .field("tail", &self.tail)

@@ -1,8 +1,13 @@
 //! The private segment queue: the only place the buffer's byte counts change.
 //!
+//! Pending segments are kept in iovec form: `iovs[head..]` is exactly the array a vectored write
+//! takes, so gathering costs nothing and a partial write only shortens the front entry (as
+//! `IoSlice::advance_slices` does). `metas` runs parallel to `iovs` and owns what each iovec
+//! points into: a scratch chunk or a pinned value.
+//!
 //! Every segment goes through three steps:
 //!
-//! 1. *pending*: in `pending`, not yet accepted by the kernel;
+//! 1. *pending*: in `iovs[head..]`, not yet accepted by the kernel;
 //! 2. *sent*: advanced past;
 //! 3. *released*: the pinned owner dropped, the scratch bytes reusable.
 //!
@@ -10,8 +15,10 @@
 //! completes later ([`Release::OnCompletion`]) a sent segment moves to `held`, tagged with the
 //! stream offset of its last byte, until [`SegmentQueue::release_through`] says the kernel is done
 //! with everything before an offset.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use crate::pinned::Owner;
 use crate::scratch::{ChunkId, Scratch};
@@ -26,54 +33,42 @@ pub(crate) enum Release {
     OnCompletion,
 }
 
+/// What a pending iovec points into.
 #[derive(Debug)]
-pub(crate) enum Segment {
-    /// `chunk[start..end]` of scratch.
-    Scratch {
-        chunk: ChunkId,
-        start: usize,
-        end: usize,
-    },
-    /// `owner.bytes()[start..end]`.
-    Pinned {
-        owner: Owner,
-        start: usize,
-        end: usize,
-    },
-}
-
-impl Segment {
-    #[inline]
-    fn len(&self) -> usize {
-        match *self {
-            Segment::Scratch { start, end, .. } | Segment::Pinned { start, end, .. } => end - start,
-        }
-    }
-
-    /// The segment's unsent bytes.
-    #[inline]
-    pub(crate) fn bytes<'a>(&'a self, scratch: &'a Scratch) -> &'a [u8] {
-        match self {
-            Segment::Scratch { chunk, start, end } => scratch.bytes(*chunk, *start, *end),
-            Segment::Pinned { owner, start, end } => &owner.bytes()[*start..*end],
-        }
-    }
+enum Meta {
+    Scratch(ChunkId),
+    Pinned(Owner),
+    /// Already advanced past; waiting for the queue to compact.
+    Gone,
 }
 
 /// A sent segment the kernel may still read, and the stream offset just past its last byte.
 #[derive(Debug)]
 struct Held {
-    segment: Segment,
-    /// For scratch: bytes of the chunk to release. For pinned values: the owner to drop.
+    meta: Meta,
+    /// Bytes counted as held for this segment.
     len: usize,
     end_offset: u64,
 }
 
+/// Advanced-past entries kept at the front before the queue compacts even though it is not empty.
+const COMPACT_AFTER: usize = 256;
+
 #[derive(Debug, Default)]
 pub(crate) struct SegmentQueue {
-    pending: VecDeque<Segment>,
+    /// `iovs[head..]` are the pending bytes, in order.
+    ///
+    /// Invariant: each pending iovec points into what `metas` at the same index owns — committed,
+    /// unreleased bytes of a live scratch chunk, or a live pinned owner's bytes — and is never
+    /// empty. The `'static` is a lie the queue keeps honest: iovecs leave only through
+    /// [`io_slices`](Self::io_slices), which shortens it to the queue's borrow, and the memory
+    /// they point to outlives that borrow (pinned owners are dropped, scratch reused, only
+    /// through `&mut self`).
+    iovs: Vec<IoSlice<'static>>,
+    metas: Vec<Meta>,
+    head: usize,
     held: VecDeque<Held>,
-    /// Σ len of `pending`.
+    /// Σ len of the pending iovecs.
     pending_len: usize,
     /// Bytes sent but not released.
     held_len: usize,
@@ -101,16 +96,15 @@ impl SegmentQueue {
         self.held_len
     }
 
+    #[inline]
     pub(crate) fn segments(&self) -> usize {
-        self.pending.len()
+        self.iovs.len() - self.head
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Segment> {
-        self.pending.iter()
-    }
-
-    pub(crate) fn front(&self) -> Option<&Segment> {
-        self.pending.front()
+    /// The pending bytes as iovecs, front first.
+    #[inline]
+    pub(crate) fn io_slices(&self) -> &[IoSlice<'_>] {
+        &self.iovs[self.head..]
     }
 
     /// Totals: (bytes in, bytes out, bytes released).
@@ -118,25 +112,39 @@ impl SegmentQueue {
         (self.bytes_in, self.bytes_out, self.bytes_released)
     }
 
-    /// Appends committed scratch bytes, merging with the last segment when contiguous.
+    /// Appends committed scratch bytes `chunk[start..end]`, merging with the last segment when
+    /// contiguous.
     #[inline]
-    pub(crate) fn push_scratch(&mut self, chunk: ChunkId, start: usize, end: usize) {
+    pub(crate) fn push_scratch(
+        &mut self,
+        scratch: &Scratch,
+        chunk: ChunkId,
+        start: usize,
+        end: usize,
+    ) {
         let n = end - start;
         if n == 0 {
             return;
         }
         self.count_in(n);
-        if let Some(Segment::Scratch {
-            chunk: c, end: e, ..
-        }) = self.pending.back_mut()
-        {
-            if *c == chunk && *e == start {
-                *e = end;
-                return;
+        if self.iovs.len() > self.head {
+            let last = self.iovs.len() - 1;
+            if let Meta::Scratch(c) = self.metas[last] {
+                let back = &self.iovs[last];
+                let back_start = back.as_ptr();
+                let from = scratch.offset_of(chunk, back_start);
+                if c == chunk && from + back.len() == start {
+                    // SAFETY: `chunk[from..end]` is committed and unreleased: `from..start` is the
+                    // pending back segment, `start..end` was just committed.
+                    self.iovs[last] = unsafe { scratch.iovec(chunk, from, end) };
+                    return;
+                }
             }
         }
-        self.pending
-            .push_back(Segment::Scratch { chunk, start, end });
+        self.maybe_compact();
+        // SAFETY: `start..end` was just committed and is released only after this segment.
+        self.iovs.push(unsafe { scratch.iovec(chunk, start, end) });
+        self.metas.push(Meta::Scratch(chunk));
     }
 
     /// Appends a pinned value of `len > 0` bytes.
@@ -144,11 +152,18 @@ impl SegmentQueue {
     pub(crate) fn push_pinned(&mut self, owner: Owner, len: usize) {
         debug_assert!(len > 0 && owner.bytes().len() == len);
         self.count_in(len);
-        self.pending.push_back(Segment::Pinned {
-            owner,
-            start: 0,
-            end: len,
-        });
+        self.maybe_compact();
+        self.metas.push(Meta::Pinned(owner));
+        // Take the pointer only once the owner sits where it stays until released.
+        let Some(Meta::Pinned(owner)) = self.metas.last() else {
+            unreachable!("just pushed a pinned owner")
+        };
+        let bytes = owner.bytes();
+        // SAFETY: `bytes` is owned by (or `'static` for) `owner`, which stays in `metas` until
+        // this iovec is advanced past; moving an `Owner` never moves the bytes it owns (they
+        // live on the heap or are static). See `Owner::new`.
+        let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) });
+        self.iovs.push(iov);
     }
 
     #[inline]
@@ -158,97 +173,106 @@ impl SegmentQueue {
         debug_assert_eq!(self.bytes_in - self.bytes_out, self.pending_len as u64);
     }
 
+    /// Drops advanced-past entries from the front once there are many, so memory stays bounded
+    /// on a connection whose queue never fully drains.
+    #[inline]
+    fn maybe_compact(&mut self) {
+        if self.head >= COMPACT_AFTER && self.head * 2 >= self.iovs.len() {
+            self.iovs.drain(..self.head);
+            self.metas.drain(..self.head);
+            self.head = 0;
+        }
+    }
+
     /// Moves past exactly `n <= len()` pending bytes.
     ///
     /// Each segment is counted out before it is released, so a panicking `Drop` of a pinned value
     /// leaves the counts consistent with the queue.
+    #[inline]
     pub(crate) fn advance(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
         debug_assert!(n <= self.pending_len);
         while n > 0 {
-            let front = self
-                .pending
-                .front_mut()
-                .expect("pending_len > 0 with no segment");
-            let rem = front.len();
+            let h = self.head;
+            let rem = self.iovs[h].len();
             let step = n.min(rem);
             self.pending_len -= step;
             self.bytes_out += step as u64;
             n -= step;
             debug_assert_eq!(self.bytes_in - self.bytes_out, self.pending_len as u64);
             if step < rem {
-                // Stops inside this segment.
-                match front {
-                    Segment::Scratch { chunk, start, .. } => {
-                        let (chunk, from) = (*chunk, *start);
-                        *start += step;
-                        scratch.mark_sent(chunk, step);
-                        match mode {
-                            Release::OnSend => self.release_scratch(scratch, chunk, step),
-                            Release::OnCompletion => self.hold(
-                                Segment::Scratch {
-                                    chunk,
-                                    start: from,
-                                    end: from + step,
-                                },
-                                step,
-                                self.bytes_out,
-                            ),
-                        }
-                    }
-                    Segment::Pinned { start, .. } => {
-                        *start += step;
-                        match mode {
-                            Release::OnSend => self.bytes_released += step as u64,
-                            Release::OnCompletion => {
-                                self.front_sent_held += step;
-                                self.front_held_end = self.bytes_out;
-                                self.held_len += step;
-                            }
-                        }
-                    }
-                }
+                self.iovs[h].advance(step);
+                self.advance_inside(h, step, scratch, mode);
                 return;
             }
-            let seg = self.pending.pop_front().expect("front exists");
-            let earlier = std::mem::take(&mut self.front_sent_held);
-            match (seg, mode) {
-                (Segment::Scratch { chunk, .. }, Release::OnSend) => {
-                    scratch.mark_sent(chunk, step);
-                    self.release_scratch(scratch, chunk, step);
-                }
-                (seg @ Segment::Pinned { .. }, Release::OnSend) => {
-                    self.bytes_released += step as u64;
-                    if earlier == 0 {
-                        drop(seg);
-                    } else {
-                        // An earlier zero-copy send still reads this value's first bytes: the
-                        // owner lives until that send's completion.
-                        self.held_len -= earlier;
-                        self.hold(seg, earlier, self.front_held_end);
-                    }
-                }
-                (seg @ Segment::Scratch { chunk, .. }, Release::OnCompletion) => {
-                    scratch.mark_sent(chunk, step);
-                    self.hold(seg, step, self.bytes_out);
-                }
-                (seg @ Segment::Pinned { .. }, Release::OnCompletion) => {
-                    self.held_len -= earlier;
-                    self.hold(seg, step + earlier, self.bytes_out);
-                }
+            let meta = std::mem::replace(&mut self.metas[h], Meta::Gone);
+            self.head += 1;
+            if self.head == self.iovs.len() {
+                self.iovs.clear();
+                self.metas.clear();
+                self.head = 0;
             }
+            self.finish(meta, step, scratch, mode);
         }
     }
 
+    /// Accounts for `step` bytes sent from inside the front segment `h`.
     #[inline]
-    fn release_scratch(&mut self, scratch: &mut Scratch, chunk: ChunkId, n: usize) {
-        scratch.mark_released(chunk, n);
-        self.bytes_released += n as u64;
+    fn advance_inside(&mut self, h: usize, step: usize, scratch: &mut Scratch, mode: Release) {
+        match (&self.metas[h], mode) {
+            (&Meta::Scratch(chunk), Release::OnSend) => {
+                scratch.consume(chunk, step);
+                self.bytes_released += step as u64;
+            }
+            (&Meta::Scratch(chunk), Release::OnCompletion) => {
+                scratch.mark_sent(chunk, step);
+                self.hold(Meta::Scratch(chunk), step, self.bytes_out);
+            }
+            (Meta::Pinned(_), Release::OnSend) => self.bytes_released += step as u64,
+            (Meta::Pinned(_), Release::OnCompletion) => {
+                self.front_sent_held += step;
+                self.front_held_end = self.bytes_out;
+                self.held_len += step;
+            }
+            (Meta::Gone, _) => unreachable!("pending iovec without an owner"),
+        }
     }
 
-    fn hold(&mut self, segment: Segment, len: usize, end_offset: u64) {
+    /// Accounts for the last `step` bytes of a segment, now fully sent.
+    #[inline]
+    fn finish(&mut self, meta: Meta, step: usize, scratch: &mut Scratch, mode: Release) {
+        let earlier = std::mem::take(&mut self.front_sent_held);
+        match (meta, mode) {
+            (Meta::Scratch(chunk), Release::OnSend) => {
+                scratch.consume(chunk, step);
+                self.bytes_released += step as u64;
+            }
+            (meta @ Meta::Pinned(_), Release::OnSend) => {
+                self.bytes_released += step as u64;
+                if earlier == 0 {
+                    drop(meta);
+                } else {
+                    // An earlier zero-copy send still reads this value's first bytes: the
+                    // owner lives until that send's completion.
+                    self.held_len -= earlier;
+                    self.hold(meta, earlier, self.front_held_end);
+                }
+            }
+            (Meta::Scratch(chunk), Release::OnCompletion) => {
+                scratch.mark_sent(chunk, step);
+                self.hold(Meta::Scratch(chunk), step, self.bytes_out);
+            }
+            (meta @ Meta::Pinned(_), Release::OnCompletion) => {
+                self.held_len -= earlier;
+                self.hold(meta, step + earlier, self.bytes_out);
+            }
+            (Meta::Gone, _) => unreachable!("pending iovec without an owner"),
+        }
+    }
+
+    fn hold(&mut self, meta: Meta, len: usize, end_offset: u64) {
         self.held_len += len;
         self.held.push_back(Held {
-            segment,
+            meta,
             len,
             end_offset,
         });
@@ -264,9 +288,10 @@ impl SegmentQueue {
             self.held_len -= h.len;
             self.bytes_released += h.len as u64;
             released += h.len;
-            match h.segment {
-                Segment::Scratch { chunk, .. } => scratch.mark_released(chunk, h.len),
-                Segment::Pinned { owner, .. } => drop(owner),
+            match h.meta {
+                Meta::Scratch(chunk) => scratch.mark_released(chunk, h.len),
+                Meta::Pinned(owner) => drop(owner),
+                Meta::Gone => unreachable!("held segment without an owner"),
             }
         }
         released
@@ -282,7 +307,7 @@ impl SegmentQueue {
     #[inline]
     pub(crate) fn quick_empty(&self) -> Result<bool, String> {
         let counted = self.pending_len == 0 && self.held_len == 0;
-        let queued = self.pending.is_empty() && self.held.is_empty();
+        let queued = self.head == self.iovs.len() && self.held.is_empty();
         let balanced = self.bytes_in == self.bytes_out && self.bytes_out == self.bytes_released;
         if counted == queued && counted == balanced {
             Ok(counted)
@@ -295,14 +320,26 @@ impl SegmentQueue {
 
     /// Full O(segments) audit of the counts against the queue.
     pub(crate) fn audit(&self) -> Result<(), String> {
-        let sum: usize = self.pending.iter().map(Segment::len).sum();
+        if self.iovs.len() != self.metas.len() || self.head > self.iovs.len() {
+            return Err(format!(
+                "iovecs ({}) and owners ({}) out of step, head {}",
+                self.iovs.len(),
+                self.metas.len(),
+                self.head
+            ));
+        }
+        let pending = &self.metas[self.head..];
+        if pending.iter().any(|m| matches!(m, Meta::Gone)) {
+            return Err("a pending iovec has no owner".into());
+        }
+        let sum: usize = self.io_slices().iter().map(|s| s.len()).sum();
         if sum != self.pending_len {
             return Err(format!(
-                "pending_len {} but segments hold {sum} bytes",
+                "pending_len {} but iovecs hold {sum} bytes",
                 self.pending_len
             ));
         }
-        if self.pending.iter().any(|s| s.len() == 0) {
+        if self.io_slices().iter().any(|s| s.is_empty()) {
             return Err("a zero-length segment is queued".into());
         }
         let held: usize = self.held.iter().map(|h| h.len).sum::<usize>() + self.front_sent_held;

@@ -1,7 +1,7 @@
 //! Sending what is pending: [`WriteBuffer::send_to`] on a socket, [`WriteBuffer::write_to`] on
 //! any `std::io::Write`.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 
 use crate::iovec::{GatherLimit, IoVecBuilder};
 use crate::write_buffer::WriteBuffer;
@@ -75,11 +75,8 @@ impl WriteBuffer {
         if self.len() == 0 {
             return Ok(0);
         }
-        let sent = {
-            let mut iov = IoVecBuilder::with_limit(limit);
-            iov.gather(self);
-            crate::sys::sendmsg(fd.as_fd(), iov.as_slices(), 0)?
-        };
+        let (sent, _) = self.with_gathered(limit, |iov| crate::sys::sendmsg(fd.as_fd(), iov, 0));
+        let sent = sent?;
         self.try_advance(sent)?;
         Ok(sent)
     }
@@ -136,11 +133,8 @@ impl WriteBuffer {
         if self.len() == 0 {
             return Ok(0);
         }
-        let (written, offered) = {
-            let mut iov = IoVecBuilder::with_limit(limit);
-            let offered = iov.gather(self);
-            (writer.write_vectored(iov.as_slices())?, offered)
-        };
+        let (written, offered) = self.with_gathered(limit, |iov| writer.write_vectored(iov));
+        let written = written?;
         if written == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -155,5 +149,23 @@ impl WriteBuffer {
         }
         self.try_advance(written)?;
         Ok(written)
+    }
+
+    /// Calls `f` with the pending iovecs within `limit` and returns its result and the bytes
+    /// offered. Without a byte budget the buffer's own iovec array is passed as it is: no copy.
+    fn with_gathered<R>(
+        &self,
+        limit: GatherLimit,
+        f: impl FnOnce(&[IoSlice<'_>]) -> R,
+    ) -> (R, usize) {
+        let all = self.io_slices();
+        if limit.bytes() == usize::MAX {
+            let iov = &all[..all.len().min(limit.iovecs())];
+            let offered = iov.iter().map(|s| s.len()).sum();
+            return (f(iov), offered);
+        }
+        let mut builder = IoVecBuilder::with_limit(limit);
+        let offered = builder.gather(self);
+        (f(builder.as_slices()), offered)
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{panic_advance, AdvanceError};
 use crate::format::FormatGuard;
 use crate::pinned::Owner;
 use crate::scratch::{Cursor, Scratch, DEFAULT_CHUNK_SIZE};
-use crate::segment::{Release, Segment, SegmentQueue};
+use crate::segment::{Release, SegmentQueue};
 
 /// Pinned values shorter than this are copied into scratch by default.
 ///
@@ -61,6 +61,7 @@ pub struct WriteBuffer {
     queue: SegmentQueue,
     scratch: Scratch,
     flatten_below: usize,
+    guards_opened: u64,
 }
 
 impl Default for WriteBuffer {
@@ -98,6 +99,7 @@ impl WriteBuffer {
             queue: SegmentQueue::default(),
             scratch: Scratch::new(chunk_size),
             flatten_below: DEFAULT_FLATTEN_THRESHOLD,
+            guards_opened: 0,
         }
     }
 
@@ -352,8 +354,8 @@ impl WriteBuffer {
     /// ```
     #[inline]
     pub fn chunk(&self) -> &[u8] {
-        match self.queue.front() {
-            Some(seg) => seg.bytes(&self.scratch),
+        match self.queue.io_slices().first() {
+            Some(iov) => iov,
             None => &[],
         }
     }
@@ -371,9 +373,28 @@ impl WriteBuffer {
     /// ```
     #[inline]
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.queue
-            .iter()
-            .map(|seg: &Segment| seg.bytes(&self.scratch))
+        self.queue.io_slices().iter().map(|iov| &**iov)
+    }
+
+    /// The pending bytes as `IoSlice`s, front first, ready for `writev`/`sendmsg`: the buffer
+    /// keeps its segments in this form, so this costs nothing. Cap the length yourself at
+    /// `IOV_MAX`, or use [`IoVecBuilder`](crate::IoVecBuilder) for limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"header");
+    /// buf.pin(vec![b'v'; 1024]);
+    /// let mut out = Vec::new();
+    /// let n = out.write_vectored(buf.io_slices()).unwrap();
+    /// buf.advance(n);
+    /// ```
+    #[inline]
+    pub fn io_slices(&self) -> &[IoSlice<'_>] {
+        self.queue.io_slices()
     }
 
     /// Fills `dst` with pending runs of bytes from the front and returns how many it filled, as
@@ -496,11 +517,19 @@ impl WriteBuffer {
         &mut self.scratch
     }
 
+    /// A fresh id for a format guard.
+    #[inline]
+    pub(crate) fn next_guard_id(&mut self) -> u64 {
+        self.guards_opened += 1;
+        self.guards_opened
+    }
+
     /// Queues the bytes of a committing guard.
     #[inline]
     pub(crate) fn commit_scratch(&mut self, cur: Cursor) {
         self.scratch.commit(cur);
-        self.queue.push_scratch(cur.chunk, cur.start, cur.pos);
+        self.queue
+            .push_scratch(&self.scratch, cur.chunk, cur.start, cur.pos);
     }
 }
 

@@ -518,7 +518,7 @@ fn the_panic_counts_the_unfilled_fields() {
 }
 
 #[test]
-#[should_panic(expected = "reserved field at 10 (+4) lies outside this guard's 2 bytes")]
+#[should_panic(expected = "reserved field at offset 10 belongs to another format guard")]
 fn filling_a_field_of_another_guard_panics() {
     let mut buf = WriteBuffer::new();
     let stale = {
@@ -531,13 +531,10 @@ fn filling_a_field_of_another_guard_panics() {
     f.fill_u32(stale, 5);
 }
 
-/// BUG (reported, not fixed here): `Reserved<N>` carries only an offset, not which guard it
-/// came from. A field from a rolled-back guard is accepted by the next guard if its offset is in
-/// range: it overwrites that guard's body and uses up its unfilled count, so the guard's own
-/// length field is committed as zeros and the documented "committing with a field unfilled
-/// panics" does not happen. Either call below should panic once fixed.
+/// Regression: a field from a rolled-back guard used to be accepted by the next guard if its
+/// offset was in range, overwriting that guard's body and using up its unfilled count, so the
+/// guard's own length field was committed as zeros. Fields now carry their guard's id.
 #[test]
-#[ignore = "BUG: a Reserved from another guard is accepted and hides an unfilled field"]
 #[should_panic(expected = "reserved field")]
 fn a_stale_reserved_field_cannot_hide_an_unfilled_one() {
     let mut buf = WriteBuffer::new();
@@ -628,12 +625,10 @@ fn scratch_is_reused_after_draining() {
     assert_eq!(capacity, Some(4096));
 }
 
-/// BUG (reported, not fixed here): scratch frees an oversized chunk (one made for a single
-/// format larger than the chunk size) when it is recycled, "rather than keep it idle", but not
-/// when that chunk has become the tail: then it is reset in place and kept. One 1 MB response
-/// leaves an idle connection holding 1 MB of scratch for good.
+/// Regression: an oversized chunk (made for a single format larger than the chunk size) used to
+/// be kept for good once it had become the tail, so one 1 MB response left an idle connection
+/// holding 1 MB of scratch. It is now freed when drained, like any other oversized chunk.
 #[test]
-#[ignore = "BUG: an oversized tail chunk is kept after draining"]
 fn an_oversized_chunk_is_not_kept_once_drained() {
     let mut buf = WriteBuffer::with_capacity(64);
     buf.put_slice(b"small");
