@@ -1,0 +1,877 @@
+//! A model of [`WriteBuffer`] and the operations both are driven by.
+//!
+//! The model is what a correct buffer must look like from outside:
+//!
+//! * `wire`: the bytes that must still go on the wire, in order;
+//! * `pinned`: each value pinned zero-copy and not yet released, with the stream offsets of its
+//!   first and last byte and the address of its memory;
+//! * `released`: the ids of the values that must have been dropped, each exactly once.
+//!
+//! [`Harness::check`] compares the buffer with the model after every operation. Values pinned as
+//! `Arc<[u8]>` or as a drop-counting owner have observable drops and are checked exactly; the
+//! other owner kinds are checked by the sanitizers (AddressSanitizer in the fuzzer, Miri under
+//! `ci/miri.sh`): an early drop is a use after free when the bytes are compared, a double drop a
+//! double free, and a missing one a leak when the buffer is dropped at the end.
+//!
+//! This file is the fuzz crate's library and is included by path from `tests/prop_model.rs` and
+//! `tests/fuzz_regressions.rs`. Under `cargo fuzz` (`--cfg fuzzing`) the inputs derive
+//! `arbitrary::Arbitrary`; proptest builds them with its own strategies.
+//!
+//! To cover a new operation, add a variant to [`Op`] and its arm to [`Harness::apply`] (and a
+//! strategy to `tests/prop_model.rs`); the checks after each operation apply unchanged.
+#![allow(dead_code)] // each including crate uses a subset
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{self, IoSlice, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sendbuf::{AdvanceError, Encode, FormatGuard, GatherLimit, IoVecBuilder, WriteBuffer};
+
+/// Largest scratch chunk an input selects: `with_capacity(1..=MAX_CHUNK_SIZE)`.
+pub const MAX_CHUNK_SIZE: usize = 4096;
+/// Largest single format item (`put_bytes`, `put_uninit`): over twice the largest chunk, so a
+/// format outgrows its chunk, and a chunk of that outgrown size, at any chunk size.
+pub const MAX_BLOCK: usize = 9000;
+/// Largest pinned value.
+pub const MAX_PIN: usize = 8192;
+/// Largest flatten threshold an input sets (the default is 512).
+pub const MAX_THRESHOLD: usize = 1100;
+
+/// A whole test case: the buffer's chunk size, then the operations.
+#[derive(Debug, Clone)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub struct Input {
+    /// `with_capacity(1 + chunk_size % MAX_CHUNK_SIZE)`.
+    pub chunk_size: u16,
+    /// Applied in order, each followed by [`Harness::check`].
+    pub ops: Vec<Op>,
+}
+
+/// One operation on the buffer. Numbers are raw and reduced into range by [`Harness::apply`], so
+/// every value of every field is a valid operation.
+#[derive(Debug, Clone)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// Formats `items` through one guard, then commits it or drops it (a rollback).
+    Format { items: Vec<Item>, commit: bool },
+    /// Formats `head`, reserves a length field, formats `body`, fills the field with the bytes
+    /// written after it, then ends the guard as `end` says.
+    Framed {
+        head: Vec<Item>,
+        width: Width,
+        little_endian: bool,
+        body: Vec<Item>,
+        end: FrameEnd,
+    },
+    /// `WriteBuffer::put_slice`.
+    PutSlice(Vec<u8>),
+    /// Pins `len % (MAX_PIN + 1)` bytes of a fixed table from `offset`, owned as `kind`.
+    Pin { kind: Owner, len: u16, offset: u8 },
+    /// `set_flatten_threshold(n % (MAX_THRESHOLD + 1))`.
+    SetFlattenThreshold(u16),
+    /// Gathers with these limits (`None`: the default) and checks the iovecs, then
+    /// `write_to_with` the same limits into a writer that behaves as `writer` says.
+    Write {
+        max_iovecs: Option<u8>,
+        max_bytes: Option<u16>,
+        writer: Writer,
+    },
+    /// `advance` (or `try_advance`, which must succeed).
+    Advance(Amount),
+    /// `try_advance(len + 1 + n)`: must fail with both numbers and change nothing.
+    TryAdvancePast(u16),
+    /// `clear`.
+    Clear,
+}
+
+/// One typed write through a [`FormatGuard`].
+#[derive(Debug, Clone)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Item {
+    U8(u8),
+    I8(i8),
+    U16(u16, Order),
+    I16(i16, Order),
+    U32(u32, Order),
+    I32(i32, Order),
+    U64(u64, Order),
+    I64(i64, Order),
+    Slice(Vec<u8>),
+    /// `put_bytes(byte, len % (MAX_BLOCK + 1))`.
+    Repeat {
+        byte: u8,
+        len: u16,
+    },
+    /// `put_uninit(len % (MAX_BLOCK + 1))`, then filled with `byte`.
+    Uninit {
+        byte: u8,
+        len: u16,
+    },
+    /// `core::fmt::Write`: `write!(f, "VALUE {key} 0 {n}\r\n")`.
+    Text {
+        key: String,
+        n: u64,
+    },
+    /// `std::io::Write::write_all`.
+    Io(Vec<u8>),
+    /// A 24-byte header through `Encode`.
+    Header(Header),
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Order {
+    Big,
+    Little,
+    Native,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Width {
+    U16,
+    U32,
+    U64,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum FrameEnd {
+    Commit,
+    Rollback,
+    /// Dropped with the field never filled.
+    RollbackUnfilled,
+}
+
+/// The owner kind a value is pinned as.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Owner {
+    Vec,
+    Boxed,
+    Arc,
+    Static,
+    String,
+    /// A drop-counting owner the crate boxes.
+    Counted,
+}
+
+/// How the fake writer behind [`Op::Write`] answers `write_vectored`.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Writer {
+    /// Takes `n % (offered + 1)` bytes: anything from none (`WriteZero`) to all.
+    Accept(u16),
+    AcceptAll,
+    /// `WouldBlock`.
+    Fail,
+    /// Takes everything but claims one byte more (`InvalidData`).
+    OverReport,
+}
+
+/// How far to advance.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Amount {
+    Zero,
+    /// Exactly what is pending.
+    All,
+    /// `n % (len + 1)`, with `try_advance`.
+    Some(u16),
+}
+
+/// A memcached binary-protocol style header, written through [`Encode`].
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub struct Header {
+    pub opcode: u8,
+    pub status: u16,
+    pub body_len: u32,
+    pub opaque: u32,
+    pub cas: u64,
+}
+
+impl Encode for Header {
+    const SIZE: usize = 24;
+
+    fn encode(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.wire());
+    }
+}
+
+impl Header {
+    fn wire(&self) -> [u8; 24] {
+        let mut w = [0u8; 24];
+        w[0] = 0x81;
+        w[1] = self.opcode;
+        w[6..8].copy_from_slice(&self.status.to_be_bytes());
+        w[8..12].copy_from_slice(&self.body_len.to_be_bytes());
+        w[12..16].copy_from_slice(&self.opaque.to_be_bytes());
+        w[16..24].copy_from_slice(&self.cas.to_be_bytes());
+        w
+    }
+}
+
+/// Printable ASCII (so any slice is also a `String`) from a fixed pseudo-random sequence, so that
+/// values from different offsets differ.
+static TABLE: [u8; MAX_PIN + 256] = table();
+
+const fn table() -> [u8; MAX_PIN + 256] {
+    let mut t = [0u8; MAX_PIN + 256];
+    let mut x: u32 = 0x9e37_79b9;
+    let mut i = 0;
+    while i < t.len() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        t[i] = b'!' + (x % 94) as u8;
+        i += 1;
+    }
+    t
+}
+
+/// A pinned owner that counts its drops (hashbrown's `Droppable`); not an owner kind the crate
+/// stores inline, so it also takes the boxed path.
+struct Counted {
+    bytes: Vec<u8>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How the model observes a value's drop.
+enum Tracker {
+    Counted(Arc<AtomicUsize>),
+    /// The model's own clone: one strong count more than the buffer's.
+    Arc(Arc<[u8]>),
+    /// Checked by the sanitizers only.
+    Untracked,
+}
+
+impl Tracker {
+    fn drops(&self) -> Option<usize> {
+        match self {
+            Tracker::Counted(c) => Some(c.load(Ordering::SeqCst)),
+            Tracker::Arc(a) => {
+                let strong = Arc::strong_count(a);
+                assert!(
+                    strong <= 2,
+                    "pinned Arc cloned by the buffer ({strong} strong)"
+                );
+                Some(2 - strong)
+            }
+            Tracker::Untracked => None,
+        }
+    }
+}
+
+/// A value pinned zero-copy, not yet released.
+struct Pinned {
+    id: usize,
+    /// Stream offsets of its first byte and just past its last.
+    start: u64,
+    end: u64,
+    /// Its memory: pending bytes of it must be read from here.
+    ptr: *const u8,
+}
+
+#[derive(Default)]
+struct Model {
+    wire: VecDeque<u8>,
+    /// Stream offset of `wire[0]`: bytes advanced past so far.
+    sent: u64,
+    pinned: VecDeque<Pinned>,
+    /// Indexed by value id.
+    values: Vec<Tracker>,
+    released: BTreeSet<usize>,
+}
+
+impl Model {
+    fn end(&self) -> u64 {
+        self.sent + self.wire.len() as u64
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        self.wire.extend(bytes);
+    }
+
+    fn advance(&mut self, n: usize) {
+        assert!(n <= self.wire.len());
+        self.wire.drain(..n);
+        self.sent += n as u64;
+        while self.pinned.front().is_some_and(|p| p.end <= self.sent) {
+            let p = self.pinned.pop_front().expect("front exists");
+            self.released.insert(p.id);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.advance(self.wire.len());
+    }
+}
+
+/// A buffer and its model, stepped together.
+pub struct Harness {
+    buf: WriteBuffer,
+    model: Model,
+}
+
+/// Runs a whole input: every op, a check after each, then drops the buffer and checks that every
+/// value was released exactly once.
+pub fn run(input: &Input) {
+    let mut h = Harness::new(1 + input.chunk_size as usize % MAX_CHUNK_SIZE);
+    h.check();
+    for op in &input.ops {
+        h.apply(op);
+        h.check();
+    }
+    h.finish();
+}
+
+impl Harness {
+    pub fn new(chunk_size: usize) -> Harness {
+        Harness {
+            buf: WriteBuffer::with_capacity(chunk_size),
+            model: Model::default(),
+        }
+    }
+
+    /// Applies `op` to the buffer and to the model, checking what the op itself returns.
+    pub fn apply(&mut self, op: &Op) {
+        let (buf, model) = (&mut self.buf, &mut self.model);
+        match op {
+            Op::Format { items, commit } => {
+                let reuse = ScratchReuse::before(buf);
+                let mut expect = Vec::new();
+                let mut f = buf.format();
+                for item in items {
+                    put(&mut f, item, &mut expect);
+                }
+                assert_eq!(f.written(), &expect[..], "guard's bytes");
+                if *commit {
+                    f.commit();
+                    model.push_bytes(&expect);
+                } else {
+                    drop(f);
+                }
+                reuse.check(buf, expect.len());
+            }
+            Op::Framed {
+                head,
+                width,
+                little_endian,
+                body,
+                end,
+            } => {
+                let reuse = ScratchReuse::before(buf);
+                let expect = framed(buf, head, *width, *little_endian, body, *end);
+                if let FrameEnd::Commit = end {
+                    model.push_bytes(&expect);
+                }
+                reuse.check(buf, expect.len());
+            }
+            Op::PutSlice(bytes) => {
+                buf.put_slice(bytes);
+                model.push_bytes(bytes);
+            }
+            Op::Pin { kind, len, offset } => {
+                let len = *len as usize % (MAX_PIN + 1);
+                let bytes: &'static [u8] = &TABLE[*offset as usize..][..len];
+                let id = model.values.len();
+                let flattened = len == 0 || len < buf.flatten_threshold();
+                let (ptr, tracker) = pin(buf, *kind, bytes);
+                model.values.push(tracker);
+                if flattened {
+                    model.released.insert(id);
+                } else {
+                    let start = model.end();
+                    model.pinned.push_back(Pinned {
+                        id,
+                        start,
+                        end: start + len as u64,
+                        ptr,
+                    });
+                }
+                model.push_bytes(bytes);
+            }
+            Op::SetFlattenThreshold(n) => {
+                let n = *n as usize % (MAX_THRESHOLD + 1);
+                buf.set_flatten_threshold(n);
+                assert_eq!(buf.flatten_threshold(), n);
+            }
+            Op::Write {
+                max_iovecs,
+                max_bytes,
+                writer,
+            } => {
+                let mut limit = GatherLimit::default();
+                if let Some(n) = max_iovecs {
+                    limit = limit.max_iovecs(usize::from(*n));
+                }
+                if let Some(n) = max_bytes {
+                    limit = limit.max_bytes(usize::from(*n));
+                }
+                let offered = gather(buf, model, limit);
+                write(buf, model, limit, *writer, offered);
+            }
+            Op::Advance(amount) => {
+                let len = buf.len();
+                match *amount {
+                    Amount::Zero => {
+                        buf.advance(0);
+                        model.advance(0);
+                    }
+                    Amount::All => {
+                        buf.advance(len);
+                        model.advance(len);
+                    }
+                    Amount::Some(n) => {
+                        let n = usize::from(n) % (len + 1);
+                        assert_eq!(buf.try_advance(n), Ok(()));
+                        model.advance(n);
+                    }
+                }
+            }
+            Op::TryAdvancePast(n) => {
+                let available = buf.len();
+                let requested = available + 1 + usize::from(*n);
+                assert_eq!(
+                    buf.try_advance(requested),
+                    Err(AdvanceError {
+                        requested,
+                        available
+                    })
+                );
+            }
+            Op::Clear => {
+                buf.clear();
+                model.clear();
+            }
+        }
+    }
+
+    /// Compares the buffer with the model: pending bytes, length, emptiness, segmentation,
+    /// zero-copy pinned values, invariants and drops.
+    pub fn check(&mut self) {
+        let buf = &self.buf;
+        let model = &mut self.model;
+        buf.check_invariants();
+        assert_eq!(buf.len(), model.wire.len(), "len");
+        assert_eq!(buf.is_empty(), model.wire.is_empty(), "is_empty");
+
+        let wire = model.wire.make_contiguous();
+        let mut off = 0;
+        let mut segments = 0;
+        let mut pins = model.pinned.iter().peekable();
+        for chunk in buf.chunks() {
+            assert!(!chunk.is_empty(), "segment {segments} is empty");
+            assert!(
+                off + chunk.len() <= wire.len(),
+                "segments hold more than the {} pending bytes",
+                wire.len()
+            );
+            assert!(
+                chunk == &wire[off..off + chunk.len()],
+                "bytes of segment {segments} (at pending offset {off}, {} bytes) differ from the model",
+                chunk.len()
+            );
+            let at = model.sent + off as u64;
+            let end = at + chunk.len() as u64;
+            match pins.peek() {
+                Some(p) if p.start <= at => {
+                    assert_eq!(
+                        end, p.end,
+                        "segment {segments} is not the rest of value {}",
+                        p.id
+                    );
+                    let within = usize::try_from(at - p.start).expect("fits");
+                    assert!(
+                        chunk.as_ptr() == p.ptr.wrapping_add(within),
+                        "value {} was copied: segment {segments} is not its memory",
+                        p.id
+                    );
+                    pins.next();
+                }
+                Some(p) => assert!(
+                    end <= p.start,
+                    "scratch segment {segments} runs into pinned value {}",
+                    p.id
+                ),
+                None => {}
+            }
+            off += chunk.len();
+            segments += 1;
+        }
+        assert_eq!(off, wire.len(), "segments hold fewer bytes than pending");
+        assert!(pins.next().is_none(), "a pinned value has no segment");
+        assert_eq!(buf.segments(), segments, "segments()");
+        assert_eq!(buf.chunk(), buf.chunks().next().unwrap_or(&[]), "chunk()");
+        let mut dst = [IoSlice::new(&[]); 3];
+        let n = buf.chunks_vectored(&mut dst);
+        assert_eq!(n, segments.min(dst.len()), "chunks_vectored count");
+        for (got, chunk) in dst[..n].iter().zip(buf.chunks()) {
+            assert!(**got == *chunk, "chunks_vectored and chunks differ");
+        }
+
+        for (id, tracker) in model.values.iter().enumerate() {
+            if let Some(drops) = tracker.drops() {
+                let expected = usize::from(model.released.contains(&id));
+                assert_eq!(drops, expected, "drops of value {id}");
+            }
+        }
+    }
+
+    /// Drops the buffer: every value not yet released must be released now, exactly once.
+    pub fn finish(self) {
+        let Harness { buf, mut model } = self;
+        drop(buf);
+        model.released.extend(model.pinned.drain(..).map(|p| p.id));
+        for (id, tracker) in model.values.iter().enumerate() {
+            if let Some(drops) = tracker.drops() {
+                assert_eq!(drops, 1, "drops of value {id} after the buffer was dropped");
+            }
+        }
+    }
+}
+
+/// A drained buffer reuses its scratch: a format that fits one chunk allocates nothing.
+struct ScratchReuse {
+    capacity: Option<usize>,
+}
+
+impl ScratchReuse {
+    fn before(buf: &WriteBuffer) -> ScratchReuse {
+        let capacity = (buf.is_empty() && buf.capacity() > 0).then(|| buf.capacity());
+        ScratchReuse { capacity }
+    }
+
+    fn check(self, buf: &WriteBuffer, formatted: usize) {
+        if let Some(capacity) = self.capacity {
+            if formatted <= buf.chunk_size() {
+                assert_eq!(
+                    buf.capacity(),
+                    capacity,
+                    "a drained buffer allocated for a {formatted}-byte format"
+                );
+            }
+        }
+    }
+}
+
+/// Writes `item` through `f` and its expected bytes into `expect`.
+fn put(f: &mut FormatGuard<'_>, item: &Item, expect: &mut Vec<u8>) {
+    macro_rules! int {
+        ($v:expr, $order:expr, $be:ident, $le:ident, $ne:ident) => {
+            match $order {
+                Order::Big => {
+                    f.$be($v);
+                    expect.extend_from_slice(&$v.to_be_bytes());
+                }
+                Order::Little => {
+                    f.$le($v);
+                    expect.extend_from_slice(&$v.to_le_bytes());
+                }
+                Order::Native => {
+                    f.$ne($v);
+                    expect.extend_from_slice(&$v.to_ne_bytes());
+                }
+            }
+        };
+    }
+
+    match item {
+        Item::U8(v) => {
+            f.put_u8(*v);
+            expect.push(*v);
+        }
+        Item::I8(v) => {
+            f.put_i8(*v);
+            expect.extend_from_slice(&v.to_be_bytes());
+        }
+        Item::U16(v, o) => int!(*v, o, put_u16, put_u16_le, put_u16_ne),
+        Item::I16(v, o) => int!(*v, o, put_i16, put_i16_le, put_i16_ne),
+        Item::U32(v, o) => int!(*v, o, put_u32, put_u32_le, put_u32_ne),
+        Item::I32(v, o) => int!(*v, o, put_i32, put_i32_le, put_i32_ne),
+        Item::U64(v, o) => int!(*v, o, put_u64, put_u64_le, put_u64_ne),
+        Item::I64(v, o) => int!(*v, o, put_i64, put_i64_le, put_i64_ne),
+        Item::Slice(bytes) => {
+            f.put_slice(bytes);
+            expect.extend_from_slice(bytes);
+        }
+        Item::Repeat { byte, len } => {
+            let len = usize::from(*len) % (MAX_BLOCK + 1);
+            f.put_bytes(*byte, len);
+            expect.resize(expect.len() + len, *byte);
+        }
+        Item::Uninit { byte, len } => {
+            let len = usize::from(*len) % (MAX_BLOCK + 1);
+            let out = f.put_uninit(len);
+            assert_eq!(out.len(), len, "put_uninit length");
+            out.fill(*byte);
+            expect.resize(expect.len() + len, *byte);
+        }
+        Item::Text { key, n } => {
+            core::fmt::Write::write_fmt(f, format_args!("VALUE {key} 0 {n}\r\n"))
+                .expect("formatting into scratch never fails");
+            expect.extend_from_slice(format!("VALUE {key} 0 {n}\r\n").as_bytes());
+        }
+        Item::Io(bytes) => {
+            f.write_all(bytes)
+                .expect("writing into scratch never fails");
+            expect.extend_from_slice(bytes);
+        }
+        Item::Header(h) => {
+            f.put(h);
+            expect.extend_from_slice(&h.wire());
+        }
+    }
+    assert_eq!(f.len(), expect.len(), "guard length after {item:?}");
+}
+
+/// The body of [`Op::Framed`]; returns the bytes the guard held at its end.
+fn framed(
+    buf: &mut WriteBuffer,
+    head: &[Item],
+    width: Width,
+    little_endian: bool,
+    body: &[Item],
+    end: FrameEnd,
+) -> Vec<u8> {
+    let mut expect = Vec::new();
+    let mut f = buf.format();
+    for item in head {
+        put(&mut f, item, &mut expect);
+    }
+    let at = expect.len();
+
+    macro_rules! field {
+        ($t:ty, $reserve:ident, $fill:ident, $fill_le:ident) => {{
+            let field = f.$reserve();
+            assert_eq!(field.offset(), at, "reserved field offset");
+            expect.extend_from_slice(&[0; core::mem::size_of::<$t>()]);
+            assert_eq!(f.written(), &expect[..], "a reserved field is zeroed");
+            for item in body {
+                put(&mut f, item, &mut expect);
+            }
+            let n = f.written_after(&field);
+            assert_eq!(
+                n,
+                expect.len() - at - core::mem::size_of::<$t>(),
+                "written_after"
+            );
+            if let FrameEnd::RollbackUnfilled = end {
+                drop(field);
+            } else {
+                let v = n as $t;
+                let bytes = if little_endian {
+                    f.$fill_le(field, v);
+                    v.to_le_bytes()
+                } else {
+                    f.$fill(field, v);
+                    v.to_be_bytes()
+                };
+                expect[at..at + bytes.len()].copy_from_slice(&bytes);
+            }
+        }};
+    }
+
+    match width {
+        Width::U16 => field!(u16, reserve_u16, fill_u16, fill_u16_le),
+        Width::U32 => field!(u32, reserve_u32, fill_u32, fill_u32_le),
+        Width::U64 => field!(u64, reserve_u64, fill_u64, fill_u64_le),
+    }
+    assert_eq!(f.written(), &expect[..], "guard's bytes");
+    match end {
+        FrameEnd::Commit => f.commit(),
+        FrameEnd::Rollback | FrameEnd::RollbackUnfilled => drop(f),
+    }
+    expect
+}
+
+/// Pins `bytes` owned as `kind`; returns where the owner keeps them and how to see its drop.
+fn pin(buf: &mut WriteBuffer, kind: Owner, bytes: &'static [u8]) -> (*const u8, Tracker) {
+    match kind {
+        Owner::Vec => {
+            let v = bytes.to_vec();
+            let ptr = v.as_ptr();
+            buf.pin(v);
+            (ptr, Tracker::Untracked)
+        }
+        Owner::Boxed => {
+            let b: Box<[u8]> = bytes.into();
+            let ptr = b.as_ptr();
+            buf.pin(b);
+            (ptr, Tracker::Untracked)
+        }
+        Owner::Arc => {
+            let a: Arc<[u8]> = bytes.into();
+            buf.pin(a.clone());
+            (a.as_ptr(), Tracker::Arc(a))
+        }
+        Owner::Static => {
+            buf.pin(bytes);
+            (bytes.as_ptr(), Tracker::Untracked)
+        }
+        Owner::String => {
+            let s = String::from_utf8(bytes.to_vec()).expect("the table is ASCII");
+            let ptr = s.as_ptr();
+            buf.pin(s);
+            (ptr, Tracker::Untracked)
+        }
+        Owner::Counted => {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let value = Counted {
+                bytes: bytes.to_vec(),
+                drops: drops.clone(),
+            };
+            let ptr = value.bytes.as_ptr();
+            buf.pin(value);
+            (ptr, Tracker::Counted(drops))
+        }
+    }
+}
+
+/// Gathers with `limit` and checks the iovecs against the model; returns the bytes gathered.
+fn gather(buf: &WriteBuffer, model: &mut Model, limit: GatherLimit) -> usize {
+    let len = buf.len();
+    let wire = model.wire.make_contiguous();
+    let mut iov = IoVecBuilder::with_limit(limit);
+    let n = iov.gather(buf);
+    let slices = iov.as_slices();
+    assert_eq!(n, iov.bytes(), "gather's return and bytes()");
+    assert!(
+        slices.len() <= limit.iovecs(),
+        "{} iovecs over a limit of {}",
+        slices.len(),
+        limit.iovecs()
+    );
+    assert!(
+        n <= limit.bytes(),
+        "{n} bytes over a limit of {}",
+        limit.bytes()
+    );
+    let mut off = 0;
+    for (i, s) in slices.iter().enumerate() {
+        assert!(!s.is_empty(), "iovec {i} is empty");
+        assert!(
+            off + s.len() <= len && **s == wire[off..off + s.len()],
+            "iovec {i} is not the model's bytes {off}..{}",
+            off + s.len()
+        );
+        off += s.len();
+    }
+    assert_eq!(off, n, "gathered bytes");
+    if n < len.min(limit.bytes()) {
+        assert_eq!(
+            slices.len(),
+            limit.iovecs(),
+            "gather stopped short of its limits"
+        );
+    }
+    n
+}
+
+/// `write_to_with` into a writer that behaves as `mode` says; checks the result against the
+/// model and advances it.
+fn write(
+    buf: &mut WriteBuffer,
+    model: &mut Model,
+    limit: GatherLimit,
+    mode: Writer,
+    offered: usize,
+) {
+    let len = buf.len();
+    let mut w = FakeWriter {
+        mode,
+        limit,
+        offered: None,
+        out: Vec::new(),
+    };
+    let result = buf.write_to_with(&mut w, limit);
+    if len == 0 {
+        assert_eq!(result.ok(), Some(0), "write_to_with on an empty buffer");
+        assert_eq!(
+            w.offered, None,
+            "the writer was called with nothing to write"
+        );
+        return;
+    }
+    assert_eq!(
+        w.offered,
+        Some(offered),
+        "write_to_with offered another gather"
+    );
+    let wire = model.wire.make_contiguous();
+    assert!(
+        w.out[..] == wire[..w.out.len()],
+        "the writer got other bytes than the model's"
+    );
+    let expected = match mode {
+        Writer::Accept(n) => match usize::from(n) % (offered + 1) {
+            0 => Err(io::ErrorKind::WriteZero),
+            n => Ok(n),
+        },
+        Writer::AcceptAll => Ok(offered),
+        Writer::Fail => Err(io::ErrorKind::WouldBlock),
+        Writer::OverReport => Err(io::ErrorKind::InvalidData),
+    };
+    assert_eq!(result.map_err(|e| e.kind()), expected, "write_to_with");
+    if let Ok(n) = expected {
+        model.advance(n);
+    }
+}
+
+/// A `Write` that takes a prefix of what it is offered, fails, or lies, as told.
+struct FakeWriter {
+    mode: Writer,
+    limit: GatherLimit,
+    /// Bytes offered to the one `write_vectored` call.
+    offered: Option<usize>,
+    out: Vec<u8>,
+}
+
+impl Write for FakeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        assert!(self.offered.is_none(), "write_to_with wrote twice");
+        assert!(
+            bufs.len() <= self.limit.iovecs(),
+            "more iovecs than the limit"
+        );
+        let offered: usize = bufs.iter().map(|b| b.len()).sum();
+        self.offered = Some(offered);
+        let take = match self.mode {
+            Writer::Accept(n) => usize::from(n) % (offered + 1),
+            Writer::AcceptAll | Writer::OverReport => offered,
+            Writer::Fail => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        let mut left = take;
+        for b in bufs {
+            let n = left.min(b.len());
+            self.out.extend_from_slice(&b[..n]);
+            left -= n;
+        }
+        match self.mode {
+            Writer::OverReport => Ok(offered + 1),
+            _ => Ok(take),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
