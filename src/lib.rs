@@ -88,15 +88,21 @@ mod error;
 mod format;
 mod iovec;
 mod pinned;
+mod pool;
+mod read_buffer;
 mod scratch;
 mod segment;
 mod send;
+mod steal;
 mod sys;
 mod write_buffer;
 
 pub use error::AdvanceError;
 pub use format::{Encode, FormatGuard, Reserved};
 pub use iovec::{GatherLimit, IoVecBuilder, INLINE_IOVECS};
+pub use pool::{LocalPool, Pool, PoolLimits, PoolStats, SharedPool};
+pub use read_buffer::{ConsumeError, ReadBuffer, ReadLimitError};
+pub use steal::{BufferStealer, StealRefused};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 
 #[cfg(doctest)]
