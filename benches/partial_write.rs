@@ -185,6 +185,7 @@ pub fn std_batch(st: &mut StdSlices, sc: &Scenario, w: &mut PartialWriter) {
 }
 
 /// The contenders by name, each with its own state, so that a loop can run them in turn.
+#[allow(clippy::large_enum_variant)] // built once per benchmark, never moved in the loop
 pub enum Contender {
     Sendbuf(WriteBuffer),
     NaiveCopy(Vec<u8>),

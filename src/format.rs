@@ -426,14 +426,50 @@ impl<'a> FormatGuard<'a> {
     /// f.commit();
     /// assert_eq!(buf.len(), 8);
     /// ```
+    ///
+    /// If a [hard limit](WriteBuffer::set_hard_limit) is set and the bytes do not fit under it;
+    /// use [`try_commit`](Self::try_commit) then.
     #[inline]
+    #[track_caller]
     pub fn commit(self) {
+        if let Err(err) = self.try_commit() {
+            crate::write_buffer::panic_limit(&err);
+        }
+    }
+
+    /// Like [`commit`](Self::commit), but rolls back and fails instead of passing the buffer's
+    /// hard limit.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`](crate::LimitError) if the bytes do not fit under the
+    /// [hard limit](WriteBuffer::set_hard_limit); the buffer is as before the guard.
+    ///
+    /// # Panics
+    ///
+    /// If a field reserved with [`reserve`](Self::reserve) has not been filled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.set_hard_limit(Some(4));
+    /// let mut f = buf.format();
+    /// f.put_slice(b"too long");
+    /// assert!(f.try_commit().is_err());
+    /// assert!(buf.is_empty());
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn try_commit(self) -> Result<(), crate::LimitError> {
         if self.unfilled != 0 {
             panic_unfilled(self.unfilled);
         }
+        self.buf.admit(self.len())?;
         let cur = self.cur;
         // `Drop` sees a committed cursor (its chunk is now the tail) and does nothing.
         self.buf.commit_scratch(cur);
+        Ok(())
     }
 }
 

@@ -95,6 +95,7 @@ mod segment;
 mod send;
 mod steal;
 mod sys;
+mod watermark;
 mod write_buffer;
 
 pub use error::AdvanceError;
@@ -103,6 +104,7 @@ pub use iovec::{GatherLimit, IoVecBuilder, INLINE_IOVECS};
 pub use pool::{LocalPool, Pool, PoolLimits, PoolStats, SharedPool};
 pub use read_buffer::{ConsumeError, ReadBuffer, ReadLimitError};
 pub use steal::{BufferStealer, StealRefused};
+pub use watermark::{LimitError, Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 
 #[cfg(doctest)]

@@ -24,6 +24,9 @@
 use core::fmt;
 use core::ptr::NonNull;
 use std::io::IoSlice;
+use std::sync::Arc;
+
+use crate::pool::Pool;
 
 /// Index of a chunk in the slab.
 pub(crate) type ChunkId = u32;
@@ -121,6 +124,8 @@ pub(crate) struct Scratch {
     unsent: usize,
     /// Σ (sent − released) over all chunks.
     held: usize,
+    /// Where chunk storage comes from and goes back to; `None`: the allocator.
+    pool: Option<Arc<dyn Pool>>,
 }
 
 impl Scratch {
@@ -132,7 +137,32 @@ impl Scratch {
             chunk_size: chunk_size.max(1),
             unsent: 0,
             held: 0,
+            pool: None,
         }
+    }
+
+    pub(crate) fn set_pool(&mut self, pool: Option<Arc<dyn Pool>>) {
+        self.pool = pool;
+    }
+
+    pub(crate) fn pool(&self) -> Option<&Arc<dyn Pool>> {
+        self.pool.as_ref()
+    }
+
+    /// Hands every chunk's storage to the pool (or frees it). Only when idle: no segment points
+    /// into scratch and no guard is open (`&mut self`).
+    pub(crate) fn release_storage(&mut self) -> usize {
+        debug_assert!(self.is_idle(), "releasing scratch storage that is in use");
+        let bytes = self.capacity();
+        for mut c in self.chunks.drain(..) {
+            let storage = c.take_box();
+            if let Some(pool) = &self.pool {
+                pool.give(storage);
+            }
+        }
+        self.free = Vec::new();
+        self.tail = None;
+        bytes
     }
 
     pub(crate) fn chunk_size(&self) -> usize {
@@ -283,11 +313,25 @@ impl Scratch {
         IoSlice::new(unsafe { core::slice::from_raw_parts(c.ptr.as_ptr().add(start), end - start) })
     }
 
-    /// Offset in `chunk` of a pointer into its committed bytes.
+    /// `iov`, a pending run of `chunk`, extended to end at `chunk[end]`.
+    ///
+    /// # Safety
+    ///
+    /// `iov` must point into `chunk`'s committed bytes and everything from its start to `end`
+    /// must be committed and unreleased; the lifetime obligation is as for [`Self::iovec`].
     #[inline]
-    pub(crate) fn offset_of(&self, chunk: ChunkId, ptr: *const u8) -> usize {
-        ptr.addr()
-            .wrapping_sub(self.chunks[chunk as usize].ptr.as_ptr().addr())
+    pub(crate) unsafe fn extend_iovec(
+        &self,
+        chunk: ChunkId,
+        iov: &IoSlice<'_>,
+        end: usize,
+    ) -> IoSlice<'static> {
+        let c = &self.chunks[chunk as usize];
+        let from = iov.as_ptr().addr().wrapping_sub(c.ptr.as_ptr().addr());
+        debug_assert!(from <= end && end <= c.filled);
+        // SAFETY: `from..end` lies in the chunk's live allocation (caller's contract); the new
+        // pointer derives from the chunk's base pointer, not from the shorter `iov`.
+        IoSlice::new(unsafe { core::slice::from_raw_parts(c.ptr.as_ptr().add(from), end - from) })
     }
 
     /// `n` bytes of `chunk` were copied by the kernel: sent and released in one step.
@@ -380,15 +424,30 @@ impl Scratch {
     }
 
     fn acquire(&mut self, cap: usize) -> ChunkId {
+        // A free chunk that is big enough, newest first (usually the last one).
+        let chunks = &self.chunks;
+        if let Some(i) = self
+            .free
+            .iter()
+            .rposition(|&id| chunks[id as usize].cap >= cap)
+        {
+            return self.free.swap_remove(i);
+        }
         if let Some(id) = self.free.pop() {
             let c = &mut self.chunks[id as usize];
-            if c.cap < cap {
-                *c = Chunk::with_capacity(cap);
-            }
+            drop(c.take_box());
+            *c = match self.pool.as_ref().and_then(|p| p.take(cap)) {
+                Some(storage) => Chunk::from_box(storage),
+                None => Chunk::with_capacity(cap),
+            };
             return id;
         }
         let id = ChunkId::try_from(self.chunks.len()).expect("more than u32::MAX scratch chunks");
-        self.chunks.push(Chunk::with_capacity(cap));
+        let chunk = match self.pool.as_ref().and_then(|p| p.take(cap)) {
+            Some(storage) => Chunk::from_box(storage),
+            None => Chunk::with_capacity(cap),
+        };
+        self.chunks.push(chunk);
         id
     }
 
@@ -398,8 +457,11 @@ impl Scratch {
         c.sent = 0;
         c.released = 0;
         if c.cap > self.chunk_size {
-            // An oversized chunk from one large format: free it rather than keep it idle.
-            drop(c.take_box());
+            // An oversized chunk from one large format: do not keep it idle here.
+            let storage = c.take_box();
+            if let Some(pool) = &self.pool {
+                pool.give(storage);
+            }
         }
         self.free.push(id);
     }
@@ -413,6 +475,16 @@ impl Scratch {
         } else {
             let (lo, hi) = self.chunks.split_at_mut(a);
             (&hi[0], &mut lo[b])
+        }
+    }
+}
+
+impl Drop for Scratch {
+    /// Gives idle storage back to the pool; storage still holding bytes (a buffer dropped with
+    /// data pending) is freed instead, never handed to another connection.
+    fn drop(&mut self) {
+        if self.pool.is_some() && self.is_idle() {
+            self.release_storage();
         }
     }
 }

@@ -54,7 +54,7 @@ struct Held {
 /// Advanced-past entries kept at the front before the queue compacts even though it is not empty.
 const COMPACT_AFTER: usize = 256;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SegmentQueue {
     /// `iovs[head..]` are the pending bytes, in order.
     ///
@@ -83,6 +83,30 @@ pub(crate) struct SegmentQueue {
     front_sent_held: usize,
     /// ...and the stream offset just past the last of them.
     front_held_end: u64,
+    /// `(chunk, end)` when the last pending segment is the scratch run `chunk[..end]`, so the
+    /// next commit at `chunk[end]` extends it; `NO_RUN` otherwise.
+    run: (ChunkId, usize),
+}
+
+const NO_RUN: (ChunkId, usize) = (ChunkId::MAX, usize::MAX);
+
+impl Default for SegmentQueue {
+    fn default() -> Self {
+        SegmentQueue {
+            iovs: Vec::new(),
+            metas: Vec::new(),
+            head: 0,
+            held: VecDeque::new(),
+            pending_len: 0,
+            held_len: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            bytes_released: 0,
+            front_sent_held: 0,
+            front_held_end: 0,
+            run: NO_RUN,
+        }
+    }
 }
 
 impl SegmentQueue {
@@ -127,24 +151,19 @@ impl SegmentQueue {
             return;
         }
         self.count_in(n);
-        if self.iovs.len() > self.head {
-            let last = self.iovs.len() - 1;
-            if let Meta::Scratch(c) = self.metas[last] {
-                let back = &self.iovs[last];
-                let back_start = back.as_ptr();
-                let from = scratch.offset_of(chunk, back_start);
-                if c == chunk && from + back.len() == start {
-                    // SAFETY: `chunk[from..end]` is committed and unreleased: `from..start` is the
-                    // pending back segment, `start..end` was just committed.
-                    self.iovs[last] = unsafe { scratch.iovec(chunk, from, end) };
-                    return;
-                }
-            }
+        if self.run == (chunk, start) {
+            let last = self.iovs.last_mut().expect("a scratch run is pending");
+            // SAFETY: the last pending iovec is the scratch run ending at `chunk[start]`
+            // (`self.run`); `start..end` was just committed right after it, in the same chunk.
+            *last = unsafe { scratch.extend_iovec(chunk, last, end) };
+            self.run.1 = end;
+            return;
         }
         self.maybe_compact();
         // SAFETY: `start..end` was just committed and is released only after this segment.
         self.iovs.push(unsafe { scratch.iovec(chunk, start, end) });
         self.metas.push(Meta::Scratch(chunk));
+        self.run = (chunk, end);
     }
 
     /// Appends a pinned value of `len > 0` bytes.
@@ -153,6 +172,7 @@ impl SegmentQueue {
         debug_assert!(len > 0 && owner.bytes().len() == len);
         self.count_in(len);
         self.maybe_compact();
+        self.run = NO_RUN;
         self.metas.push(Meta::Pinned(owner));
         // Take the pointer only once the owner sits where it stays until released.
         let Some(Meta::Pinned(owner)) = self.metas.last() else {
@@ -210,6 +230,7 @@ impl SegmentQueue {
                 self.iovs.clear();
                 self.metas.clear();
                 self.head = 0;
+                self.run = NO_RUN;
             }
             self.finish(meta, step, scratch, mode);
         }
@@ -297,6 +318,23 @@ impl SegmentQueue {
         released
     }
 
+    /// Frees the queue's own arrays; only when nothing is pending or held.
+    pub(crate) fn release_memory(&mut self) {
+        debug_assert!(self.quick_empty() == Ok(true));
+        self.iovs = Vec::new();
+        self.metas = Vec::new();
+        self.head = 0;
+        self.run = NO_RUN;
+        self.held = VecDeque::new();
+    }
+
+    /// Bytes of memory the queue's own arrays hold.
+    pub(crate) fn memory(&self) -> usize {
+        self.iovs.capacity() * core::mem::size_of::<IoSlice<'static>>()
+            + self.metas.capacity() * core::mem::size_of::<Meta>()
+            + self.held.capacity() * core::mem::size_of::<Held>()
+    }
+
     /// Drops every pending segment as if its bytes had been copied out. Held segments stay until
     /// their completion: the kernel may still be reading them.
     pub(crate) fn clear(&mut self, scratch: &mut Scratch) {
@@ -327,6 +365,17 @@ impl SegmentQueue {
                 self.metas.len(),
                 self.head
             ));
+        }
+        if self.run != NO_RUN {
+            match (self.metas[self.head..].last(), self.io_slices().last()) {
+                (Some(Meta::Scratch(c)), Some(_)) if *c == self.run.0 => {}
+                _ => {
+                    return Err(format!(
+                        "scratch run hint {:?} but the last segment is not that run",
+                        self.run
+                    ))
+                }
+            }
         }
         let pending = &self.metas[self.head..];
         if pending.iter().any(|m| matches!(m, Meta::Gone)) {

@@ -6,8 +6,12 @@ use std::io::IoSlice;
 use crate::error::{panic_advance, AdvanceError};
 use crate::format::FormatGuard;
 use crate::pinned::Owner;
+use crate::pool::Pool;
 use crate::scratch::{Cursor, Scratch, DEFAULT_CHUNK_SIZE};
 use crate::segment::{Release, SegmentQueue};
+use crate::steal::{BufferStealer, StealRefused};
+use crate::watermark::{Backpressure, LimitError};
+use std::sync::Arc;
 
 /// Pinned values shorter than this are copied into scratch by default.
 ///
@@ -62,6 +66,7 @@ pub struct WriteBuffer {
     scratch: Scratch,
     flatten_below: usize,
     guards_opened: u64,
+    backpressure: Backpressure,
 }
 
 impl Default for WriteBuffer {
@@ -100,7 +105,29 @@ impl WriteBuffer {
             scratch: Scratch::new(chunk_size),
             flatten_below: DEFAULT_FLATTEN_THRESHOLD,
             guards_opened: 0,
+            backpressure: Backpressure::default(),
         }
+    }
+
+    /// Takes scratch storage from `pool` (and gives it back on [`steal`](BufferStealer::steal)
+    /// and when chunks are trimmed) instead of the allocator.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::{BufferStealer, LocalPool, Pool, PoolLimits, WriteBuffer};
+    ///
+    /// let pool = LocalPool::new(PoolLimits::new());
+    /// let mut buf = WriteBuffer::new().with_pool(pool.clone());
+    /// buf.put_slice(b"hello");
+    /// buf.advance(5);
+    /// buf.steal().unwrap(); // idle: the storage goes to the pool
+    /// buf.put_slice(b"again"); // and comes back from it
+    /// assert_eq!(pool.stats().taken, 1);
+    /// ```
+    pub fn with_pool(mut self, pool: Arc<dyn Pool>) -> Self {
+        self.scratch.set_pool(Some(pool));
+        self
     }
 
     /// Bytes of scratch memory this buffer holds (pinned values are not counted).
@@ -166,6 +193,28 @@ impl WriteBuffer {
     #[inline]
     pub fn len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Bytes already sent whose memory the kernel may still read (zero-copy sends); always 0
+    /// with copying sends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.put_slice(b"abc");
+    /// buf.advance(3);
+    /// assert_eq!(buf.held_len(), 0);
+    /// ```
+    #[inline]
+    pub fn held_len(&self) -> usize {
+        self.queue.held_len()
+    }
+
+    /// Bytes the buffer answers for: pending plus held by the kernel.
+    #[inline]
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.queue.len() + self.queue.held_len()
     }
 
     /// Number of pending segments: the iovecs a full gather needs.
@@ -292,14 +341,44 @@ impl WriteBuffer {
     /// buf.put_slice(b"END\r\n");
     /// assert_eq!(buf.chunk(), b"END\r\n");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a [hard limit](Self::set_hard_limit) is set and `src` does not fit under it; use
+    /// [`try_put_slice`](Self::try_put_slice) then.
     #[inline]
+    #[track_caller]
     pub fn put_slice(&mut self, src: &[u8]) {
-        if src.is_empty() {
-            return;
+        if let Err(err) = self.try_put_slice(src) {
+            panic_limit(&err);
         }
+    }
+
+    /// Like [`put_slice`](Self::put_slice), but fails instead of passing the hard limit.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] if `src` does not fit under the [hard limit](Self::set_hard_limit); the
+    /// buffer is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.set_hard_limit(Some(4));
+    /// assert!(buf.try_put_slice(b"abcd").is_ok());
+    /// assert!(buf.try_put_slice(b"e").is_err());
+    /// ```
+    #[inline]
+    pub fn try_put_slice(&mut self, src: &[u8]) -> Result<(), LimitError> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.backpressure.admit(self.held_bytes(), src.len())?;
         let mut f = self.format();
         f.put_slice(src);
         f.commit();
+        Ok(())
     }
 
     /// Queues `value` by reference, without copying it, and keeps it alive until its last byte
@@ -323,22 +402,55 @@ impl WriteBuffer {
     /// buf.clear();
     /// assert_eq!(Arc::strong_count(&item), 1);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a [hard limit](Self::set_hard_limit) is set and the value does not fit under it; use
+    /// [`try_pin`](Self::try_pin) then.
     #[inline]
+    #[track_caller]
     pub fn pin<V>(&mut self, value: V)
+    where
+        V: AsRef<[u8]> + Send + 'static,
+    {
+        if let Err(err) = self.try_pin(value) {
+            panic_limit(&err);
+        }
+    }
+
+    /// Like [`pin`](Self::pin), but fails instead of passing the hard limit.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] if the value does not fit under the [hard limit](Self::set_hard_limit);
+    /// the value is dropped and the buffer is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.set_hard_limit(Some(64 * 1024));
+    /// assert!(buf.try_pin(vec![0u8; 100_000]).is_err());
+    /// assert!(buf.is_empty());
+    /// ```
+    #[inline]
+    pub fn try_pin<V>(&mut self, value: V) -> Result<(), LimitError>
     where
         V: AsRef<[u8]> + Send + 'static,
     {
         let len = value.as_ref().len();
         if len < self.flatten_below {
-            self.put_slice(value.as_ref());
-            return;
+            return self.try_put_slice(value.as_ref());
         }
         if len == 0 {
-            return;
+            return Ok(());
         }
+        self.backpressure.admit(self.held_bytes(), len)?;
         let owner = Owner::new(value);
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
+        self.backpressure.grew(self.held_bytes());
+        Ok(())
     }
 
     /// The first pending contiguous run of bytes (empty if nothing is pending), as in
@@ -481,6 +593,7 @@ impl WriteBuffer {
             });
         }
         self.queue.advance(n, &mut self.scratch, mode);
+        self.backpressure.drained(self.held_bytes());
         Ok(())
     }
 
@@ -488,7 +601,9 @@ impl WriteBuffer {
     /// creation): releases held segments that end there or earlier. Returns bytes released.
     #[allow(dead_code)] // the hook zero-copy send paths complete through; exercised by unit tests
     pub(crate) fn release_through(&mut self, offset: u64) -> usize {
-        self.queue.release_through(offset, &mut self.scratch)
+        let released = self.queue.release_through(offset, &mut self.scratch);
+        self.backpressure.drained(self.held_bytes());
+        released
     }
 
     /// Drops everything pending, as if sent: pinned values are released now and scratch becomes
@@ -505,6 +620,7 @@ impl WriteBuffer {
     /// ```
     pub fn clear(&mut self) {
         self.queue.clear(&mut self.scratch);
+        self.backpressure.drained(self.held_bytes());
     }
 
     #[inline]
@@ -524,12 +640,102 @@ impl WriteBuffer {
         self.guards_opened
     }
 
-    /// Queues the bytes of a committing guard.
+    /// Checks that `n` more bytes fit under the hard limit.
+    #[inline]
+    pub(crate) fn admit(&self, n: usize) -> Result<(), LimitError> {
+        self.backpressure.admit(self.held_bytes(), n)
+    }
+
+    pub(crate) fn backpressure(&self) -> &Backpressure {
+        &self.backpressure
+    }
+
+    pub(crate) fn backpressure_mut(&mut self) -> &mut Backpressure {
+        &mut self.backpressure
+    }
+
+    /// Queues the bytes of a committing guard (already admitted under the hard limit).
     #[inline]
     pub(crate) fn commit_scratch(&mut self, cur: Cursor) {
         self.scratch.commit(cur);
         self.queue
             .push_scratch(&self.scratch, cur.chunk, cur.start, cur.pos);
+        self.backpressure.grew(self.held_bytes());
+    }
+}
+
+/// A commit or pin past the hard limit through an infallible method: a programming error.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn panic_limit(err: &LimitError) -> ! {
+    panic!("{err} (use the try_ methods on a buffer with a hard limit)")
+}
+
+impl BufferStealer for WriteBuffer {
+    /// Hands the scratch storage to the buffer's pool (or frees it) and frees the segment
+    /// queue's arrays, if [`is_empty`](WriteBuffer::is_empty): nothing pending, nothing held by
+    /// the kernel, every count agreeing. The next format takes storage again.
+    ///
+    /// # Errors
+    ///
+    /// [`StealRefused`] while anything is pending or held; the buffer is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::{BufferStealer, WriteBuffer};
+    ///
+    /// let mut buf = WriteBuffer::with_capacity(4096);
+    /// buf.put_slice(b"response");
+    /// assert_eq!(buf.steal().unwrap_err().pending, 8);
+    /// buf.advance(8);
+    /// assert!(buf.steal().unwrap() >= 4096);
+    /// assert_eq!(buf.storage_bytes(), 0);
+    /// ```
+    ///
+    /// A buffer cannot be stolen while a format guard is open on it:
+    ///
+    /// ```compile_fail
+    /// use sendbuf::{BufferStealer, WriteBuffer};
+    ///
+    /// let mut buf = WriteBuffer::new();
+    /// let mut f = buf.format();
+    /// f.put_u8(1);
+    /// buf.steal().unwrap(); // error: `buf` is borrowed by the guard
+    /// f.commit();
+    /// ```
+    fn steal(&mut self) -> Result<usize, StealRefused> {
+        let accepted = self.is_empty();
+        if let Some(pool) = self.scratch.pool() {
+            pool.record_steal(accepted);
+        }
+        if !accepted {
+            return Err(StealRefused {
+                pending: self.queue.len(),
+                held: self.queue.held_len(),
+            });
+        }
+        let queue_memory = self.queue.memory();
+        self.queue.release_memory();
+        Ok(queue_memory + self.scratch.release_storage())
+    }
+
+    /// Bytes of memory held: scratch storage plus the segment queue's arrays (what a steal
+    /// reclaims).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::{BufferStealer, WriteBuffer};
+    ///
+    /// let mut buf = WriteBuffer::with_capacity(1024);
+    /// assert_eq!(buf.storage_bytes(), 0);
+    /// buf.put_slice(b"x");
+    /// assert!(buf.storage_bytes() >= 1024);
+    /// ```
+    fn storage_bytes(&self) -> usize {
+        self.scratch.capacity() + self.queue.memory()
     }
 }
 
@@ -637,6 +843,21 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         buf.check_invariants();
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn steal_is_refused_while_the_kernel_holds_bytes() {
+        use crate::BufferStealer;
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut buf = queue(&drops);
+        buf.advance_with(108, Release::OnCompletion).unwrap();
+        let err = buf.steal().unwrap_err();
+        assert_eq!((err.pending, err.held), (0, 108));
+        buf.release_through(104);
+        assert_eq!(buf.steal().unwrap_err().held, 4);
+        buf.release_through(108);
+        assert!(buf.steal().is_ok());
+        assert_eq!(buf.storage_bytes(), 0);
     }
 
     #[test]

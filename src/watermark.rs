@@ -1,0 +1,294 @@
+//! Back-pressure: high/low water marks and a hard limit on what a [`WriteBuffer`] holds.
+//!
+//! A client that sends requests but never reads makes a server buffer responses without bound.
+//! With water marks the server stops reading from a connection whose buffer rose to the high
+//! mark and resumes once it drained to the low mark; a hard limit bounds memory even when the
+//! server ignores the marks.
+
+use core::fmt;
+use std::io;
+
+use crate::write_buffer::WriteBuffer;
+
+/// High and low water marks, in bytes held by a [`WriteBuffer`] (pending plus held by the
+/// kernel).
+///
+/// # Examples
+///
+/// ```
+/// use sendbuf::{Pressure, Watermarks, WriteBuffer};
+///
+/// let mut buf = WriteBuffer::new();
+/// buf.set_watermarks(Some(Watermarks::new(1024, 4096)));
+/// buf.put_slice(&[0u8; 5000]);
+/// assert!(buf.is_backed_up()); // stop reading requests from this connection
+/// assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+/// buf.advance(4000);
+/// assert!(!buf.is_backed_up()); // 1000 <= 1024: resume
+/// assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    low: usize,
+    high: usize,
+}
+
+impl Watermarks {
+    /// Marks at `low` and `high` bytes: backed up from `len >= high` until `len <= low`.
+    ///
+    /// # Panics
+    ///
+    /// If `low > high` or `high == 0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let marks = sendbuf::Watermarks::new(16 * 1024, 256 * 1024);
+    /// assert_eq!((marks.low(), marks.high()), (16 * 1024, 256 * 1024));
+    /// ```
+    pub fn new(low: usize, high: usize) -> Watermarks {
+        assert!(
+            low <= high && high > 0,
+            "water marks need 0 < high and low <= high (low {low}, high {high})"
+        );
+        Watermarks { low, high }
+    }
+
+    /// The low mark.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::Watermarks::new(1, 2).low(), 1);
+    /// ```
+    pub fn low(&self) -> usize {
+        self.low
+    }
+
+    /// The high mark.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::Watermarks::new(1, 2).high(), 2);
+    /// ```
+    pub fn high(&self) -> usize {
+        self.high
+    }
+}
+
+/// A water-mark crossing, reported once by [`WriteBuffer::take_pressure_event`].
+///
+/// # Examples
+///
+/// ```
+/// use sendbuf::{Pressure, Watermarks, WriteBuffer};
+///
+/// let mut buf = WriteBuffer::new();
+/// buf.set_watermarks(Some(Watermarks::new(0, 10)));
+/// buf.put_slice(&[1; 10]);
+/// assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+/// assert_eq!(buf.take_pressure_event(), None); // once per crossing
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pressure {
+    /// The buffer rose to the high mark: stop reading requests from this connection.
+    High,
+    /// The buffer drained to the low mark: resume reading.
+    Low,
+}
+
+/// Returned by the `try_` commit and pin methods when the bytes would take the buffer past its
+/// hard limit. The buffer is unchanged (a guard's bytes are rolled back) and stays usable.
+///
+/// # Examples
+///
+/// ```
+/// let mut buf = sendbuf::WriteBuffer::new();
+/// buf.set_hard_limit(Some(8));
+/// let err = buf.try_put_slice(b"0123456789").unwrap_err();
+/// assert_eq!((err.requested, err.held, err.limit), (10, 0, 8));
+/// assert!(buf.is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitError {
+    /// Bytes the commit or pin would have added.
+    pub requested: usize,
+    /// Bytes the buffer held (pending plus held by the kernel).
+    pub held: usize,
+    /// The hard limit.
+    pub limit: usize,
+}
+
+impl fmt::Display for LimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "adding {} bytes to a buffer holding {} would pass its hard limit of {} bytes",
+            self.requested, self.held, self.limit
+        )
+    }
+}
+
+impl std::error::Error for LimitError {}
+
+impl From<LimitError> for io::Error {
+    fn from(err: LimitError) -> io::Error {
+        io::Error::new(io::ErrorKind::OutOfMemory, err)
+    }
+}
+
+/// Per-buffer back-pressure state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backpressure {
+    marks: Option<Watermarks>,
+    /// `marks.high`, or `usize::MAX` without marks: one compare on the hot path.
+    high: usize,
+    hard_limit: usize,
+    backed_up: bool,
+    event: Option<Pressure>,
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Backpressure {
+            marks: None,
+            high: usize::MAX,
+            hard_limit: usize::MAX,
+            backed_up: false,
+            event: None,
+        }
+    }
+}
+
+impl Backpressure {
+    /// `held` bytes after growth.
+    #[inline]
+    pub(crate) fn grew(&mut self, held: usize) {
+        if held >= self.high && !self.backed_up {
+            self.backed_up = true;
+            self.event = Some(Pressure::High);
+        }
+    }
+
+    /// `held` bytes after draining.
+    #[inline]
+    pub(crate) fn drained(&mut self, held: usize) {
+        if self.backed_up {
+            if let Some(marks) = self.marks {
+                if held <= marks.low {
+                    self.backed_up = false;
+                    self.event = Some(Pressure::Low);
+                }
+            }
+        }
+    }
+
+    /// Checks that `n` more bytes fit under the hard limit.
+    #[inline]
+    pub(crate) fn admit(&self, held: usize, n: usize) -> Result<(), LimitError> {
+        if self.hard_limit != usize::MAX && n > self.hard_limit.saturating_sub(held) {
+            return Err(LimitError {
+                requested: n,
+                held,
+                limit: self.hard_limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl WriteBuffer {
+    /// Sets (or removes) the water marks. The state is re-evaluated at once against what the
+    /// buffer holds now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::{Watermarks, WriteBuffer};
+    ///
+    /// let mut buf = WriteBuffer::new();
+    /// buf.put_slice(&[0; 100]);
+    /// buf.set_watermarks(Some(Watermarks::new(10, 50)));
+    /// assert!(buf.is_backed_up());
+    /// ```
+    pub fn set_watermarks(&mut self, marks: Option<Watermarks>) {
+        let bp = self.backpressure_mut();
+        bp.marks = marks;
+        bp.high = marks.map_or(usize::MAX, |m| m.high);
+        let held = self.held_bytes();
+        let bp = self.backpressure_mut();
+        if marks.is_none() {
+            if bp.backed_up {
+                bp.backed_up = false;
+                bp.event = Some(Pressure::Low);
+            }
+        } else {
+            bp.grew(held);
+            bp.drained(held);
+        }
+    }
+
+    /// The water marks, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::WriteBuffer::new().watermarks(), None);
+    /// ```
+    pub fn watermarks(&self) -> Option<Watermarks> {
+        self.backpressure().marks
+    }
+
+    /// True from the moment the buffer reaches the high mark until it drains to the low mark:
+    /// while true, a server should not read more requests from this connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!sendbuf::WriteBuffer::new().is_backed_up());
+    /// ```
+    #[inline]
+    pub fn is_backed_up(&self) -> bool {
+        self.backpressure().backed_up
+    }
+
+    /// The last water-mark crossing not yet taken, if any; each crossing is reported once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::WriteBuffer::new().take_pressure_event(), None);
+    /// ```
+    #[inline]
+    pub fn take_pressure_event(&mut self) -> Option<Pressure> {
+        self.backpressure_mut().event.take()
+    }
+
+    /// Sets (or removes) a hard limit on the bytes the buffer holds (pending plus held by the
+    /// kernel). Past it, [`try_put_slice`](Self::try_put_slice),
+    /// [`try_pin`](Self::try_pin) and [`FormatGuard::try_commit`](crate::FormatGuard::try_commit)
+    /// return a [`LimitError`], and their infallible twins panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.set_hard_limit(Some(1 << 20));
+    /// assert_eq!(buf.hard_limit(), Some(1 << 20));
+    /// ```
+    pub fn set_hard_limit(&mut self, limit: Option<usize>) {
+        self.backpressure_mut().hard_limit = limit.unwrap_or(usize::MAX);
+    }
+
+    /// The hard limit, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(sendbuf::WriteBuffer::new().hard_limit(), None);
+    /// ```
+    pub fn hard_limit(&self) -> Option<usize> {
+        Some(self.backpressure().hard_limit).filter(|&l| l != usize::MAX)
+    }
+}

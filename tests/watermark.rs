@@ -1,0 +1,134 @@
+//! Water marks fire once per crossing; the hard limit errs (never panics through the `try_`
+//! methods) and leaves the buffer usable.
+
+mod util;
+
+use sendbuf::{LimitError, Pressure, Watermarks, WriteBuffer};
+use util::{pending, Counted};
+
+fn marked(low: usize, high: usize) -> WriteBuffer {
+    let mut buf = WriteBuffer::new();
+    buf.set_watermarks(Some(Watermarks::new(low, high)));
+    buf
+}
+
+#[test]
+fn each_crossing_is_reported_once() {
+    let mut buf = marked(100, 1000);
+    for round in 0..3 {
+        buf.put_slice(&[1; 999]);
+        assert!(!buf.is_backed_up(), "round {round}: below high");
+        assert_eq!(buf.take_pressure_event(), None);
+        buf.put_slice(&[2; 1]); // reaches 1000
+        assert!(buf.is_backed_up());
+        assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+        buf.pin(vec![3u8; 5000]); // further growth: no new event
+        assert_eq!(buf.take_pressure_event(), None);
+        buf.advance(5000); // 1000 left: still above low
+        assert!(buf.is_backed_up());
+        assert_eq!(buf.take_pressure_event(), None);
+        buf.advance(899); // 101 left
+        assert!(buf.is_backed_up());
+        buf.advance(1); // 100 == low: resume
+        assert!(!buf.is_backed_up());
+        assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+        assert_eq!(buf.take_pressure_event(), None);
+        buf.advance(100);
+        assert_eq!(buf.take_pressure_event(), None, "no event below low");
+        buf.check_invariants();
+    }
+}
+
+#[test]
+fn an_untaken_event_is_replaced_by_the_latest_crossing() {
+    let mut buf = marked(0, 10);
+    buf.put_slice(&[0; 10]);
+    buf.advance(10);
+    // High then Low happened; the state is not backed up and the event says so.
+    assert!(!buf.is_backed_up());
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+}
+
+#[test]
+fn setting_or_removing_marks_evaluates_the_current_length() {
+    let mut buf = WriteBuffer::new();
+    buf.put_slice(&[0; 50]);
+    buf.set_watermarks(Some(Watermarks::new(10, 40)));
+    assert!(buf.is_backed_up());
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+    buf.set_watermarks(None);
+    assert!(!buf.is_backed_up());
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+    buf.put_slice(&[0; 1000]);
+    assert!(!buf.is_backed_up(), "no marks, no back-pressure");
+}
+
+#[test]
+fn clear_resumes() {
+    let mut buf = marked(0, 10);
+    buf.put_slice(&[0; 20]);
+    assert!(buf.is_backed_up());
+    buf.clear();
+    assert!(!buf.is_backed_up());
+}
+
+#[test]
+#[should_panic(expected = "water marks need 0 < high and low <= high (low 5, high 4)")]
+fn inverted_marks_panic() {
+    let _ = Watermarks::new(5, 4);
+}
+
+#[test]
+fn the_hard_limit_errs_and_leaves_the_buffer_usable() {
+    let mut buf = WriteBuffer::new();
+    buf.set_hard_limit(Some(100));
+    buf.put_slice(&[b'a'; 60]);
+    let err = buf.try_put_slice(&[b'b'; 41]).unwrap_err();
+    assert_eq!(
+        err,
+        LimitError {
+            requested: 41,
+            held: 60,
+            limit: 100
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "adding 41 bytes to a buffer holding 60 would pass its hard limit of 100 bytes"
+    );
+    assert_eq!(
+        std::io::Error::from(err).kind(),
+        std::io::ErrorKind::OutOfMemory
+    );
+
+    // A guard over the limit rolls back.
+    let mut f = buf.format();
+    f.put_slice(&[b'c'; 50]);
+    assert!(f.try_commit().is_err());
+    // A pinned value over the limit is dropped, not queued.
+    let (value, drops) = Counted::new(vec![b'd'; 1000]);
+    assert!(buf.try_pin(value).is_err());
+    assert_eq!(drops.get(), 1);
+    // A small value is copied, so the same limit applies.
+    assert!(buf.try_pin(vec![b'e'; 41]).is_err());
+    assert_eq!(pending(&buf), vec![b'a'; 60]);
+    buf.check_invariants();
+
+    // Exactly up to the limit fits; after draining, everything fits again.
+    buf.try_put_slice(&[b'f'; 40]).unwrap();
+    assert_eq!(buf.len(), 100);
+    buf.advance(100);
+    buf.try_pin(vec![b'g'; 100]).unwrap();
+    assert_eq!(pending(&buf), vec![b'g'; 100]);
+}
+
+#[test]
+#[should_panic(expected = "would pass its hard limit of 8 bytes (use the try_ methods")]
+fn infallible_commit_past_the_hard_limit_panics() {
+    let mut buf = WriteBuffer::new();
+    buf.set_hard_limit(Some(8));
+    let mut f = buf.format();
+    f.put_u64(1);
+    f.put_u8(2);
+    f.commit();
+}
