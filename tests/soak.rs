@@ -30,7 +30,7 @@ use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
 use socket2::SockRef;
 
 /// Default volume: about ten seconds of a debug build on the project's 2-core machine.
-const DEFAULT_BYTES: u64 = 256 << 20;
+const DEFAULT_BYTES: u64 = 512 << 20;
 
 const MAGIC: u32 = 0x5342_5546; // "SBUF"
 /// Magic (4), sequence number (8), value index (2), value length (4), value checksum (4).
