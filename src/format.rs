@@ -503,6 +503,58 @@ impl fmt::Write for FormatGuard<'_> {
     }
 }
 
+/// Any `std::io::Write` producer (`write!`, `serde_json::to_writer`, an encoder) formats
+/// straight into scratch, with no intermediate `Vec`.
+///
+/// Commit works as for every other writer of the guard: what was written becomes part of the
+/// queue (counted by [`len`](WriteBuffer::len), sent by [`send_to`](WriteBuffer::send_to))
+/// only when [`commit`](FormatGuard::commit) is called. [`flush`](std::io::Write::flush) does
+/// *not* commit, and a guard dropped without `commit`, for example when the producer fails
+/// halfway, rolls everything back, so a half-serialized message is never sent.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use sendbuf::WriteBuffer;
+///
+/// let mut buf = WriteBuffer::new();
+/// let mut f = buf.format();
+/// write!(f, "Content-Length: {}\r\n\r\n", 42).unwrap();
+/// f.flush().unwrap(); // does not commit
+/// f.commit();         // now queued
+/// assert_eq!(buf.chunk(), b"Content-Length: 42\r\n\r\n");
+/// ```
+///
+/// A producer that fails halfway leaves nothing behind:
+///
+/// ```
+/// use std::io::{self, Write};
+/// use sendbuf::WriteBuffer;
+///
+/// // Stands for `serde_json::to_writer` or any function generic over `io::Write`.
+/// fn to_writer<W: Write>(mut w: W, items: &[u32]) -> io::Result<()> {
+///     w.write_all(b"[")?;
+///     for (i, item) in items.iter().enumerate() {
+///         if *item == 0 {
+///             return Err(io::Error::new(io::ErrorKind::InvalidData, "zero"));
+///         }
+///         write!(w, "{}{item}", if i > 0 { "," } else { "" })?;
+///     }
+///     w.write_all(b"]")
+/// }
+///
+/// let mut buf = WriteBuffer::new();
+/// let mut f = buf.format();
+/// to_writer(&mut f, &[1, 2, 3]).unwrap();
+/// f.commit();
+/// assert_eq!(buf.chunk(), b"[1,2,3]");
+///
+/// let mut f = buf.format();
+/// assert!(to_writer(&mut f, &[4, 0]).is_err());
+/// drop(f); // not committed: "[4," is rolled back
+/// assert_eq!(buf.len(), 7);
+/// ```
 impl std::io::Write for FormatGuard<'_> {
     /// Formats into scratch; never fails and never writes short. Nothing is queued until
     /// [`commit`](FormatGuard::commit).
@@ -529,7 +581,8 @@ impl std::io::Write for FormatGuard<'_> {
         Ok(())
     }
 
-    /// Does nothing: bytes become part of the queue on `commit`.
+    /// Does nothing, and in particular does not commit: bytes become part of the queue only on
+    /// [`commit`](FormatGuard::commit).
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }

@@ -86,6 +86,7 @@
 
 mod error;
 mod format;
+mod impls;
 mod iovec;
 mod pinned;
 mod pool;

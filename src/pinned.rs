@@ -14,6 +14,9 @@ pub(crate) enum Owner {
     Vec(Vec<u8>),
     Boxed(Box<[u8]>),
     Arc(Arc<[u8]>),
+    /// `bytes::Bytes` (and a frozen `BytesMut`): its data never moves with the handle.
+    #[cfg(feature = "bytes")]
+    Bytes(bytes::Bytes),
     Other(Box<dyn AsRef<[u8]> + Send>),
 }
 
@@ -44,6 +47,15 @@ impl Owner {
         if let Some(v) = take_as::<String, V>(&mut slot) {
             return Owner::Vec(v.into_bytes());
         }
+        #[cfg(feature = "bytes")]
+        if let Some(v) = take_as::<bytes::Bytes, V>(&mut slot) {
+            return Owner::Bytes(v);
+        }
+        #[cfg(feature = "bytes")]
+        if let Some(v) = take_as::<bytes::BytesMut, V>(&mut slot) {
+            // Freezing keeps the same allocation: no copy.
+            return Owner::Bytes(v.freeze());
+        }
         match slot {
             Some(v) => Owner::Other(Box::new(v)),
             None => unreachable!("a value was taken but matched no owner kind"),
@@ -58,6 +70,8 @@ impl Owner {
             Owner::Vec(v) => v,
             Owner::Boxed(b) => b,
             Owner::Arc(a) => a,
+            #[cfg(feature = "bytes")]
+            Owner::Bytes(b) => b,
             Owner::Other(o) => (**o).as_ref(),
         }
     }
@@ -68,6 +82,8 @@ impl Owner {
             Owner::Vec(_) => "Vec<u8>",
             Owner::Boxed(_) => "Box<[u8]>",
             Owner::Arc(_) => "Arc<[u8]>",
+            #[cfg(feature = "bytes")]
+            Owner::Bytes(_) => "Bytes",
             Owner::Other(_) => "boxed AsRef<[u8]>",
         }
     }
@@ -101,6 +117,23 @@ mod tests {
         assert!(matches!(Owner::new(String::from("ab")), Owner::Vec(_)));
         let cow: std::borrow::Cow<'static, [u8]> = vec![1u8].into();
         assert!(matches!(Owner::new(cow), Owner::Other(_)));
+    }
+
+    #[cfg(feature = "bytes")]
+    #[test]
+    fn bytes_kinds_are_stored_inline() {
+        let b = bytes::Bytes::from(vec![1u8; 64]);
+        let ptr = b.as_ptr();
+        let owner = Owner::new(b);
+        assert!(matches!(owner, Owner::Bytes(_)));
+        assert_eq!(owner.bytes().as_ptr(), ptr);
+
+        let mut m = bytes::BytesMut::with_capacity(64);
+        m.extend_from_slice(&[2u8; 64]);
+        let ptr = m.as_ptr();
+        let owner = Owner::new(m);
+        assert!(matches!(owner, Owner::Bytes(_)));
+        assert_eq!(owner.bytes().as_ptr(), ptr);
     }
 
     #[test]
