@@ -385,8 +385,9 @@ impl WriteBuffer {
     /// has been advanced past; then drops it, exactly once. Values shorter than
     /// [`flatten_threshold`](Self::flatten_threshold) are copied into scratch and dropped at once.
     ///
-    /// `Vec<u8>`, `String`, `Box<[u8]>`, `Arc<[u8]>` and `&'static [u8]` are stored without an
-    /// allocation; any other owner is boxed.
+    /// `Vec<u8>`, `String`, `Box<[u8]>`, `Arc<[u8]>`, `&'static [u8]` and, with the feature
+    /// `bytes`, `bytes::Bytes` and `BytesMut` (frozen) are stored without an allocation; any
+    /// other owner is boxed.
     ///
     /// `value.as_ref()` must return the same bytes every time it is called.
     ///
