@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! rustup +nightly component list --installed 2>/dev/null | grep -q '^miri'; then
-    rustup toolchain install nightly --profile minimal --component miri,rust-src
+installed=$(rustup +nightly component list --installed 2>/dev/null || true)
+if ! grep -q '^miri' <<<"$installed" || ! grep -q '^rust-src' <<<"$installed"; then
+    rustup component add --toolchain nightly miri rust-src ||
+        rustup toolchain install nightly --profile minimal --component miri,rust-src
 fi
 cargo +nightly miri setup
 
