@@ -52,7 +52,7 @@ struct Held {
 }
 
 /// Advanced-past entries kept at the front before the queue compacts even though it is not empty.
-const COMPACT_AFTER: usize = 256;
+const COMPACT_AFTER: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct SegmentQueue {

@@ -22,7 +22,7 @@ impl WriteBuffer {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(unix)] {
+    /// # #[cfg(all(unix, not(miri)))] { // sendmsg is FFI, which Miri cannot run
     /// use std::io::Read;
     /// use std::os::unix::net::UnixStream;
     ///
@@ -53,7 +53,7 @@ impl WriteBuffer {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(unix)] {
+    /// # #[cfg(all(unix, not(miri)))] { // sendmsg is FFI, which Miri cannot run
     /// use std::os::unix::net::UnixStream;
     /// use sendbuf::{GatherLimit, WriteBuffer};
     ///

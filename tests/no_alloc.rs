@@ -120,7 +120,11 @@ impl Write for Sink {
         let mut left = take;
         for b in bufs {
             let n = b.len().min(left);
-            self.hash.update(&b[..n]);
+            // Under Miri, hashing every byte would dominate the run; the bytes on the wire are
+            // checked by count there and by content in every native run.
+            if !cfg!(miri) {
+                self.hash.update(&b[..n]);
+            }
             left -= n;
             if left == 0 {
                 break;
@@ -233,7 +237,9 @@ impl Connection {
     }
 
     fn note(&mut self, bytes: &[u8]) {
-        self.expected.update(bytes);
+        if !cfg!(miri) {
+            self.expected.update(bytes);
+        }
         self.queued += bytes.len() as u64;
     }
 
@@ -266,8 +272,10 @@ impl Connection {
 
 #[test]
 fn a_steady_state_connection_does_not_allocate() {
+    // Warm-up covers the segment queue's arrays growing to their steady size: the backlog
+    // never drains fully, so they grow until its deepest point has been seen.
     let (warm_up, measured) = if cfg!(miri) {
-        (100, 100)
+        (2_000, 100)
     } else {
         (2_000, 10_000)
     };
