@@ -15,11 +15,13 @@ use std::sync::Arc;
 
 /// Pinned values shorter than this are copied into scratch by default.
 ///
-/// A copy of up to 512 bytes costs a few nanoseconds (and the kernel copies the bytes anyway on
-/// a copying send); a separate iovec costs about 35 ns inside `sendmsg` plus a segment here. Far
-/// below the ~2 KiB where glibc's `memcpy` switches to `rep movsb` and can hit the 4K-aliasing
-/// trap. See `BENCHMARKS.md` for the measurement.
-pub const DEFAULT_FLATTEN_THRESHOLD: usize = 512;
+/// Measured (`BENCHMARKS.md`, "The flatten threshold"): in the buffer alone pinning becomes
+/// cheaper than copying only between 1 and 2 KiB, and with a real loopback `sendmsg` of 16
+/// responses copying stayed cheaper at every size up to 2 KiB (pinning a 1 KiB value cost 76 ns
+/// more per message, every round above zero). Copies from about 2.1 KiB up use `rep movsb` and
+/// can hit the 4K-aliasing trap, so 1 KiB keeps a margin below that, and bounds the scratch a
+/// burst of 64 small responses takes to 64 KiB.
+pub const DEFAULT_FLATTEN_THRESHOLD: usize = 1024;
 
 /// The outgoing queue of one connection: scratch bytes it owns and pinned values it references,
 /// in commit order.

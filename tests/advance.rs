@@ -14,6 +14,7 @@ fn three_segments() -> (WriteBuffer, util::DropCount, Vec<u8>) {
     let mut buf = WriteBuffer::new();
     let value: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     let (counted, drops) = Counted::new(value.clone());
+    buf.set_flatten_threshold(512); // the value is pinned, whatever the default
     buf.put_slice(b"hdr");
     buf.pin(counted);
     buf.put_slice(b"\r\n");
@@ -478,6 +479,7 @@ fn a_panicking_drop_leaves_the_buffer_consistent() {
 
     let drops = std::sync::Arc::new(AtomicUsize::new(0));
     let mut buf = WriteBuffer::new();
+    buf.set_flatten_threshold(512); // the value is pinned, whatever the default
     buf.put_slice(b"hdr");
     buf.pin(PanicOnDrop {
         bytes: vec![b'p'; 1000],

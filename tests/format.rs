@@ -8,7 +8,7 @@ use core::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use sendbuf::{Encode, WriteBuffer};
+use sendbuf::{Encode, WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 use util::{assert_pending, chunk_list, drain, pending, Counted, PrefixWriter, XorShift};
 
 /// Everything observable from outside, to compare a buffer before and after a rollback.
@@ -571,13 +571,13 @@ fn adjacent_commits_merge_into_one_segment() {
     assert_pending(&buf, b"one two three 4444444444");
 
     // A pinned value ends the run; the next commit starts a new segment.
-    buf.pin(vec![b'P'; 1000]);
+    buf.pin(vec![b'P'; 1000 + DEFAULT_FLATTEN_THRESHOLD]);
     buf.put_slice(b"five");
     buf.put_slice(b"six");
     assert_eq!(buf.segments(), 3);
     let chunks = chunk_list(&buf);
     assert_eq!(chunks[0], b"one two three 4444444444");
-    assert_eq!(chunks[1], vec![b'P'; 1000]);
+    assert_eq!(chunks[1], vec![b'P'; 1000 + DEFAULT_FLATTEN_THRESHOLD]);
     assert_eq!(chunks[2], b"fivesix");
 }
 

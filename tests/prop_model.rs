@@ -104,7 +104,7 @@ fn owner() -> impl Strategy<Value = Owner> {
     ]
 }
 
-/// Small (flattened by default), around the default threshold of 512, or anything.
+/// Small (flattened by default), around 512, or anything.
 fn pin_len() -> impl Strategy<Value = u16> {
     prop_oneof![0..64u16, 500..530u16, 0..=SIZES.pin]
 }

@@ -127,7 +127,7 @@ impl Stream {
     }
 }
 
-/// Values of every size class: copied (< 512), pinned medium, pinned large.
+/// Values of every size class: copied (below the flatten threshold), pinned medium, pinned large.
 fn value_pool(seed: u64) -> Arc<Vec<Arc<[u8]>>> {
     let mut rng = XorShift::new(seed);
     let values = (0..48)
