@@ -35,7 +35,7 @@ pub const MAX_CHUNK_SIZE: usize = 4096;
 pub const MAX_BLOCK: usize = 9000;
 /// Largest pinned value.
 pub const MAX_PIN: usize = 8192;
-/// Largest flatten threshold an input sets (the default is 512).
+/// Largest flatten threshold an input sets (the default is 1024).
 pub const MAX_THRESHOLD: usize = 1100;
 
 /// A whole test case: the buffer's chunk size, then the operations.
