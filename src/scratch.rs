@@ -434,21 +434,26 @@ impl Scratch {
             return self.free.swap_remove(i);
         }
         if let Some(id) = self.free.pop() {
-            let c = &mut self.chunks[id as usize];
-            drop(c.take_box());
-            *c = match self.pool.as_ref().and_then(|p| p.take(cap)) {
-                Some(storage) => Chunk::from_box(storage),
-                None => Chunk::with_capacity(cap),
-            };
+            // Too small: trade its storage for a bigger one.
+            let small = self.chunks[id as usize].take_box();
+            if let Some(pool) = &self.pool {
+                pool.give(small);
+            }
+            self.chunks[id as usize] = self.new_chunk(cap);
             return id;
         }
         let id = ChunkId::try_from(self.chunks.len()).expect("more than u32::MAX scratch chunks");
-        let chunk = match self.pool.as_ref().and_then(|p| p.take(cap)) {
-            Some(storage) => Chunk::from_box(storage),
-            None => Chunk::with_capacity(cap),
-        };
+        let chunk = self.new_chunk(cap);
         self.chunks.push(chunk);
         id
+    }
+
+    /// A chunk of at least `cap` bytes, from the pool if it has one, else from the allocator.
+    fn new_chunk(&self, cap: usize) -> Chunk {
+        match self.pool.as_ref().and_then(|p| p.take(cap)) {
+            Some(storage) => Chunk::from_box(storage),
+            None => Chunk::with_capacity(cap),
+        }
     }
 
     fn recycle(&mut self, id: ChunkId) {
