@@ -376,11 +376,10 @@ impl WriteBuffer {
         if src.is_empty() {
             return Ok(());
         }
-        self.backpressure.admit(self.held_bytes(), src.len())?;
+        // The guard's commit is the one hard-limit check; on failure it rolls the bytes back.
         let mut f = self.format();
         f.put_slice(src);
-        f.commit();
-        Ok(())
+        f.try_commit()
     }
 
     /// Queues `value` by reference, without copying it, and keeps it alive until its last byte
@@ -448,7 +447,7 @@ impl WriteBuffer {
         if len == 0 {
             return Ok(());
         }
-        self.backpressure.admit(self.held_bytes(), len)?;
+        self.admit(len)?;
         let owner = Owner::new(value);
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
