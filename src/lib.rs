@@ -79,6 +79,11 @@
 //! copying sends the last two steps coincide. The core keeps them apart so that sends the kernel
 //! completes later (`MSG_ZEROCOPY`, io_uring) release on completion, and `is_empty` means
 //! nothing pending *and* nothing held by the kernel.
+//!
+//! [`ZeroCopy`] is that path for plain sockets: it sends large runs with `MSG_ZEROCOPY`, reads
+//! the kernel's completions from the socket's error queue and releases exactly the sends they
+//! cover. A buffer dropped while the kernel still holds bytes leaks them rather than free
+//! memory the kernel may read; drain first with [`ZeroCopy::drain_blocking`].
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -98,6 +103,7 @@ mod steal;
 mod sys;
 mod watermark;
 mod write_buffer;
+mod zerocopy;
 
 pub use error::AdvanceError;
 pub use format::{Encode, FormatGuard, Reserved};
@@ -107,6 +113,7 @@ pub use read_buffer::{ConsumeError, ReadBuffer, ReadLimitError};
 pub use steal::{BufferStealer, StealRefused};
 pub use watermark::{LimitError, Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
+pub use zerocopy::{ZeroCopy, ZeroCopyStats, DEFAULT_ZEROCOPY_THRESHOLD};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -29,7 +29,6 @@ pub(crate) enum Release {
     /// The kernel copied the bytes: release them now.
     OnSend,
     /// The kernel still reads them: hold them until `release_through` covers them.
-    #[allow(dead_code)] // used by zero-copy send paths and the core's tests
     OnCompletion,
 }
 
@@ -301,7 +300,6 @@ impl SegmentQueue {
 
     /// The kernel no longer reads any stream byte before `offset`: releases every held segment
     /// that ends at or before it. Returns the bytes released.
-    #[allow(dead_code)] // used by zero-copy send paths and the core's tests
     pub(crate) fn release_through(&mut self, offset: u64, scratch: &mut Scratch) -> usize {
         let mut released = 0;
         while self.held.front().is_some_and(|h| h.end_offset <= offset) {
@@ -316,6 +314,22 @@ impl SegmentQueue {
             }
         }
         released
+    }
+
+    /// Forgets, without dropping, every owner the kernel may still read (held segments and a
+    /// pinned front segment partly sent zero-copy), for a buffer dropped before their
+    /// completions. Returns the bytes they held. The queue is unusable afterwards.
+    pub(crate) fn leak_held(&mut self) -> usize {
+        let leaked = self.held_len;
+        for h in self.held.drain(..) {
+            core::mem::forget(h.meta);
+        }
+        if self.front_sent_held > 0 {
+            core::mem::forget(core::mem::replace(&mut self.metas[self.head], Meta::Gone));
+            self.front_sent_held = 0;
+        }
+        self.held_len = 0;
+        leaked
     }
 
     /// Frees the queue's own arrays; only when nothing is pending or held.

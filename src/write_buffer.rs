@@ -11,6 +11,7 @@ use crate::scratch::{Cursor, Scratch, DEFAULT_CHUNK_SIZE};
 use crate::segment::{Release, SegmentQueue};
 use crate::steal::{BufferStealer, StealRefused};
 use crate::watermark::{Backpressure, LimitError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Pinned values shorter than this are copied into scratch by default.
@@ -599,9 +600,15 @@ impl WriteBuffer {
         Ok(())
     }
 
+    /// Bytes ever advanced past since the buffer was created: the stream offset of the next
+    /// byte to send, the unit [`release_through`](Self::release_through) counts in.
+    #[inline]
+    pub(crate) fn sent_total(&self) -> u64 {
+        self.queue.totals().1
+    }
+
     /// The kernel no longer reads stream bytes before `offset` (counted from the buffer's
     /// creation): releases held segments that end there or earlier. Returns bytes released.
-    #[allow(dead_code)] // the hook zero-copy send paths complete through; exercised by unit tests
     pub(crate) fn release_through(&mut self, offset: u64) -> usize {
         let released = self.queue.release_through(offset, &mut self.scratch);
         self.backpressure.drained(self.held_bytes());
@@ -741,6 +748,40 @@ impl BufferStealer for WriteBuffer {
     }
 }
 
+/// Bytes of held segments leaked by dropping a [`WriteBuffer`] before their completions.
+static LEAKED_ON_DROP: AtomicU64 = AtomicU64::new(0);
+
+/// Total bytes of kernel-held segments leaked so far by dropping buffers early (process-wide).
+pub(crate) fn leaked_on_drop() -> u64 {
+    LEAKED_ON_DROP.load(Ordering::Relaxed)
+}
+
+impl Drop for WriteBuffer {
+    /// Drops pending segments as [`clear`](WriteBuffer::clear) does. Segments a zero-copy send
+    /// still holds ([`held_len`](WriteBuffer::held_len) > 0) are *leaked*, never freed: the
+    /// kernel may read them until their completion, which can no longer be delivered to this
+    /// buffer. Their pinned values are never dropped and the buffer's scratch storage is never
+    /// freed or returned to its pool. Drain completions first
+    /// ([`ZeroCopy::drain_blocking`](crate::ZeroCopy::drain_blocking)) to avoid the leak.
+    fn drop(&mut self) {
+        if self.queue.held_len() == 0 {
+            return;
+        }
+        let leaked = self.queue.leak_held();
+        LEAKED_ON_DROP.fetch_add(leaked as u64, Ordering::Relaxed);
+        // Held scratch bytes live in chunks this buffer owns: forget the whole scratch area
+        // (a few chunks), but let go of the pool it would have returned them to.
+        self.scratch.set_pool(None);
+        core::mem::forget(core::mem::replace(&mut self.scratch, Scratch::new(1)));
+        if cfg!(debug_assertions) {
+            eprintln!(
+                "sendbuf: WriteBuffer dropped while the kernel still holds {leaked} bytes of \
+                 zero-copy sends; leaking them (drain completions before dropping)"
+            );
+        }
+    }
+}
+
 impl fmt::Debug for WriteBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (bytes_in, bytes_out, bytes_released) = self.queue.totals();
@@ -874,5 +915,70 @@ mod tests {
         buf.release_through(104);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_with_held_bytes_is_not_recycled_or_given_to_the_pool() {
+        use crate::{BufferStealer, LocalPool, Pool, PoolLimits};
+        let pool = LocalPool::new(PoolLimits::new());
+        let mut buf = WriteBuffer::with_capacity(16).with_pool(pool.clone());
+        buf.put_slice(b"0123456789abcdef"); // fills chunk 0 exactly
+        buf.advance_with(16, Release::OnCompletion).unwrap();
+        // The next format cannot go into chunk 0: it opens another chunk.
+        buf.put_slice(b"next-chunk");
+        buf.advance(10);
+        buf.put_slice(b"more");
+        buf.advance(4);
+        buf.check_invariants();
+        assert_eq!(buf.scratch().bytes(0, 0, 16), b"0123456789abcdef");
+        assert!(buf.steal().is_err());
+        assert_eq!(pool.stats().returned, 0, "no storage went back to the pool");
+        assert_eq!(buf.release_through(16), 16);
+        buf.check_invariants();
+        assert!(buf.steal().is_ok());
+        assert!(pool.stats().returned >= 2);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "leaks on purpose, which Miri reports")]
+    fn dropping_with_held_bytes_leaks_them_instead_of_freeing() {
+        use crate::{LocalPool, Pool, PoolLimits};
+        let drops = Arc::new(AtomicUsize::new(0));
+        let pool = LocalPool::new(PoolLimits::new());
+        let mut buf = WriteBuffer::with_capacity(64).with_pool(pool.clone());
+        buf.set_flatten_threshold(0);
+        buf.put_slice(b"head");
+        buf.pin(Counted(vec![7; 100], drops.clone()));
+        buf.pin(Counted(vec![8; 100], drops.clone()));
+        buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the first
+        buf.advance(94); // rest of the first value copied: its owner is still held
+        let leaked_before = leaked_on_drop();
+        drop(buf);
+        // The pending second value is released; the held first one is never dropped.
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(leaked_on_drop() >= leaked_before + 10);
+        assert_eq!(
+            pool.stats().returned,
+            0,
+            "held scratch went back to the pool"
+        );
+        assert_eq!(Arc::strong_count(&pool), 1, "the pool itself is not leaked");
+    }
+
+    #[test]
+    fn dropping_after_release_frees_everything() {
+        use crate::{LocalPool, Pool, PoolLimits};
+        let drops = Arc::new(AtomicUsize::new(0));
+        let pool = LocalPool::new(PoolLimits::new());
+        let mut buf = queue(&drops);
+        buf = buf.with_pool(pool.clone());
+        buf.advance_with(108, Release::OnCompletion).unwrap();
+        buf.release_through(108);
+        drop(buf);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(
+            pool.stats().returned >= 1,
+            "idle scratch goes back to the pool"
+        );
     }
 }
