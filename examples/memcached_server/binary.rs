@@ -1,0 +1,465 @@
+//! The memcached binary protocol: a 24-byte header (magic, opcode, key length, extras length,
+//! body length, opaque, CAS) followed by extras, key and value.
+//!
+//! Each call of [`request`] validates one header before it trusts any length in it (the
+//! CVE-2016-8704..8706 class: a body shorter than key plus extras, lengths near `u32::MAX`), waits
+//! for the whole body only when the command's shape allows a body that size, executes the
+//! command and formats the response header with a [`FormatGuard`](sendbuf::FormatGuard); values
+//! are pinned, not copied. Quiet commands answer only misses (gets) or errors (mutations).
+
+use sendbuf::{LimitError, WriteBuffer};
+
+use crate::protocol::{pin, Env, Step, KEY_MAX};
+use crate::stats::{bump, VERSION};
+use crate::store::{DeleteResult, DeltaResult, Mode, StoreResult};
+
+/// First byte of every request.
+pub const REQ_MAGIC: u8 = 0x80;
+/// First byte of every response.
+pub const RES_MAGIC: u8 = 0x81;
+/// Length of a request or response header.
+pub const HEADER_LEN: usize = 24;
+
+/// Opcodes.
+pub mod op {
+    #![allow(missing_docs)]
+    pub const GET: u8 = 0x00;
+    pub const SET: u8 = 0x01;
+    pub const ADD: u8 = 0x02;
+    pub const REPLACE: u8 = 0x03;
+    pub const DELETE: u8 = 0x04;
+    pub const INCREMENT: u8 = 0x05;
+    pub const DECREMENT: u8 = 0x06;
+    pub const QUIT: u8 = 0x07;
+    pub const FLUSH: u8 = 0x08;
+    pub const GETQ: u8 = 0x09;
+    pub const NOOP: u8 = 0x0a;
+    pub const VERSION: u8 = 0x0b;
+    pub const GETK: u8 = 0x0c;
+    pub const GETKQ: u8 = 0x0d;
+    pub const APPEND: u8 = 0x0e;
+    pub const PREPEND: u8 = 0x0f;
+    pub const STAT: u8 = 0x10;
+    pub const SETQ: u8 = 0x11;
+    pub const ADDQ: u8 = 0x12;
+    pub const REPLACEQ: u8 = 0x13;
+    pub const DELETEQ: u8 = 0x14;
+    pub const INCREMENTQ: u8 = 0x15;
+    pub const DECREMENTQ: u8 = 0x16;
+    pub const QUITQ: u8 = 0x17;
+    pub const FLUSHQ: u8 = 0x18;
+    pub const APPENDQ: u8 = 0x19;
+    pub const PREPENDQ: u8 = 0x1a;
+    pub const TOUCH: u8 = 0x1c;
+    pub const GAT: u8 = 0x1d;
+    pub const GATQ: u8 = 0x1e;
+    pub const GATK: u8 = 0x23;
+    pub const GATKQ: u8 = 0x24;
+}
+
+/// Response status codes.
+pub mod status {
+    #![allow(missing_docs)]
+    pub const SUCCESS: u16 = 0x0000;
+    pub const KEY_ENOENT: u16 = 0x0001;
+    pub const KEY_EEXISTS: u16 = 0x0002;
+    pub const E2BIG: u16 = 0x0003;
+    pub const EINVAL: u16 = 0x0004;
+    pub const NOT_STORED: u16 = 0x0005;
+    pub const DELTA_BADVAL: u16 = 0x0006;
+    pub const UNKNOWN_COMMAND: u16 = 0x0081;
+    pub const ENOMEM: u16 = 0x0082;
+}
+
+/// The text memcached sends as the body of an error response.
+fn message(status: u16) -> &'static [u8] {
+    match status {
+        status::KEY_ENOENT => b"Not found",
+        status::KEY_EEXISTS => b"Data exists for key.",
+        status::E2BIG => b"Too large.",
+        status::EINVAL => b"Invalid arguments",
+        status::NOT_STORED => b"Not stored.",
+        status::DELTA_BADVAL => b"Non-numeric server-side value for incr or decr",
+        status::UNKNOWN_COMMAND => b"Unknown command",
+        status::ENOMEM => b"Out of memory",
+        _ => b"",
+    }
+}
+
+/// A request header, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Must be [`REQ_MAGIC`].
+    pub magic: u8,
+    /// The command (echoed in the response).
+    pub opcode: u8,
+    /// Key length.
+    pub keylen: u16,
+    /// Extras length.
+    pub extlen: u8,
+    /// Extras + key + value length.
+    pub bodylen: u32,
+    /// Echoed in the response.
+    pub opaque: u32,
+    /// Compare-and-swap unique, 0 if none.
+    pub cas: u64,
+}
+
+impl Header {
+    /// Decodes the first [`HEADER_LEN`] bytes of `b`.
+    pub fn parse(b: &[u8; HEADER_LEN]) -> Header {
+        Header {
+            magic: b[0],
+            opcode: b[1],
+            keylen: u16::from_be_bytes([b[2], b[3]]),
+            extlen: b[4],
+            bodylen: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            opaque: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+            cas: u64::from_be_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]),
+        }
+    }
+}
+
+/// Formats one response: header, extras, key and a small body, all in scratch; a value, if
+/// any, is pinned after it by the caller (`value_len` counts it in the body length).
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    out: &mut WriteBuffer,
+    h: &Header,
+    status: u16,
+    cas: u64,
+    extras: &[u8],
+    key: &[u8],
+    body: &[u8],
+    value_len: usize,
+) -> Result<(), LimitError> {
+    let bodylen = extras.len() + key.len() + body.len() + value_len;
+    let mut f = out.format();
+    f.put_u8(RES_MAGIC);
+    f.put_u8(h.opcode);
+    f.put_u16(key.len() as u16);
+    f.put_u8(extras.len() as u8);
+    f.put_u8(0); // datatype: raw bytes
+    f.put_u16(status);
+    f.put_u32(bodylen as u32);
+    f.put_u32(h.opaque);
+    f.put_u64(cas);
+    f.put_slice(extras);
+    f.put_slice(key);
+    f.put_slice(body);
+    f.try_commit()
+}
+
+/// An error response: the status and memcached's text for it.
+fn error(out: &mut WriteBuffer, h: &Header, status: u16) -> Result<(), LimitError> {
+    respond(out, h, status, 0, &[], &[], message(status), 0)
+}
+
+/// The non-quiet command a quiet opcode stands for, and whether it was quiet.
+fn unquiet(opcode: u8) -> (u8, bool) {
+    match opcode {
+        op::GETQ => (op::GET, true),
+        op::GETKQ => (op::GETK, true),
+        op::SETQ => (op::SET, true),
+        op::ADDQ => (op::ADD, true),
+        op::REPLACEQ => (op::REPLACE, true),
+        op::DELETEQ => (op::DELETE, true),
+        op::INCREMENTQ => (op::INCREMENT, true),
+        op::DECREMENTQ => (op::DECREMENT, true),
+        op::QUITQ => (op::QUIT, true),
+        op::FLUSHQ => (op::FLUSH, true),
+        op::APPENDQ => (op::APPEND, true),
+        op::PREPENDQ => (op::PREPEND, true),
+        op::GATQ => (op::GAT, true),
+        op::GATKQ => (op::GATK, true),
+        other => (other, false),
+    }
+}
+
+/// Whether a header's lengths fit the command, as memcached checks them (plus: commands that
+/// take no value must not carry one, so the stream stays in step). `None`: unknown command.
+fn shape_ok(cmd: u8, key: usize, ext: usize, body: usize) -> Option<bool> {
+    Some(match cmd {
+        op::VERSION | op::NOOP | op::QUIT => ext == 0 && key == 0 && body == 0,
+        op::FLUSH => key == 0 && body == ext && (ext == 0 || ext == 4),
+        op::SET | op::ADD | op::REPLACE => ext == 8 && key != 0,
+        op::GET | op::GETK => ext == 0 && key != 0 && body == key,
+        op::DELETE => ext == 0 && key != 0 && body == key,
+        op::INCREMENT | op::DECREMENT => ext == 20 && key != 0 && body == key + 20,
+        op::APPEND | op::PREPEND => ext == 0 && key != 0,
+        op::STAT => ext == 0 && body == key,
+        op::TOUCH | op::GAT | op::GATK => ext == 4 && key != 0 && body == key + 4,
+        _ => return None,
+    })
+}
+
+/// Handles the request at the start of `input` (which starts with a header, or a prefix of
+/// one): see [`Step`].
+pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, LimitError> {
+    let Some(head) = input.first_chunk::<HEADER_LEN>() else {
+        return Ok(Step::Need(HEADER_LEN));
+    };
+    let h = Header::parse(head);
+    let (key_len, ext_len, body_len) = (
+        usize::from(h.keylen),
+        usize::from(h.extlen),
+        h.bodylen as usize,
+    );
+    if h.magic != REQ_MAGIC {
+        error(out, &h, status::EINVAL)?;
+        return Ok(Step::Close(0));
+    }
+    if key_len + ext_len > body_len {
+        error(out, &h, status::UNKNOWN_COMMAND)?;
+        return Ok(Step::Close(0));
+    }
+    if key_len > KEY_MAX {
+        error(out, &h, status::EINVAL)?;
+        return Ok(Step::Close(0));
+    }
+    let (cmd, quiet) = unquiet(h.opcode);
+    match shape_ok(cmd, key_len, ext_len, body_len) {
+        None => {
+            error(out, &h, status::UNKNOWN_COMMAND)?;
+            return Ok(Step::Swallow(HEADER_LEN, u64::from(h.bodylen)));
+        }
+        Some(false) => {
+            error(out, &h, status::EINVAL)?;
+            return Ok(Step::Close(0));
+        }
+        Some(true) => {}
+    }
+    let value_len = body_len - key_len - ext_len;
+    if value_len > env.limits.max_item_size {
+        // Only storage commands can get here: the others' shapes bound the body.
+        let head_len = HEADER_LEN + ext_len + key_len;
+        let Some(req) = input.get(..head_len) else {
+            return Ok(Step::Need(head_len));
+        };
+        let key = &req[HEADER_LEN + ext_len..];
+        bump(&env.stats.cmd_set);
+        if cmd == op::SET {
+            // As memcached: a failed set must not leave the old value readable.
+            env.store.delete(key, 0);
+        }
+        error(out, &h, status::E2BIG)?;
+        return Ok(Step::Swallow(head_len, value_len as u64));
+    }
+    let total = HEADER_LEN + body_len;
+    let Some(req) = input.get(..total) else {
+        return Ok(Step::Need(total));
+    };
+    let extras = &req[HEADER_LEN..HEADER_LEN + ext_len];
+    let key = &req[HEADER_LEN + ext_len..HEADER_LEN + ext_len + key_len];
+    let value = &req[HEADER_LEN + ext_len + key_len..];
+    let close = execute(env, &h, cmd, quiet, extras, key, value, out)?;
+    Ok(if close {
+        Step::Close(total)
+    } else {
+        Step::Done(total)
+    })
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Executes one well-formed request; true if the connection is to close after it.
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    env: &Env,
+    h: &Header,
+    cmd: u8,
+    quiet: bool,
+    extras: &[u8],
+    key: &[u8],
+    value: &[u8],
+    out: &mut WriteBuffer,
+) -> Result<bool, LimitError> {
+    let store = &*env.store;
+    let stats = &*env.stats;
+    match cmd {
+        op::GET | op::GETK | op::TOUCH | op::GAT | op::GATK => {
+            let touch = matches!(cmd, op::TOUCH | op::GAT | op::GATK);
+            let with_key = matches!(cmd, op::GETK | op::GATK);
+            let item = if touch {
+                bump(&stats.cmd_touch);
+                store.touch(key, i64::from(be32(extras)))
+            } else {
+                bump(&stats.cmd_get);
+                store.get(key)
+            };
+            let hit = item.is_some();
+            match (touch, hit) {
+                (true, true) => bump(&stats.touch_hits),
+                (true, false) => bump(&stats.touch_misses),
+                (false, true) => bump(&stats.get_hits),
+                (false, false) => bump(&stats.get_misses),
+            }
+            match item {
+                Some(item) => {
+                    let flags = item.flags.to_be_bytes();
+                    let rkey = if with_key { key } else { &[][..] };
+                    let vlen = if cmd == op::TOUCH {
+                        0
+                    } else {
+                        item.value.len()
+                    };
+                    respond(out, h, status::SUCCESS, item.cas, &flags, rkey, &[], vlen)?;
+                    if vlen > 0 {
+                        pin(out, item.value.clone())?;
+                    }
+                }
+                None if quiet => {}
+                None if with_key => {
+                    respond(out, h, status::KEY_ENOENT, 0, &[], key, &[], 0)?;
+                }
+                None => error(out, h, status::KEY_ENOENT)?,
+            }
+        }
+        op::SET | op::ADD | op::REPLACE | op::APPEND | op::PREPEND => {
+            bump(&stats.cmd_set);
+            let (flags, exptime) = if extras.len() == 8 {
+                (be32(extras), i64::from(be32(&extras[4..])))
+            } else {
+                (0, 0)
+            };
+            let mode = match cmd {
+                op::SET | op::ADD | op::REPLACE if h.cas != 0 => Mode::Cas,
+                op::SET => Mode::Set,
+                op::ADD => Mode::Add,
+                op::REPLACE => Mode::Replace,
+                op::APPEND => Mode::Append,
+                _ => Mode::Prepend,
+            };
+            let result = store.store(mode, key, value, flags, exptime, h.cas);
+            if mode == Mode::Cas {
+                match result {
+                    StoreResult::Stored(_) => bump(&stats.cas_hits),
+                    StoreResult::Exists => bump(&stats.cas_badval),
+                    StoreResult::NotFound => bump(&stats.cas_misses),
+                    _ => {}
+                }
+            }
+            match result {
+                StoreResult::Stored(cas) => {
+                    if !quiet {
+                        respond(out, h, status::SUCCESS, cas, &[], &[], &[], 0)?;
+                    }
+                }
+                StoreResult::Exists => error(out, h, status::KEY_EEXISTS)?,
+                StoreResult::NotFound => error(out, h, status::KEY_ENOENT)?,
+                StoreResult::NotStored => {
+                    let status = match cmd {
+                        op::ADD => status::KEY_EEXISTS,
+                        op::REPLACE => status::KEY_ENOENT,
+                        _ => status::NOT_STORED,
+                    };
+                    error(out, h, status)?;
+                }
+                StoreResult::TooLarge => error(out, h, status::E2BIG)?,
+                StoreResult::NoMemory => error(out, h, status::ENOMEM)?,
+            }
+        }
+        op::DELETE => match store.delete(key, h.cas) {
+            DeleteResult::Deleted => {
+                bump(&stats.delete_hits);
+                if !quiet {
+                    respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?;
+                }
+            }
+            DeleteResult::NotFound => {
+                bump(&stats.delete_misses);
+                error(out, h, status::KEY_ENOENT)?;
+            }
+            DeleteResult::Exists => error(out, h, status::KEY_EEXISTS)?,
+        },
+        op::INCREMENT | op::DECREMENT => {
+            let incr = cmd == op::INCREMENT;
+            let delta = be64(extras);
+            let initial = be64(&extras[8..]);
+            let expiration = be32(&extras[16..]);
+            let (hits, misses) = if incr {
+                (&stats.incr_hits, &stats.incr_misses)
+            } else {
+                (&stats.decr_hits, &stats.decr_misses)
+            };
+            let mut result = store.delta(key, incr, delta, h.cas);
+            match result {
+                DeltaResult::Value(..) => bump(hits),
+                DeltaResult::NotFound => bump(misses),
+                _ => {}
+            }
+            if result == DeltaResult::NotFound && expiration != u32::MAX {
+                // Create it with the initial value (only if still absent).
+                let digits = initial.to_string();
+                let exptime = i64::from(expiration);
+                result = match store.store(Mode::Add, key, digits.as_bytes(), 0, exptime, 0) {
+                    StoreResult::Stored(cas) => DeltaResult::Value(initial, cas),
+                    StoreResult::NoMemory | StoreResult::TooLarge => DeltaResult::NoMemory,
+                    _ => {
+                        error(out, h, status::NOT_STORED)?;
+                        return Ok(false);
+                    }
+                };
+            }
+            match result {
+                DeltaResult::Value(n, cas) => {
+                    if !quiet {
+                        respond(out, h, status::SUCCESS, cas, &[], &[], &n.to_be_bytes(), 0)?;
+                    }
+                }
+                DeltaResult::NotFound => error(out, h, status::KEY_ENOENT)?,
+                DeltaResult::NonNumeric => error(out, h, status::DELTA_BADVAL)?,
+                DeltaResult::Exists => error(out, h, status::KEY_EEXISTS)?,
+                DeltaResult::NoMemory => error(out, h, status::ENOMEM)?,
+            }
+        }
+        op::QUIT => {
+            if !quiet {
+                respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?;
+            }
+            return Ok(true);
+        }
+        op::FLUSH => {
+            bump(&stats.cmd_flush);
+            let delay = if extras.len() == 4 { be32(extras) } else { 0 };
+            store.flush_all(i64::from(delay));
+            if !quiet {
+                respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?;
+            }
+        }
+        op::NOOP => respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?,
+        op::VERSION => respond(out, h, status::SUCCESS, 0, &[], &[], VERSION.as_bytes(), 0)?,
+        op::STAT => stat(env, h, key, out)?,
+        _ => error(out, h, status::UNKNOWN_COMMAND)?,
+    }
+    Ok(false)
+}
+
+/// `stat`: one response per statistic (key = name, value = its text), then an empty one.
+fn stat(env: &Env, h: &Header, group: &[u8], out: &mut WriteBuffer) -> Result<(), LimitError> {
+    let list = match group {
+        b"" => env.stats.report(&env.store),
+        b"settings" => env.stats.settings(&env.store),
+        b"reset" => Vec::new(),
+        _ => return error(out, h, status::KEY_ENOENT),
+    };
+    for (name, value) in &list {
+        respond(
+            out,
+            h,
+            status::SUCCESS,
+            0,
+            &[],
+            name.as_bytes(),
+            value.as_bytes(),
+            0,
+        )?;
+    }
+    respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)
+}

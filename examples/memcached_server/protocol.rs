@@ -1,0 +1,199 @@
+//! One connection's protocol state: which protocol it speaks (decided by its first byte, as
+//! memcached does: `0x80` is the binary request magic, anything else is ASCII), the bytes of an
+//! oversized value still to be swallowed, and the dispatch of each complete request to
+//! [`binary`](crate::binary) or [`ascii`](crate::ascii).
+//!
+//! The parsers are pure: they look at the unconsumed input, execute at most one complete request
+//! against the [`Store`], queue its response in the connection's [`WriteBuffer`], and say how
+//! many bytes it took. Nothing here blocks, allocates per byte or trusts a length from the peer.
+
+use std::sync::Arc;
+
+use sendbuf::{LimitError, WriteBuffer};
+
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Longest key either protocol accepts (memcached's `KEY_MAX_LENGTH`).
+pub const KEY_MAX: usize = 250;
+
+/// Longest ASCII command line without a newline before the connection is closed (memcached's
+/// 2048; `get`/`gets` lines may be longer, up to [`MAX_GET_LINE`]).
+pub const MAX_LINE: usize = 2048;
+
+/// Longest ASCII `get`/`gets` line (a multi-get of many keys).
+pub const MAX_GET_LINE: usize = 64 * 1024;
+
+/// Limits of a server, from its command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The longest value a client may store (`--max-item-size`).
+    pub max_item_size: usize,
+}
+
+impl Limits {
+    /// The most input bytes one request can need before it can be executed: a binary header,
+    /// the longest extras a stored command has, a key and a value. [`Processed::need`] never
+    /// exceeds it.
+    pub fn max_request(&self) -> usize {
+        self.max_item_size + 24 + KEY_MAX + 64
+    }
+}
+
+/// What [`Session::process`] did with its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Processed {
+    /// Bytes of the input fully handled; the caller consumes them.
+    pub consumed: usize,
+    /// Close the connection once what is queued in the output has been sent (`quit`, or a
+    /// protocol error after which the stream cannot be trusted).
+    pub close: bool,
+    /// Total bytes, counted from the start of the unconsumed input, that the next incomplete
+    /// request needs; 0 if unknown. Never more than [`Limits::max_request`].
+    pub need: usize,
+}
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Unknown,
+    Binary,
+    Ascii,
+}
+
+/// The result of looking at the start of the input for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A request of this many bytes was handled (its response is queued).
+    Done(usize),
+    /// A request of this many bytes was handled and the next `swallow` bytes of input belong
+    /// to its (refused) value and are to be discarded.
+    Swallow(usize, u64),
+    /// The request is incomplete; it needs this many bytes in total (0 = unknown yet).
+    Need(usize),
+    /// Close after sending what is queued; `usize` bytes were consumed.
+    Close(usize),
+}
+
+/// What the protocol handlers share: the cache, the counters, the limits.
+#[derive(Debug)]
+pub struct Env {
+    /// The cache.
+    pub store: Arc<Store>,
+    /// Server counters.
+    pub stats: Arc<Stats>,
+    /// Server limits.
+    pub limits: Limits,
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    env: Env,
+    proto: Proto,
+    /// Bytes of a refused value still to be discarded as they arrive.
+    swallow: u64,
+    /// A `quit` or a fatal error was handled: the rest of the input is ignored.
+    closed: bool,
+}
+
+impl Session {
+    /// A session for a new connection; the protocol is decided by its first byte.
+    pub fn new(store: Arc<Store>, stats: Arc<Stats>, limits: Limits) -> Session {
+        Session {
+            env: Env {
+                store,
+                stats,
+                limits,
+            },
+            proto: Proto::Unknown,
+            swallow: 0,
+            closed: false,
+        }
+    }
+
+    /// True once the connection is known to speak the binary protocol.
+    pub fn is_binary(&self) -> bool {
+        self.proto == Proto::Binary
+    }
+
+    /// Parses and executes every complete request at the start of `input`, queueing responses
+    /// in `out`. Stops early (returning what it consumed so far) when `out.is_backed_up()` is
+    /// true; the caller calls again with the rest once the buffer has drained. Never panics on
+    /// any input, and never looks further than one request ahead.
+    ///
+    /// A buffer with a hard limit that refuses a response makes the session close the
+    /// connection (`close = true`): the response stream would be incomplete otherwise.
+    pub fn process(&mut self, input: &[u8], out: &mut WriteBuffer) -> Processed {
+        let mut done = Processed::default();
+        if self.closed {
+            done.consumed = input.len();
+            done.close = true;
+            return done;
+        }
+        loop {
+            let rest = &input[done.consumed..];
+            if self.swallow > 0 {
+                let n = usize::try_from(self.swallow).map_or(rest.len(), |s| s.min(rest.len()));
+                done.consumed += n;
+                self.swallow -= n as u64;
+                if self.swallow > 0 {
+                    break;
+                }
+                continue;
+            }
+            if rest.is_empty() || out.is_backed_up() {
+                break;
+            }
+            if self.proto == Proto::Unknown {
+                self.proto = if rest[0] == crate::binary::REQ_MAGIC {
+                    Proto::Binary
+                } else {
+                    Proto::Ascii
+                };
+            }
+            let step = match self.proto {
+                Proto::Binary => crate::binary::request(&self.env, rest, out),
+                _ => crate::ascii::request(&self.env, rest, out),
+            };
+            match step {
+                Ok(Step::Done(n)) => done.consumed += n,
+                Ok(Step::Swallow(n, swallow)) => {
+                    done.consumed += n;
+                    self.swallow = swallow;
+                }
+                Ok(Step::Need(need)) => {
+                    done.need = need.min(self.env.limits.max_request());
+                    break;
+                }
+                Ok(Step::Close(n)) => {
+                    done.consumed += n;
+                    self.closed = true;
+                    break;
+                }
+                Err(_) => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+        if self.closed {
+            done.close = true;
+            done.consumed = input.len();
+            done.need = 0;
+        }
+        done
+    }
+}
+
+/// Queues `bytes` in scratch.
+#[inline]
+pub fn put(out: &mut WriteBuffer, bytes: &[u8]) -> Result<(), LimitError> {
+    out.try_put_slice(bytes)
+}
+
+/// Queues a value by reference (copied if short).
+#[inline]
+pub fn pin(out: &mut WriteBuffer, value: Arc<[u8]>) -> Result<(), LimitError> {
+    out.try_pin(value)
+}

@@ -1,0 +1,199 @@
+//! Server-wide counters for `stats` (ASCII) and `stat` (binary), shared by every worker as
+//! `Arc<Stats>`. The loop bumps the connection and byte counters; the protocols bump the command
+//! counters; item counts come from the [`Store`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::store::Store;
+
+/// The version both protocols report.
+pub const VERSION: &str = "1.6.18-sendbuf";
+
+/// Shared counters. Every field is a relaxed atomic: the numbers are statistics, not
+/// synchronisation.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    /// Worker threads serving connections.
+    pub threads: AtomicU64,
+    /// Connections open now.
+    pub curr_connections: AtomicU64,
+    /// Connections accepted since start.
+    pub total_connections: AtomicU64,
+    /// Retrieval requests (one per key).
+    pub cmd_get: AtomicU64,
+    /// Storage requests.
+    pub cmd_set: AtomicU64,
+    /// Flush requests.
+    pub cmd_flush: AtomicU64,
+    /// Touch requests.
+    pub cmd_touch: AtomicU64,
+    /// Keys found.
+    pub get_hits: AtomicU64,
+    /// Keys not found.
+    pub get_misses: AtomicU64,
+    /// `delete` of a missing key.
+    pub delete_misses: AtomicU64,
+    /// `delete` of a present key.
+    pub delete_hits: AtomicU64,
+    /// `incr` of a missing key.
+    pub incr_misses: AtomicU64,
+    /// `incr` of a present key.
+    pub incr_hits: AtomicU64,
+    /// `decr` of a missing key.
+    pub decr_misses: AtomicU64,
+    /// `decr` of a present key.
+    pub decr_hits: AtomicU64,
+    /// `cas` of a missing key.
+    pub cas_misses: AtomicU64,
+    /// `cas` that stored.
+    pub cas_hits: AtomicU64,
+    /// `cas` refused because the item changed.
+    pub cas_badval: AtomicU64,
+    /// `touch` of a present key.
+    pub touch_hits: AtomicU64,
+    /// `touch` of a missing key.
+    pub touch_misses: AtomicU64,
+    /// Bytes read from the network.
+    pub bytes_read: AtomicU64,
+    /// Bytes written to the network.
+    pub bytes_written: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new(1)
+    }
+}
+
+/// Adds one to a counter.
+#[inline]
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// Counters at zero for a server with `threads` workers; uptime counts from now.
+    pub fn new(threads: usize) -> Stats {
+        let z = || AtomicU64::new(0);
+        Stats {
+            started: Instant::now(),
+            threads: AtomicU64::new(threads as u64),
+            curr_connections: z(),
+            total_connections: z(),
+            cmd_get: z(),
+            cmd_set: z(),
+            cmd_flush: z(),
+            cmd_touch: z(),
+            get_hits: z(),
+            get_misses: z(),
+            delete_misses: z(),
+            delete_hits: z(),
+            incr_misses: z(),
+            incr_hits: z(),
+            decr_misses: z(),
+            decr_hits: z(),
+            cas_misses: z(),
+            cas_hits: z(),
+            cas_badval: z(),
+            touch_hits: z(),
+            touch_misses: z(),
+            bytes_read: z(),
+            bytes_written: z(),
+        }
+    }
+
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        bump(&self.curr_connections);
+        bump(&self.total_connections);
+    }
+
+    /// A connection was closed.
+    pub fn connection_closed(&self) {
+        self.curr_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `n` bytes were read from a connection.
+    pub fn read(&self, n: usize) {
+        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` bytes were written to a connection.
+    pub fn written(&self, n: usize) {
+        self.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Seconds since the counters were created.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The general statistics as (name, value) pairs, in memcached's order, for `stats` and
+    /// binary `stat` without a key.
+    pub fn report(&self, store: &Store) -> Vec<(&'static str, String)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        vec![
+            ("pid", std::process::id().to_string()),
+            ("uptime", self.uptime().to_string()),
+            ("time", unix.to_string()),
+            ("version", VERSION.to_string()),
+            ("pointer_size", (usize::BITS).to_string()),
+            ("curr_connections", get(&self.curr_connections)),
+            ("total_connections", get(&self.total_connections)),
+            ("cmd_get", get(&self.cmd_get)),
+            ("cmd_set", get(&self.cmd_set)),
+            ("cmd_flush", get(&self.cmd_flush)),
+            ("cmd_touch", get(&self.cmd_touch)),
+            ("get_hits", get(&self.get_hits)),
+            ("get_misses", get(&self.get_misses)),
+            ("delete_misses", get(&self.delete_misses)),
+            ("delete_hits", get(&self.delete_hits)),
+            ("incr_misses", get(&self.incr_misses)),
+            ("incr_hits", get(&self.incr_hits)),
+            ("decr_misses", get(&self.decr_misses)),
+            ("decr_hits", get(&self.decr_hits)),
+            ("cas_misses", get(&self.cas_misses)),
+            ("cas_hits", get(&self.cas_hits)),
+            ("cas_badval", get(&self.cas_badval)),
+            ("touch_hits", get(&self.touch_hits)),
+            ("touch_misses", get(&self.touch_misses)),
+            ("bytes_read", get(&self.bytes_read)),
+            ("bytes_written", get(&self.bytes_written)),
+            ("limit_maxbytes", store.memory_limit().to_string()),
+            ("threads", get(&self.threads)),
+            ("bytes", store.bytes().to_string()),
+            ("curr_items", store.len().to_string()),
+            (
+                "total_items",
+                store
+                    .counters
+                    .total_items
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "evictions",
+                store.counters.evictions.load(Ordering::Relaxed).to_string(),
+            ),
+        ]
+    }
+
+    /// The settings group (`stats settings`).
+    pub fn settings(&self, store: &Store) -> Vec<(&'static str, String)> {
+        vec![
+            ("maxbytes", store.memory_limit().to_string()),
+            ("item_size_max", store.max_item_size().to_string()),
+            (
+                "num_threads",
+                self.threads.load(Ordering::Relaxed).to_string(),
+            ),
+            ("evictions", "on".to_string()),
+            ("cas_enabled", "yes".to_string()),
+        ]
+    }
+}

@@ -1,0 +1,629 @@
+//! The cache: items in sharded hash maps, each shard with its own least-recently-used list, under
+//! one memory limit (memcached's `-m`), with memcached's expiry, CAS and `flush_all` semantics.
+//!
+//! Values are `Arc<[u8]>`: a response pins a clone, so an item replaced or deleted while a
+//! response still references its value keeps the value alive until the last byte is sent.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Number of shards; a power of two so a hash picks one with a mask.
+const SHARDS: usize = 16;
+
+/// Bytes an item costs beyond its key and value: the `Item`, its `Arc`, the map entry (with a
+/// second copy of the key's pointer) and the LRU node. Counted against the memory limit.
+pub const ITEM_OVERHEAD: usize = 112;
+
+/// Relative expiry times up to this many seconds are offsets from now; larger ones are absolute
+/// unix times (memcached's `REALTIME_MAXDELTA`).
+const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+
+/// No LRU neighbour.
+const NIL: u32 = u32::MAX;
+
+/// One cached entry. Immutable once stored: every change stores a new `Item`.
+#[derive(Debug)]
+pub struct Item {
+    /// The key (at most 250 bytes, checked by the protocols).
+    pub key: Box<[u8]>,
+    /// The value, shared with every response that still sends it.
+    pub value: Arc<[u8]>,
+    /// Opaque client flags.
+    pub flags: u32,
+    /// The CAS unique of this version of the item.
+    pub cas: u64,
+    /// Server time (seconds, see [`Store::now`]) at which it expires; 0 = never.
+    pub exptime: u32,
+    /// Server time at which it was stored (for a delayed `flush_all`).
+    pub time: u32,
+}
+
+impl Item {
+    /// Bytes this item counts against the memory limit.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.len() + ITEM_OVERHEAD
+    }
+}
+
+/// Which store command, with memcached's semantics for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if absent.
+    Add,
+    /// Store only if present.
+    Replace,
+    /// Append the data to the existing value (flags and expiry unchanged).
+    Append,
+    /// Prepend the data to the existing value (flags and expiry unchanged).
+    Prepend,
+    /// Store only if present with the given CAS unique (ASCII `cas`, binary set/add/replace
+    /// with a CAS in the header).
+    Cas,
+}
+
+/// Outcome of a store command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreResult {
+    /// Stored, with the new CAS unique.
+    Stored(u64),
+    /// Condition not met (add on present, replace/append/prepend on absent).
+    NotStored,
+    /// CAS given and the item changed since.
+    Exists,
+    /// CAS given and the item is absent.
+    NotFound,
+    /// Value above the maximum item size.
+    TooLarge,
+    /// Not enough memory even after evicting.
+    NoMemory,
+}
+
+/// Outcome of `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteResult {
+    /// Removed.
+    Deleted,
+    /// No such (live) item.
+    NotFound,
+    /// CAS given and the item changed since.
+    Exists,
+}
+
+/// Outcome of `incr`/`decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaResult {
+    /// The new value and the item's new CAS unique.
+    Value(u64, u64),
+    /// No such item.
+    NotFound,
+    /// The stored value is not a decimal 64-bit unsigned number.
+    NonNumeric,
+    /// CAS given and the item changed since.
+    Exists,
+    /// Not enough memory for the new value.
+    NoMemory,
+}
+
+/// Counters the store keeps for `stats`.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Items stored since start.
+    pub total_items: AtomicU64,
+    /// Items evicted to make room.
+    pub evictions: AtomicU64,
+    /// Items found expired when touched.
+    pub expired_unfetched: AtomicU64,
+}
+
+/// A node of a shard's LRU list, holding one item.
+#[derive(Debug)]
+struct Node {
+    item: Option<Arc<Item>>,
+    prev: u32,
+    next: u32,
+}
+
+/// One shard: a map from key to node index, and a doubly linked LRU list over a node slab
+/// (head = most recently used).
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<Box<[u8]>, u32>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+    bytes: usize,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            head: NIL,
+            tail: NIL,
+            ..Shard::default()
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let n = &self.nodes[i as usize];
+            (n.prev, n.next)
+        };
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        {
+            let n = &mut self.nodes[i as usize];
+            n.prev = NIL;
+            n.next = old;
+        }
+        match old {
+            NIL => self.tail = i,
+            o => self.nodes[o as usize].prev = i,
+        }
+        self.head = i;
+    }
+
+    fn bump(&mut self, i: u32) {
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<(u32, &Arc<Item>)> {
+        let &i = self.map.get(key)?;
+        self.nodes[i as usize].item.as_ref().map(|it| (i, it))
+    }
+
+    /// Removes node `i`; returns its item.
+    fn remove(&mut self, i: u32) -> Option<Arc<Item>> {
+        let item = self.nodes[i as usize].item.take()?;
+        self.unlink(i);
+        self.map.remove(&item.key);
+        self.free.push(i);
+        self.bytes -= item.size();
+        Some(item)
+    }
+
+    /// Puts `item` in (replacing node `old` if given), at the front of the LRU.
+    fn insert(&mut self, old: Option<u32>, item: Arc<Item>) {
+        self.bytes += item.size();
+        if let Some(i) = old {
+            let prev = self.nodes[i as usize].item.replace(item);
+            if let Some(prev) = prev {
+                self.bytes -= prev.size();
+            }
+            self.bump(i);
+            return;
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize].item = Some(item.clone());
+                i
+            }
+            None => {
+                let i = u32::try_from(self.nodes.len()).expect("more than 4G items in a shard");
+                self.nodes.push(Node {
+                    item: Some(item.clone()),
+                    prev: NIL,
+                    next: NIL,
+                });
+                i
+            }
+        };
+        self.map.insert(item.key.clone(), i);
+        self.push_front(i);
+    }
+}
+
+/// The server's clock: seconds since start (plus 2, so that 1 is always in the past, as in
+/// memcached), read with one vDSO call; a test can move it forward.
+#[derive(Debug)]
+struct Clock {
+    started: Instant,
+    /// Unix time at which server time 0 was.
+    epoch: i64,
+    skew: AtomicU32,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Clock {
+            started: Instant::now(),
+            epoch: unix - 2,
+            skew: AtomicU32::new(0),
+        }
+    }
+
+    fn now(&self) -> u32 {
+        let secs = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX - 1);
+        secs.saturating_add(2)
+            .saturating_add(self.skew.load(Ordering::Relaxed))
+    }
+}
+
+/// The cache, shared by every worker (`Arc<Store>`).
+#[derive(Debug)]
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    mem_used: AtomicUsize,
+    mem_limit: usize,
+    max_item_size: usize,
+    next_cas: AtomicU64,
+    clock: Clock,
+    /// A pending or passed delayed flush: items stored before this server time are invalid
+    /// from this time on. 0 = none.
+    flush_at: AtomicU32,
+    /// Counters for `stats`.
+    pub counters: StoreCounters,
+}
+
+impl Store {
+    /// A cache holding at most `memory_limit_bytes` (keys, values and per-item overhead),
+    /// refusing values longer than `max_item_size`.
+    pub fn new(memory_limit_bytes: usize, max_item_size: usize) -> Store {
+        Store {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            mem_used: AtomicUsize::new(0),
+            mem_limit: memory_limit_bytes,
+            max_item_size,
+            next_cas: AtomicU64::new(1),
+            clock: Clock::new(),
+            flush_at: AtomicU32::new(0),
+            counters: StoreCounters::default(),
+        }
+    }
+
+    /// The maximum value length.
+    pub fn max_item_size(&self) -> usize {
+        self.max_item_size
+    }
+
+    /// The memory limit in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.mem_limit
+    }
+
+    /// Bytes the items currently count against the limit.
+    pub fn bytes(&self) -> usize {
+        self.mem_used.load(Ordering::Relaxed)
+    }
+
+    /// Number of items held (including expired ones not yet reclaimed).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).map.len()).sum()
+    }
+
+    /// True if no item is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Server time: seconds since start, plus 2.
+    pub fn now(&self) -> u32 {
+        self.clock.now()
+    }
+
+    /// The unix time of server time 0.
+    pub fn epoch(&self) -> i64 {
+        self.clock.epoch
+    }
+
+    /// Moves the clock forward (tests of expiry).
+    pub fn advance_clock(&self, secs: u32) {
+        self.clock.skew.fetch_add(secs, Ordering::Relaxed);
+    }
+
+    /// Converts a protocol expiry time to server time, as memcached's `realtime`: 0 = never,
+    /// negative = already expired, up to 30 days = relative, larger = absolute unix time.
+    pub fn expiry(&self, exptime: i64) -> u32 {
+        if exptime == 0 {
+            return 0;
+        }
+        if exptime < 0 {
+            return 1;
+        }
+        if exptime > REALTIME_MAXDELTA {
+            if exptime <= self.clock.epoch {
+                return 1;
+            }
+            return u32::try_from(exptime - self.clock.epoch).unwrap_or(u32::MAX);
+        }
+        // exptime <= 30 days fits in u32.
+        (exptime as u32).saturating_add(self.now())
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        &self.shards[(h.finish() >> 32) as usize & (SHARDS - 1)]
+    }
+
+    fn next_cas(&self) -> u64 {
+        self.next_cas.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True if `item` is invalid now: expired or flushed.
+    fn dead(&self, item: &Item, now: u32) -> bool {
+        if item.exptime != 0 && item.exptime <= now {
+            return true;
+        }
+        let flush_at = self.flush_at.load(Ordering::Relaxed);
+        flush_at != 0 && flush_at <= now && item.time < flush_at
+    }
+
+    /// Finds a live item; reclaims it if dead.
+    fn find<'s>(&self, shard: &'s mut Shard, key: &[u8], now: u32) -> Option<(u32, &'s Arc<Item>)> {
+        let (i, dead) = match shard.lookup(key) {
+            Some((i, it)) => (i, self.dead(it, now)),
+            None => return None,
+        };
+        if dead {
+            self.unaccount(shard.remove(i));
+            return None;
+        }
+        shard.lookup(key)
+    }
+
+    fn unaccount(&self, item: Option<Arc<Item>>) {
+        if let Some(item) = item {
+            self.mem_used.fetch_sub(item.size(), Ordering::Relaxed);
+        }
+    }
+
+    /// Makes room for `need` more bytes, evicting from this shard's LRU tail first, then from
+    /// other shards (without waiting on their locks). False if it cannot.
+    fn make_room(&self, shard: &mut Shard, need: usize, keep: Option<u32>) -> bool {
+        if need > self.mem_limit {
+            return false;
+        }
+        let over = |s: &Store| s.mem_used.load(Ordering::Relaxed) + need > s.mem_limit;
+        while over(self) {
+            let victim = shard.tail;
+            if victim == NIL || Some(victim) == keep {
+                break;
+            }
+            self.evict(shard, victim);
+        }
+        if !over(self) {
+            return true;
+        }
+        for other in self.shards.iter() {
+            let Ok(mut other) = other.try_lock() else {
+                continue;
+            };
+            while over(self) && other.tail != NIL {
+                let victim = other.tail;
+                self.evict(&mut other, victim);
+            }
+            if !over(self) {
+                return true;
+            }
+        }
+        !over(self)
+    }
+
+    fn evict(&self, shard: &mut Shard, i: u32) {
+        let now = self.now();
+        if let Some(item) = shard.remove(i) {
+            if !self.dead(&item, now) {
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+            self.mem_used.fetch_sub(item.size(), Ordering::Relaxed);
+        }
+    }
+
+    /// Looks up a live item and marks it recently used.
+    pub fn get(&self, key: &[u8]) -> Option<Arc<Item>> {
+        let now = self.now();
+        let mut shard = lock(self.shard(key));
+        let (i, item) = self.find(&mut shard, key, now)?;
+        let item = item.clone();
+        shard.bump(i);
+        Some(item)
+    }
+
+    /// Looks up a live item, sets its expiry, and returns it (binary GAT, ASCII `gat`).
+    pub fn touch(&self, key: &[u8], exptime: i64) -> Option<Arc<Item>> {
+        let now = self.now();
+        let exptime = self.expiry(exptime);
+        let mut shard = lock(self.shard(key));
+        let (i, item) = self.find(&mut shard, key, now)?;
+        let item = Arc::new(Item {
+            key: item.key.clone(),
+            value: item.value.clone(),
+            flags: item.flags,
+            cas: item.cas,
+            exptime,
+            time: item.time,
+        });
+        shard.insert(Some(i), item.clone());
+        Some(item)
+    }
+
+    /// Stores `data` under `key` according to `mode`. `cas` is the unique [`Mode::Cas`] compares;
+    /// append and prepend compare it too if it is non-zero; the others ignore it.
+    pub fn store(
+        &self,
+        mode: Mode,
+        key: &[u8],
+        data: &[u8],
+        flags: u32,
+        exptime: i64,
+        cas: u64,
+    ) -> StoreResult {
+        if data.len() > self.max_item_size {
+            return StoreResult::TooLarge;
+        }
+        let now = self.now();
+        let exptime = self.expiry(exptime);
+        let mut shard = lock(self.shard(key));
+        let old = self
+            .find(&mut shard, key, now)
+            .map(|(i, it)| (i, it.clone()));
+        let (value, flags, exptime): (Arc<[u8]>, u32, u32) = match (mode, &old) {
+            (Mode::Add, Some(_)) => return StoreResult::NotStored,
+            (Mode::Cas, None) => return StoreResult::NotFound,
+            (Mode::Replace | Mode::Append | Mode::Prepend, None) => return StoreResult::NotStored,
+            // Item CAS uniques start at 1, so a CAS of 0 never matches.
+            (Mode::Cas, Some((_, it))) if it.cas != cas => return StoreResult::Exists,
+            (Mode::Append | Mode::Prepend, Some((_, it))) if cas != 0 && it.cas != cas => {
+                return StoreResult::Exists
+            }
+            (Mode::Append | Mode::Prepend, Some((_, it))) => {
+                let len = it.value.len() + data.len();
+                if len > self.max_item_size {
+                    return StoreResult::TooLarge;
+                }
+                let mut v = Vec::with_capacity(len);
+                if mode == Mode::Append {
+                    v.extend_from_slice(&it.value);
+                    v.extend_from_slice(data);
+                } else {
+                    v.extend_from_slice(data);
+                    v.extend_from_slice(&it.value);
+                }
+                (v.into(), it.flags, it.exptime)
+            }
+            _ => (data.into(), flags, exptime),
+        };
+        let item = Item {
+            key: key.into(),
+            value,
+            flags,
+            cas: self.next_cas(),
+            exptime,
+            time: now,
+        };
+        self.put(&mut shard, old.map(|(i, it)| (i, it.size())), item)
+    }
+
+    /// Accounts and inserts a new version of an item; `old` is the node and size it replaces.
+    fn put(&self, shard: &mut Shard, old: Option<(u32, usize)>, item: Item) -> StoreResult {
+        let size = item.size();
+        let freed = old.map_or(0, |(_, s)| s);
+        if size > freed && !self.make_room(shard, size - freed, old.map(|(i, _)| i)) {
+            // memcached drops the old item too when a store fails for memory.
+            if let Some((i, _)) = old {
+                self.unaccount(shard.remove(i));
+            }
+            return StoreResult::NoMemory;
+        }
+        self.mem_used.fetch_add(size, Ordering::Relaxed);
+        self.mem_used.fetch_sub(freed, Ordering::Relaxed);
+        let cas = item.cas;
+        shard.insert(old.map(|(i, _)| i), Arc::new(item));
+        self.counters.total_items.fetch_add(1, Ordering::Relaxed);
+        StoreResult::Stored(cas)
+    }
+
+    /// Removes `key`; if `cas` is non-zero, only if the item's CAS unique equals it.
+    pub fn delete(&self, key: &[u8], cas: u64) -> DeleteResult {
+        let now = self.now();
+        let mut shard = lock(self.shard(key));
+        let Some((i, item)) = self.find(&mut shard, key, now) else {
+            return DeleteResult::NotFound;
+        };
+        if cas != 0 && item.cas != cas {
+            return DeleteResult::Exists;
+        }
+        self.unaccount(shard.remove(i));
+        DeleteResult::Deleted
+    }
+
+    /// Adds `delta` to (or, `incr == false`, subtracts it from) a decimal value: 64-bit
+    /// unsigned, wrapping on incr, floored at 0 on decr. A shorter result is padded with spaces
+    /// to the old length, as memcached's in-place update leaves it.
+    pub fn delta(&self, key: &[u8], incr: bool, delta: u64, cas: u64) -> DeltaResult {
+        let now = self.now();
+        let mut shard = lock(self.shard(key));
+        let Some((i, item)) = self.find(&mut shard, key, now) else {
+            return DeltaResult::NotFound;
+        };
+        if cas != 0 && item.cas != cas {
+            return DeltaResult::Exists;
+        }
+        let Some(current) = parse_counter(&item.value) else {
+            return DeltaResult::NonNumeric;
+        };
+        let new = if incr {
+            current.wrapping_add(delta)
+        } else {
+            current.saturating_sub(delta)
+        };
+        let mut digits = new.to_string().into_bytes();
+        if digits.len() < item.value.len() {
+            digits.resize(item.value.len(), b' ');
+        }
+        let new_item = Item {
+            key: item.key.clone(),
+            value: digits.into(),
+            flags: item.flags,
+            cas: self.next_cas(),
+            exptime: item.exptime,
+            time: item.time,
+        };
+        let old = Some((i, item.size()));
+        match self.put(&mut shard, old, new_item) {
+            StoreResult::Stored(cas) => DeltaResult::Value(new, cas),
+            _ => DeltaResult::NoMemory,
+        }
+    }
+
+    /// Invalidates every item: now if `delay` is 0 or negative, else at server time
+    /// `expiry(delay)` (items stored before then become invalid then).
+    pub fn flush_all(&self, delay: i64) {
+        if delay > 0 {
+            self.flush_at.store(self.expiry(delay), Ordering::Relaxed);
+            return;
+        }
+        self.flush_at.store(0, Ordering::Relaxed);
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let old = std::mem::replace(&mut *shard, Shard::new());
+            drop(shard);
+            self.mem_used.fetch_sub(old.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Parses a stored counter as memcached's `safe_strtoull`: optional leading whitespace, decimal
+/// digits, then only whitespace (or the end); no sign.
+pub fn parse_counter(value: &[u8]) -> Option<u64> {
+    let s = value.trim_ascii_start();
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || !s[digits..].iter().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &s[..digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
+
+/// Locks a shard; a panic in another thread holding it cannot leave the data inconsistent in a
+/// way that matters more than losing the server, so poisoning is ignored.
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
