@@ -11,7 +11,7 @@
 #[path = "../fuzz/src/model.rs"]
 mod model;
 
-use model::{Input, Op};
+use model::{Input, Op, PoolChoice};
 
 /// Found on `ffb7c10` within four minutes (`crash-5f7741a3…`); fixed by `0e84b4d`, whose
 /// `acquire` takes a free chunk that is big enough. After a format that outgrew its chunk was
@@ -31,6 +31,7 @@ use model::{Input, Op};
 fn a_drained_buffer_reuses_its_idle_chunk_after_an_oversized_format() {
     model::run(&Input {
         chunk_size: 0,
+        pool: PoolChoice::None,
         ops: vec![
             Op::PutSlice(vec![173, 255]),
             Op::Clear,
@@ -40,4 +41,35 @@ fn a_drained_buffer_reuses_its_idle_chunk_after_an_oversized_format() {
             },
         ],
     });
+}
+
+/// Found while adding water marks to the model (crate at `2a6455d`); not fixed yet (outside the
+/// fuzz helper's files), so ignored to keep the suite green. Remove the `#[ignore]` with the fix.
+///
+/// With equal marks (`Watermarks::new(5, 5)`, which `new` accepts), a buffer that drained to
+/// exactly the mark is not backed up; committing an empty format then makes it backed up and
+/// raises a `High` event, and `advance(0)` makes it not backed up again with a `Low` event: two
+/// crossings without a byte changing. `Backpressure::grew` / `drained` run on every commit and
+/// advance, including of nothing, and at `held == low == high` both conditions hold. With
+/// `low < high` the same calls are no-ops, which is why the model (which mirrors the crate
+/// here) only sees a difference at equal marks. A fix: skip `grew` / `drained` when nothing was
+/// added or removed (or have `Watermarks::new` require `low < high`).
+#[test]
+#[ignore = "equal water marks flip on empty commits and zero advances; not fixed yet"]
+fn equal_water_marks_raise_no_event_without_a_change() {
+    use sendbuf::{Pressure, Watermarks, WriteBuffer};
+
+    let mut buf = WriteBuffer::new();
+    buf.set_watermarks(Some(Watermarks::new(5, 5)));
+    buf.put_slice(&[1; 10]);
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+    buf.advance(5);
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+    assert!(!buf.is_backed_up());
+
+    buf.format().commit(); // adds nothing
+    assert!(!buf.is_backed_up(), "an empty commit backed the buffer up");
+    assert_eq!(buf.take_pressure_event(), None);
+    buf.advance(0);
+    assert_eq!(buf.take_pressure_event(), None);
 }

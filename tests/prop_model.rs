@@ -1,7 +1,8 @@
 //! Model-based property test: random sequences of every `WriteBuffer` operation (format and
 //! commit or roll back, reserved length fields, pins of every owner kind, flatten threshold
 //! changes, gathers with limits and writes into a writer that takes a random prefix, advances,
-//! over-advances, clears), checked against a simple model after each operation.
+//! over-advances, clears, steals with and without a pool, water marks and their events, hard
+//! limits with the `try_` methods), checked against a simple model after each operation.
 //!
 //! The model and the operations are the fuzz target's (`fuzz/src/model.rs`, included by path), so
 //! `cargo test` alone runs the same checks as `cargo fuzz run partial_writes`; this file only
@@ -14,7 +15,7 @@
 #[path = "../fuzz/src/model.rs"]
 mod model;
 
-use model::{Amount, FrameEnd, Header, Input, Item, Op, Order, Owner, Width, Writer};
+use model::{Amount, FrameEnd, Header, Input, Item, Op, Order, Owner, PoolChoice, Width, Writer};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -163,12 +164,34 @@ fn op() -> impl Strategy<Value = Op> {
         3 => amount().prop_map(Op::Advance),
         1 => any::<u16>().prop_map(Op::TryAdvancePast),
         1 => Just(Op::Clear),
+        1 => Just(Op::Steal),
+        1 => option::of(prop_oneof![
+            // Equal marks, small marks that the ops cross often, anything.
+            (0..4096u16).prop_map(|m| (m, m)),
+            (0..2048u16, 0..4096u16),
+            (any::<u16>(), any::<u16>()),
+        ])
+        .prop_map(Op::SetWatermarks),
+        1 => Just(Op::TakePressureEvent),
+        1 => option::of(prop_oneof![0..64u16, 0..16384u16, any::<u16>()]).prop_map(Op::SetHardLimit),
+    ]
+}
+
+fn pool() -> impl Strategy<Value = PoolChoice> {
+    prop_oneof![
+        Just(PoolChoice::None),
+        Just(PoolChoice::Local),
+        Just(PoolChoice::Shared)
     ]
 }
 
 fn input() -> impl Strategy<Value = Input> {
     let chunk = prop_oneof![0..16u16, 0..SIZES.chunk];
-    (chunk, vec(op(), 1..SIZES.ops)).prop_map(|(chunk_size, ops)| Input { chunk_size, ops })
+    (chunk, pool(), vec(op(), 1..SIZES.ops)).prop_map(|(chunk_size, pool, ops)| Input {
+        chunk_size,
+        pool,
+        ops,
+    })
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! * `wire`: the bytes that must still go on the wire, in order;
 //! * `pinned`: each value pinned zero-copy and not yet released, with the stream offsets of its
 //!   first and last byte and the address of its memory;
-//! * `released`: the ids of the values that must have been dropped, each exactly once.
+//! * `released`: the ids of the values that must have been dropped, each exactly once;
+//! * the back-pressure state: the hard limit, the water marks, whether the buffer is backed up
+//!   and the crossing not yet taken, and the steals accepted and refused.
 //!
 //! [`Harness::check`] compares the buffer with the model after every operation. Values pinned as
 //! `Arc<[u8]>` or as a drop-counting owner have observable drops and are checked exactly; the
@@ -26,7 +28,10 @@ use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sendbuf::{AdvanceError, Encode, FormatGuard, GatherLimit, IoVecBuilder, WriteBuffer};
+use sendbuf::{
+    AdvanceError, BufferStealer, Encode, FormatGuard, GatherLimit, IoVecBuilder, LimitError,
+    LocalPool, Pool, PoolLimits, Pressure, SharedPool, StealRefused, Watermarks, WriteBuffer,
+};
 
 /// Largest scratch chunk an input selects: `with_capacity(1..=MAX_CHUNK_SIZE)`.
 pub const MAX_CHUNK_SIZE: usize = 4096;
@@ -44,6 +49,8 @@ pub const MAX_THRESHOLD: usize = 1100;
 pub struct Input {
     /// `with_capacity(1 + chunk_size % MAX_CHUNK_SIZE)`.
     pub chunk_size: u16,
+    /// The pool the buffer takes scratch storage from and steals give it back to.
+    pub pool: PoolChoice,
     /// Applied in order, each followed by [`Harness::check`].
     pub ops: Vec<Op>,
 }
@@ -83,6 +90,30 @@ pub enum Op {
     TryAdvancePast(u16),
     /// `clear`.
     Clear,
+    /// `BufferStealer::steal`: must succeed exactly when nothing is pending (or held), and leave
+    /// the buffer without storage but usable; a refusal changes nothing.
+    Steal,
+    /// `set_watermarks`: `None`, or marks at the smaller and the larger number (the high mark at
+    /// least 1).
+    SetWatermarks(Option<(u16, u16)>),
+    /// `take_pressure_event`: the last crossing not yet taken.
+    TakePressureEvent,
+    /// `set_hard_limit`. While a limit is set, formats, framed formats, `put_slice` and pins go
+    /// through `try_commit`, `try_put_slice` and `try_pin`, which must fail exactly when the
+    /// bytes do not fit.
+    SetHardLimit(Option<u16>),
+}
+
+/// Where the buffer's scratch storage comes from (`WriteBuffer::with_pool`).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum PoolChoice {
+    /// The allocator.
+    None,
+    /// A `LocalPool` with the default limits.
+    Local,
+    /// A `SharedPool` that keeps one buffer of at most 4 KiB (so it also frees).
+    Shared,
 }
 
 /// One typed write through a [`FormatGuard`].
@@ -289,6 +320,17 @@ struct Pinned {
 #[derive(Default)]
 struct Model {
     wire: VecDeque<u8>,
+    /// `set_hard_limit`.
+    hard_limit: Option<usize>,
+    /// `(low, high)` of `set_watermarks`.
+    marks: Option<(usize, usize)>,
+    /// From reaching the high mark until draining to the low mark.
+    backed_up: bool,
+    /// The last crossing not yet taken.
+    event: Option<Pressure>,
+    /// Steals accepted and refused (the pool counts them too).
+    stolen: u64,
+    refused: u64,
     /// Stream offset of `wire[0]`: bytes advanced past so far.
     sent: u64,
     pinned: VecDeque<Pinned>,
@@ -302,8 +344,62 @@ impl Model {
         self.sent + self.wire.len() as u64
     }
 
+    /// Queues `bytes` after a commit or pin the buffer accepted (and evaluates the high mark,
+    /// as every accepted commit does, even of nothing).
     fn push_bytes(&mut self, bytes: &[u8]) {
         self.wire.extend(bytes);
+        self.rose();
+    }
+
+    /// Whether `n` more bytes fit under the hard limit, checked against what the `try_` method
+    /// returned: rejected exactly when `held + n > limit` (adding nothing always fits), with
+    /// both numbers and the limit.
+    fn admit(&self, n: usize, result: Result<(), LimitError>) -> bool {
+        let held = self.wire.len();
+        match self.hard_limit {
+            Some(limit) if n > 0 && held + n > limit => {
+                assert_eq!(
+                    result,
+                    Err(LimitError {
+                        requested: n,
+                        held,
+                        limit
+                    }),
+                    "{n} bytes over the hard limit"
+                );
+                false
+            }
+            _ => {
+                assert_eq!(result, Ok(()), "{n} bytes under the hard limit");
+                true
+            }
+        }
+    }
+
+    /// After a commit or pin (or a change of marks): reaching the high mark backs up.
+    ///
+    /// With `low < high` this changes nothing unless bytes were added (while not backed up the
+    /// buffer holds less than `high`). With `low == high` the buffer evaluates it on a commit
+    /// of nothing too, and the model follows; see
+    /// `equal_water_marks_raise_no_event_without_a_change` in `tests/fuzz_regressions.rs`.
+    fn rose(&mut self) {
+        if let Some((_, high)) = self.marks {
+            if !self.backed_up && self.wire.len() >= high {
+                self.backed_up = true;
+                self.event = Some(Pressure::High);
+            }
+        }
+    }
+
+    /// After an advance (of any amount, even 0), a clear, or a change of marks: draining to the
+    /// low mark resumes (as for [`rose`](Self::rose), only `low == high` sees a difference).
+    fn fell(&mut self) {
+        if let Some((low, _)) = self.marks {
+            if self.backed_up && self.wire.len() <= low {
+                self.backed_up = false;
+                self.event = Some(Pressure::Low);
+            }
+        }
     }
 
     fn advance(&mut self, n: usize) {
@@ -314,6 +410,7 @@ impl Model {
             let p = self.pinned.pop_front().expect("front exists");
             self.released.insert(p.id);
         }
+        self.fell();
     }
 
     fn clear(&mut self) {
@@ -324,13 +421,17 @@ impl Model {
 /// A buffer and its model, stepped together.
 pub struct Harness {
     buf: WriteBuffer,
+    pool: Option<Arc<dyn Pool>>,
+    /// The pool's `(stolen, refused)` when the harness started: a `LocalPool` counts for its
+    /// whole thread.
+    pool_base: (u64, u64),
     model: Model,
 }
 
 /// Runs a whole input: every op, a check after each, then drops the buffer and checks that every
 /// value was released exactly once.
 pub fn run(input: &Input) {
-    let mut h = Harness::new(1 + input.chunk_size as usize % MAX_CHUNK_SIZE);
+    let mut h = Harness::new(1 + input.chunk_size as usize % MAX_CHUNK_SIZE, input.pool);
     h.check();
     for op in &input.ops {
         h.apply(op);
@@ -340,9 +441,28 @@ pub fn run(input: &Input) {
 }
 
 impl Harness {
-    pub fn new(chunk_size: usize) -> Harness {
+    pub fn new(chunk_size: usize, pool: PoolChoice) -> Harness {
+        let pool: Option<Arc<dyn Pool>> = match pool {
+            PoolChoice::None => None,
+            PoolChoice::Local => Some(LocalPool::new(PoolLimits::new())),
+            PoolChoice::Shared => Some(SharedPool::new(
+                PoolLimits::new()
+                    .with_max_buffers(1)
+                    .with_max_buffer_size(4096),
+            )),
+        };
+        let mut buf = WriteBuffer::with_capacity(chunk_size);
+        if let Some(pool) = &pool {
+            buf = buf.with_pool(pool.clone());
+        }
+        let pool_base = pool.as_ref().map_or((0, 0), |p| {
+            let stats = p.stats();
+            (stats.stolen, stats.refused)
+        });
         Harness {
-            buf: WriteBuffer::with_capacity(chunk_size),
+            buf,
+            pool,
+            pool_base,
             model: Model::default(),
         }
     }
@@ -359,11 +479,13 @@ impl Harness {
                     put(&mut f, item, &mut expect);
                 }
                 assert_eq!(f.written(), &expect[..], "guard's bytes");
-                if *commit {
+                if !*commit {
+                    drop(f);
+                } else if model.hard_limit.is_none() {
                     f.commit();
                     model.push_bytes(&expect);
-                } else {
-                    drop(f);
+                } else if model.admit(expect.len(), f.try_commit()) {
+                    model.push_bytes(&expect);
                 }
                 reuse.check(buf, expect.len());
             }
@@ -375,35 +497,56 @@ impl Harness {
                 end,
             } => {
                 let reuse = ScratchReuse::before(buf);
-                let expect = framed(buf, head, *width, *little_endian, body, *end);
+                let limited = model.hard_limit.is_some();
+                let (expect, result) =
+                    framed(buf, head, *width, *little_endian, body, *end, limited);
                 if let FrameEnd::Commit = end {
-                    model.push_bytes(&expect);
+                    if model.admit(expect.len(), result) {
+                        model.push_bytes(&expect);
+                    }
                 }
                 reuse.check(buf, expect.len());
             }
             Op::PutSlice(bytes) => {
-                buf.put_slice(bytes);
-                model.push_bytes(bytes);
+                let accepted = if model.hard_limit.is_none() {
+                    buf.put_slice(bytes);
+                    true
+                } else {
+                    model.admit(bytes.len(), buf.try_put_slice(bytes))
+                };
+                // Putting nothing commits nothing.
+                if accepted && !bytes.is_empty() {
+                    model.push_bytes(bytes);
+                }
             }
             Op::Pin { kind, len, offset } => {
                 let len = *len as usize % (MAX_PIN + 1);
                 let bytes: &'static [u8] = &TABLE[*offset as usize..][..len];
                 let id = model.values.len();
                 let flattened = len == 0 || len < buf.flatten_threshold();
-                let (ptr, tracker) = pin(buf, *kind, bytes);
+                let limited = model.hard_limit.is_some();
+                let (ptr, tracker, result) = pin(buf, *kind, bytes, limited);
                 model.values.push(tracker);
-                if flattened {
+                if !model.admit(len, result) {
+                    // Refused: the value was dropped at once and nothing was queued.
                     model.released.insert(id);
                 } else {
-                    let start = model.end();
-                    model.pinned.push_back(Pinned {
-                        id,
-                        start,
-                        end: start + len as u64,
-                        ptr,
-                    });
+                    if flattened {
+                        model.released.insert(id);
+                    } else {
+                        let start = model.end();
+                        model.pinned.push_back(Pinned {
+                            id,
+                            start,
+                            end: start + len as u64,
+                            ptr,
+                        });
+                    }
+                    // An empty value is not queued at all.
+                    if len > 0 {
+                        model.push_bytes(bytes);
+                    }
                 }
-                model.push_bytes(bytes);
             }
             Op::SetFlattenThreshold(n) => {
                 let n = *n as usize % (MAX_THRESHOLD + 1);
@@ -458,6 +601,61 @@ impl Harness {
                 buf.clear();
                 model.clear();
             }
+            Op::Steal => {
+                let storage = buf.storage_bytes();
+                let result = buf.steal();
+                if model.wire.is_empty() {
+                    assert_eq!(result, Ok(storage), "steal of an idle buffer");
+                    assert_eq!(buf.storage_bytes(), 0, "storage left after a steal");
+                    assert_eq!(buf.capacity(), 0, "scratch left after a steal");
+                    model.stolen += 1;
+                } else {
+                    assert_eq!(
+                        result,
+                        Err(StealRefused {
+                            pending: model.wire.len(),
+                            held: 0
+                        }),
+                        "steal of a busy buffer"
+                    );
+                    assert_eq!(buf.storage_bytes(), storage, "a refused steal took storage");
+                    model.refused += 1;
+                }
+            }
+            Op::SetWatermarks(marks) => {
+                let marks = marks.map(|(a, b)| {
+                    let (a, b) = (usize::from(a), usize::from(b));
+                    (a.min(b), a.max(b).max(1))
+                });
+                buf.set_watermarks(marks.map(|(low, high)| Watermarks::new(low, high)));
+                model.marks = marks;
+                match marks {
+                    None => {
+                        if model.backed_up {
+                            model.backed_up = false;
+                            model.event = Some(Pressure::Low);
+                        }
+                    }
+                    // Re-evaluated at once against what the buffer holds.
+                    Some(_) => {
+                        model.rose();
+                        model.fell();
+                    }
+                }
+            }
+            Op::TakePressureEvent => {
+                assert_eq!(
+                    buf.take_pressure_event(),
+                    model.event.take(),
+                    "take_pressure_event"
+                );
+                assert_eq!(buf.take_pressure_event(), None, "an event taken twice");
+            }
+            Op::SetHardLimit(limit) => {
+                let limit = limit.map(usize::from);
+                buf.set_hard_limit(limit);
+                model.hard_limit = limit;
+            }
         }
     }
 
@@ -469,6 +667,26 @@ impl Harness {
         buf.check_invariants();
         assert_eq!(buf.len(), model.wire.len(), "len");
         assert_eq!(buf.is_empty(), model.wire.is_empty(), "is_empty");
+        // Copying sends only: nothing is ever held for the kernel.
+        assert_eq!(buf.held_len(), 0, "held_len");
+        assert_eq!(buf.hard_limit(), model.hard_limit, "hard_limit");
+        assert_eq!(
+            buf.watermarks().map(|m| (m.low(), m.high())),
+            model.marks,
+            "watermarks"
+        );
+        assert_eq!(buf.is_backed_up(), model.backed_up, "is_backed_up");
+        if let Some(pool) = &self.pool {
+            let stats = pool.stats();
+            assert_eq!(
+                (
+                    stats.stolen - self.pool_base.0,
+                    stats.refused - self.pool_base.1
+                ),
+                (model.stolen, model.refused),
+                "the pool's steal counters"
+            );
+        }
 
         let wire = model.wire.make_contiguous();
         let mut off = 0;
@@ -534,7 +752,7 @@ impl Harness {
 
     /// Drops the buffer: every value not yet released must be released now, exactly once.
     pub fn finish(self) {
-        let Harness { buf, mut model } = self;
+        let Harness { buf, mut model, .. } = self;
         drop(buf);
         model.released.extend(model.pinned.drain(..).map(|p| p.id));
         for (id, tracker) in model.values.iter().enumerate() {
@@ -639,7 +857,8 @@ fn put(f: &mut FormatGuard<'_>, item: &Item, expect: &mut Vec<u8>) {
     assert_eq!(f.len(), expect.len(), "guard length after {item:?}");
 }
 
-/// The body of [`Op::Framed`]; returns the bytes the guard held at its end.
+/// The body of [`Op::Framed`]; returns the bytes the guard held at its end, and what
+/// `try_commit` returned (when `limited`; else the guard commits or rolls back infallibly).
 fn framed(
     buf: &mut WriteBuffer,
     head: &[Item],
@@ -647,7 +866,8 @@ fn framed(
     little_endian: bool,
     body: &[Item],
     end: FrameEnd,
-) -> Vec<u8> {
+    limited: bool,
+) -> (Vec<u8>, Result<(), LimitError>) {
     let mut expect = Vec::new();
     let mut f = buf.format();
     for item in head {
@@ -692,42 +912,62 @@ fn framed(
         Width::U64 => field!(u64, reserve_u64, fill_u64, fill_u64_le),
     }
     assert_eq!(f.written(), &expect[..], "guard's bytes");
-    match end {
-        FrameEnd::Commit => f.commit(),
-        FrameEnd::Rollback | FrameEnd::RollbackUnfilled => drop(f),
-    }
-    expect
+    let result = match end {
+        FrameEnd::Commit if limited => f.try_commit(),
+        FrameEnd::Commit => {
+            f.commit();
+            Ok(())
+        }
+        FrameEnd::Rollback | FrameEnd::RollbackUnfilled => {
+            drop(f);
+            Ok(())
+        }
+    };
+    (expect, result)
 }
 
-/// Pins `bytes` owned as `kind`; returns where the owner keeps them and how to see its drop.
-fn pin(buf: &mut WriteBuffer, kind: Owner, bytes: &'static [u8]) -> (*const u8, Tracker) {
+/// Pins `bytes` owned as `kind` (through `try_pin` when `limited`); returns where the owner
+/// keeps them, how to see its drop, and what `try_pin` returned.
+fn pin(
+    buf: &mut WriteBuffer,
+    kind: Owner,
+    bytes: &'static [u8],
+    limited: bool,
+) -> (*const u8, Tracker, Result<(), LimitError>) {
+    fn put<V: AsRef<[u8]> + Send + 'static>(
+        buf: &mut WriteBuffer,
+        value: V,
+        limited: bool,
+    ) -> Result<(), LimitError> {
+        if limited {
+            buf.try_pin(value)
+        } else {
+            buf.pin(value);
+            Ok(())
+        }
+    }
+
     match kind {
         Owner::Vec => {
             let v = bytes.to_vec();
             let ptr = v.as_ptr();
-            buf.pin(v);
-            (ptr, Tracker::Untracked)
+            (ptr, Tracker::Untracked, put(buf, v, limited))
         }
         Owner::Boxed => {
             let b: Box<[u8]> = bytes.into();
             let ptr = b.as_ptr();
-            buf.pin(b);
-            (ptr, Tracker::Untracked)
+            (ptr, Tracker::Untracked, put(buf, b, limited))
         }
         Owner::Arc => {
             let a: Arc<[u8]> = bytes.into();
-            buf.pin(a.clone());
-            (a.as_ptr(), Tracker::Arc(a))
+            let result = put(buf, a.clone(), limited);
+            (a.as_ptr(), Tracker::Arc(a), result)
         }
-        Owner::Static => {
-            buf.pin(bytes);
-            (bytes.as_ptr(), Tracker::Untracked)
-        }
+        Owner::Static => (bytes.as_ptr(), Tracker::Untracked, put(buf, bytes, limited)),
         Owner::String => {
             let s = String::from_utf8(bytes.to_vec()).expect("the table is ASCII");
             let ptr = s.as_ptr();
-            buf.pin(s);
-            (ptr, Tracker::Untracked)
+            (ptr, Tracker::Untracked, put(buf, s, limited))
         }
         Owner::Counted => {
             let drops = Arc::new(AtomicUsize::new(0));
@@ -736,8 +976,7 @@ fn pin(buf: &mut WriteBuffer, kind: Owner, bytes: &'static [u8]) -> (*const u8, 
                 drops: drops.clone(),
             };
             let ptr = value.bytes.as_ptr();
-            buf.pin(value);
-            (ptr, Tracker::Counted(drops))
+            (ptr, Tracker::Counted(drops), put(buf, value, limited))
         }
     }
 }
