@@ -1,0 +1,202 @@
+//! A memcached-compatible cache server built on `sendbuf` (binary and ASCII protocols).
+//!
+//! ```text
+//! cargo run --release --example memcached_server -- --listen 127.0.0.1:11211 --threads 2
+//! ```
+//!
+//! Layout: `server.rs` (acceptor, worker threads, shutdown), `worker.rs` (the per-thread event
+//! loop: read buffer, session, one `sendmsg` per read, water marks, idle buffer stealing),
+//! `protocol.rs` (per-connection protocol detection and dispatch), `binary.rs` and `ascii.rs`
+//! (parsers, commands, responses), `store.rs` (the cache with LRU eviction), `stats.rs`.
+
+// The protocol modules are shared with tests/memcached_server.rs and the fuzz targets, which use
+// items (inspection helpers, test clocks) this binary does not.
+#[allow(dead_code)]
+mod ascii;
+#[allow(dead_code)]
+mod binary;
+#[allow(dead_code)]
+mod protocol;
+mod server;
+#[allow(dead_code)]
+mod stats;
+#[allow(dead_code)]
+mod store;
+mod worker;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use server::Config;
+
+const USAGE: &str = "\
+usage: memcached_server [OPTIONS]
+
+A memcached-compatible cache (binary and ASCII protocols) built on sendbuf.
+
+options:
+  --listen ADDR            address to listen on (default 127.0.0.1:11211; port 0 picks a free port)
+  --threads N              worker threads (default: the number of cores)
+  --memory-limit MIB       cache memory limit in MiB, least recently used items are evicted
+                           (default 64)
+  --max-item-size BYTES    largest value accepted (default 1048576)
+  --help                   print this help
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Command {
+    Run(Config),
+    Help,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if name == "--help" || name == "-h" {
+            return Ok(Command::Help);
+        }
+        if !matches!(
+            name.as_str(),
+            "--listen" | "--threads" | "--memory-limit" | "--max-item-size"
+        ) {
+            return Err(format!("unknown argument '{arg}'"));
+        }
+        let value = match inline.or_else(|| args.next()) {
+            Some(v) => v,
+            None => return Err(format!("{name} needs a value")),
+        };
+        match name.as_str() {
+            "--listen" => cfg.listen = parse_addr(&value)?,
+            "--threads" => cfg.threads = parse_number(&name, &value, 1, 1024)?,
+            "--memory-limit" => {
+                let mib = parse_number(&name, &value, 1, (usize::MAX >> 20) as u64)?;
+                cfg.memory_limit = mib << 20;
+            }
+            _ => cfg.max_item_size = parse_number(&name, &value, 1, 1 << 30)?,
+        }
+    }
+    Ok(Command::Run(cfg))
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("--listen: '{value}' is not an address such as 127.0.0.1:11211"))
+}
+
+fn parse_number(name: &str, value: &str, min: u64, max: u64) -> Result<usize, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "{name}: '{value}' is not a whole number from {min} to {max}"
+        )),
+    }
+}
+
+/// Set by the signal handler (for the record; the wake-up goes through [`SIGNAL_FD`]).
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+/// The write end of the socket pair the main thread waits on; -1 until installed.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+    let fd: RawFd = SIGNAL_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; `fd` is the write end of a socket pair that
+        // main keeps open for the life of the process, and `byte` is valid for 1 byte. The
+        // result is ignored: if the pair is full, a wake-up is already pending.
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// Installs `on_signal` for SIGINT and SIGTERM, waking whoever reads the returned stream.
+fn install_signal_handlers() -> std::io::Result<UnixStream> {
+    let (rx, tx) = UnixStream::pair()?;
+    tx.set_nonblocking(true)?; // never block inside the handler
+    SIGNAL_FD.store(tx.as_raw_fd(), Ordering::SeqCst);
+    std::mem::forget(tx); // the handler may use the fd until the process exits
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `sigaction` is plain data, valid when zeroed; we set a handler that only
+        // touches atomics and calls write(2), an empty mask and SA_RESTART, and pass valid
+        // pointers (a null old action is allowed).
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(rx)
+}
+
+fn main() -> ExitCode {
+    let cfg = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("memcached_server: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut wake = match install_signal_handlers() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("memcached_server: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (threads, memory_mib, max_item) = (cfg.threads, cfg.memory_limit >> 20, cfg.max_item_size);
+    let server = match server::start(cfg) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("memcached_server: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "memcached_server listening on {} (threads {threads}, memory limit {memory_mib} MiB, \
+         max item size {max_item} bytes)",
+        server.local_addr()
+    );
+    let _ = std::io::stdout().flush();
+
+    let mut byte = [0u8; 1];
+    while !SIGNALLED.load(Ordering::SeqCst) {
+        match wake.read(&mut byte) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("memcached_server: waiting for a signal failed: {e}");
+                break;
+            }
+        }
+    }
+    eprintln!("memcached_server: shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}

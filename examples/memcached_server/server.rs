@@ -1,0 +1,244 @@
+//! Starting and stopping the server: one acceptor thread and N worker threads.
+//!
+//! The acceptor owns the listening socket and a `mio::Poll`; it accepts every pending
+//! connection, sets `TCP_NODELAY`, and hands each one to the next worker round-robin through
+//! that worker's channel, then wakes the worker's `Poll` with its `mio::Waker`. A connection
+//! stays on its worker for life (see `worker.rs`), so nothing on the request path is shared
+//! between threads except the store and the statistics.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::protocol::Limits;
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::worker::Worker;
+
+/// What the command line configures.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0: any free port; see [`ServerHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// Cache memory limit in bytes (values, keys and item overhead), as memcached's `-m`.
+    pub memory_limit: usize,
+    /// Largest value accepted, in bytes.
+    pub max_item_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 11211)),
+            threads: thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_limit: 64 * 1024 * 1024,
+            max_item_size: 1024 * 1024,
+        }
+    }
+}
+
+const LISTENER: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// A running server. [`shutdown`](Self::shutdown) (or dropping it) stops every thread.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    acceptor_waker: Arc<Waker>,
+    worker_wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<Stats>,
+    store: Arc<Store>,
+}
+
+/// Binds `cfg.listen` and starts the acceptor and `cfg.threads` workers.
+///
+/// # Errors
+///
+/// Binding the listener or creating a `Poll`/`Waker` or a thread failed.
+pub fn start(cfg: Config) -> io::Result<ServerHandle> {
+    let threads = cfg.threads.max(1);
+    let store = Arc::new(Store::new(cfg.memory_limit, cfg.max_item_size));
+    let stats = Arc::new(Stats::new(threads));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut listener = TcpListener::bind(cfg.listen)?;
+    let local_addr = listener.local_addr()?;
+    let acceptor_poll = Poll::new()?;
+    acceptor_poll
+        .registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let acceptor_waker = Arc::new(Waker::new(acceptor_poll.registry(), WAKE)?);
+
+    let mut handle = ServerHandle {
+        local_addr,
+        stop: stop.clone(),
+        acceptor_waker: acceptor_waker.clone(),
+        worker_wakers: Vec::with_capacity(threads),
+        threads: Vec::with_capacity(threads + 1),
+        stats: stats.clone(),
+        store: store.clone(),
+    };
+    // On any error below, dropping `handle` stops the threads already started.
+    let mut to_workers = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), crate::worker::WAKE)?);
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker::new(
+            poll,
+            rx,
+            stop.clone(),
+            store.clone(),
+            stats.clone(),
+            Limits {
+                max_item_size: cfg.max_item_size,
+            },
+        );
+        handle.worker_wakers.push(waker.clone());
+        handle.threads.push(
+            thread::Builder::new()
+                .name(format!("mc-worker-{i}"))
+                .spawn(move || worker.run())?,
+        );
+        to_workers.push((tx, waker));
+    }
+    let acceptor = Acceptor {
+        poll: acceptor_poll,
+        listener,
+        workers: to_workers,
+        next: 0,
+        stop,
+    };
+    handle.threads.push(
+        thread::Builder::new()
+            .name("mc-acceptor".into())
+            .spawn(move || acceptor.run())?,
+    );
+    Ok(handle)
+}
+
+impl ServerHandle {
+    /// The address the server listens on (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's statistics (what the `stats` command reports).
+    #[allow(dead_code)] // used by tests/memcached_server.rs
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The cache.
+    #[allow(dead_code)] // used by tests/memcached_server.rs
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops accepting, closes every connection and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // A failed wake can only mean the Poll is gone, i.e. the thread already ended.
+        let _ = self.acceptor_waker.wake();
+        for waker in &self.worker_wakers {
+            let _ = waker.wake();
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                eprintln!("memcached_server: a server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+struct Acceptor {
+    poll: Poll,
+    listener: TcpListener,
+    workers: Vec<(Sender<TcpStream>, Arc<Waker>)>,
+    next: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl Acceptor {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(16);
+        // Set after an accept error such as EMFILE: the pending connection stays in the
+        // backlog and no new edge will come for it, so try again after a pause.
+        let mut retry: Option<Duration> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.poll.poll(&mut events, retry) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("memcached_server: acceptor poll failed: {e}");
+                return;
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            retry = self.accept_all();
+        }
+    }
+
+    /// Accepts until the backlog is empty; returns a retry delay if accepting failed.
+    fn accept_all(&mut self) -> Option<Duration> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _peer)) => {
+                    // Responses are written whole by one sendmsg: Nagle only adds latency.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        eprintln!("memcached_server: TCP_NODELAY failed: {e}");
+                    }
+                    self.hand_off(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    eprintln!("memcached_server: accept failed: {e}");
+                    return Some(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    fn hand_off(&mut self, stream: TcpStream) {
+        let n = self.workers.len();
+        let mut stream = stream;
+        // A worker whose channel is closed has exited (only at shutdown); try the others.
+        for _ in 0..n {
+            let (tx, waker) = &self.workers[self.next];
+            self.next = (self.next + 1) % n;
+            match tx.send(stream) {
+                Ok(()) => {
+                    let _ = waker.wake();
+                    return;
+                }
+                Err(mpsc::SendError(s)) => stream = s,
+            }
+        }
+    }
+}

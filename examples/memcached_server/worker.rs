@@ -1,0 +1,473 @@
+//! One worker thread: an edge-triggered `mio` loop over the connections the acceptor gave it.
+//!
+//! Per connection the loop keeps a [`ReadBuffer`] and a [`WriteBuffer`] whose storage comes from
+//! this thread's [`LocalPool`]. One pass over a connection ([`Worker::drive`]):
+//!
+//! 1. let the protocol [`Session`] handle every complete request in the read buffer, queueing
+//!    headers (formatted into scratch) and values (pinned by reference) in the write buffer;
+//! 2. send everything queued with **one** `sendmsg` ([`WriteBuffer::send_to`]); if the kernel took
+//!    only part of it, the socket is full: wait for the writable edge instead of retrying into
+//!    an `EAGAIN`;
+//! 3. read again only if the last read filled all the space it was offered (a shorter read means
+//!    the socket was drained, and edge-triggered epoll reports the next data), and only while
+//!    the write buffer is below its high water mark.
+//!
+//! A connection over its high water mark is not read from (the peer's requests wait in its own
+//! socket buffers, so a client that pipelines and never reads costs the server a bounded amount
+//! of memory). When it drains below the low mark, the loop handles what is left in the read
+//! buffer and reads again.
+//!
+//! Connections found idle (both buffers empty) at a sweep every [`SWEEP_INTERVAL`] give their
+//! storage back through [`BufferStealer`] and hand their (now empty) buffer pair to a per-worker
+//! spare list, so an idle connection holds only its socket, its protocol session and a few
+//! words. Freed memory is returned to the kernel with `malloc_trim` when much was freed.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use sendbuf::{
+    BufferStealer, GatherLimit, LocalPool, Pool, PoolLimits, ReadBuffer, Watermarks, WriteBuffer,
+};
+
+use crate::protocol::{Limits, Session};
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// The token of a worker's `mio::Waker` (connections use their slot index).
+pub const WAKE: Token = Token(usize::MAX);
+
+/// A connection's write buffer stops its reading at this many bytes queued...
+pub const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// ...until it drains to this many.
+pub const LOW_WATER: usize = 1024 * 1024;
+
+/// How often idle connections give their buffers back.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Read buffer storage taken on the first read after activation.
+const READ_CAPACITY: usize = 16 * 1024;
+/// Scratch chunk size of the write buffers.
+const SCRATCH_CHUNK: usize = 16 * 1024;
+/// Buffers a worker's pool keeps (per kind of use, they share the pool): enough for a few
+/// dozen busy connections, small enough not to count against idle connections' memory.
+const POOL_BUFFERS: usize = 32;
+/// Empty buffer pairs kept for connections that become active again.
+const SPARE_PAIRS: usize = 64;
+/// Buffers freed or connections closed since the last `malloc_trim` that make another worth it.
+const TRIM_AFTER: u64 = 64;
+
+/// The bytes a request may need in the read buffer at once: a value of the largest size plus
+/// the binary header (24), the longest key (250) and extras or an ASCII command line (64). The
+/// protocol promises never to ask for more.
+pub fn need_bound(max_item_size: usize) -> usize {
+    max_item_size.saturating_add(24 + 250 + 64)
+}
+
+/// A connection's buffers, present only while it is active.
+struct Buffers {
+    rb: ReadBuffer,
+    wb: WriteBuffer,
+    /// Bytes the next request needs from the start of `rb.data()` (0: unknown). The session is
+    /// not called again until that many have arrived.
+    need: usize,
+}
+
+/// The connection may have unread bytes (an edge came and no read has found it drained since).
+const MAY_READ: u8 = 1;
+/// A send was partial: the socket is full until the next writable edge.
+const WAIT_WRITABLE: u8 = 2;
+/// Close once everything queued is sent (quit, a fatal protocol error, or the peer's EOF).
+const CLOSING: u8 = 4;
+/// On the worker's idle list.
+const LISTED_IDLE: u8 = 8;
+
+struct Conn {
+    stream: TcpStream,
+    session: Session,
+    /// `None` while idle: the pair went back to the spare list.
+    bufs: Option<Box<Buffers>>,
+    flags: u8,
+}
+
+enum Outcome {
+    Open,
+    Close,
+}
+
+/// A reader that remembers how many bytes it was offered, so the loop knows whether a read
+/// drained the socket without making the extra `read` that would return `EAGAIN`.
+struct Offered<'a> {
+    stream: &'a TcpStream,
+    offered: usize,
+}
+
+impl Read for Offered<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.offered = buf.len();
+        (&*self.stream).read(buf)
+    }
+}
+
+/// A worker thread's state. Created by `server::start`, consumed by [`run`](Self::run).
+pub struct Worker {
+    poll: Poll,
+    incoming: Receiver<TcpStream>,
+    stop: Arc<AtomicBool>,
+    store: Arc<Store>,
+    stats: Arc<Stats>,
+    max_item_size: usize,
+    conns: Vec<Option<Conn>>,
+    free_slots: Vec<usize>,
+    ctx: Ctx,
+}
+
+/// What `drive` needs besides the connection.
+struct Ctx {
+    pool: Arc<dyn Pool>,
+    /// Boxed so a pair moves between a connection and this list as one pointer.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Buffers>>,
+    idle: Vec<usize>,
+    stats: Arc<Stats>,
+    read_max: usize,
+    iov_max: usize,
+}
+
+impl Worker {
+    /// A worker that will serve the connections arriving on `incoming`.
+    pub fn new(
+        poll: Poll,
+        incoming: Receiver<TcpStream>,
+        stop: Arc<AtomicBool>,
+        store: Arc<Store>,
+        stats: Arc<Stats>,
+        limits: Limits,
+    ) -> Worker {
+        let pool: Arc<dyn Pool> = LocalPool::new(
+            PoolLimits::new()
+                .with_max_buffers(POOL_BUFFERS)
+                .with_max_buffer_size(64 * 1024),
+        );
+        Worker {
+            poll,
+            incoming,
+            stop,
+            store,
+            stats: stats.clone(),
+            max_item_size: limits.max_item_size,
+            conns: Vec::new(),
+            free_slots: Vec::new(),
+            ctx: Ctx {
+                pool,
+                spare: Vec::new(),
+                idle: Vec::new(),
+                stats,
+                read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
+                iov_max: GatherLimit::default().iovecs(),
+            },
+        }
+    }
+
+    /// The event loop; returns when the server's stop flag is set.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        let mut trim = TrimTracker::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let timeout = if self.ctx.idle.is_empty() {
+                None
+            } else {
+                Some(SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed()))
+            };
+            let idle_before = self.ctx.idle.len();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("memcached_server: worker poll failed: {e}");
+                break;
+            }
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    self.register_new();
+                    continue;
+                }
+                let i = event.token().0;
+                // Errors and hang-ups: the next read or send reports them and closes.
+                let failed = event.is_error();
+                let readable = event.is_readable() || event.is_read_closed() || failed;
+                let writable = event.is_writable() || event.is_write_closed() || failed;
+                self.ready(i, readable, writable, &mut trim);
+            }
+            if self.ctx.idle.is_empty() {
+                continue;
+            }
+            if idle_before == 0 {
+                // The first idle connection since the last sweep: give it a full interval.
+                last_sweep = Instant::now();
+            } else if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.sweep(&mut trim);
+                last_sweep = Instant::now();
+            }
+        }
+        // Shutdown: dropping the connections closes their sockets.
+        for _ in self.conns.iter().flatten() {
+            self.stats.connection_closed();
+        }
+    }
+
+    fn register_new(&mut self) {
+        loop {
+            let mut stream = match self.incoming.try_recv() {
+                Ok(stream) => stream,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            let slot = self.free_slots.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            // Registered once for both directions, edge-triggered: no epoll_ctl per request.
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                eprintln!("memcached_server: cannot register a connection: {e}");
+                self.free_slots.push(slot);
+                continue;
+            }
+            let session = Session::new(
+                self.store.clone(),
+                self.stats.clone(),
+                Limits {
+                    max_item_size: self.max_item_size,
+                },
+            );
+            self.conns[slot] = Some(Conn {
+                stream,
+                session,
+                bufs: None,
+                flags: 0,
+            });
+            self.stats.connection_opened();
+        }
+    }
+
+    fn ready(&mut self, i: usize, readable: bool, writable: bool, trim: &mut TrimTracker) {
+        let Some(Some(conn)) = self.conns.get_mut(i) else {
+            return; // closed earlier in this batch of events
+        };
+        if readable {
+            conn.flags |= MAY_READ;
+        }
+        if writable {
+            conn.flags &= !WAIT_WRITABLE;
+        }
+        if let Outcome::Close = drive(conn, i, &mut self.ctx) {
+            self.close(i, trim);
+        }
+    }
+
+    fn close(&mut self, i: usize, trim: &mut TrimTracker) {
+        if let Some(conn) = self.conns[i].take() {
+            // Closing the socket removes it from the epoll set: no deregister call needed.
+            if let Some(mut bufs) = conn.bufs {
+                bufs.rb.clear();
+                bufs.wb.clear(); // releases pinned values not sent
+                self.ctx.recycle(bufs);
+            }
+            self.free_slots.push(i);
+            trim.closed += 1;
+            self.stats.connection_closed();
+        }
+    }
+
+    /// Takes the buffers of every listed connection that is still idle.
+    fn sweep(&mut self, trim: &mut TrimTracker) {
+        let idle = std::mem::take(&mut self.ctx.idle);
+        for &i in &idle {
+            let Some(Some(conn)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            conn.flags &= !LISTED_IDLE;
+            let quiet = conn.flags & (WAIT_WRITABLE | CLOSING) == 0;
+            if let (true, Some(bufs)) = (quiet, conn.bufs.as_ref()) {
+                if bufs.rb.is_empty() && bufs.wb.is_empty() {
+                    let bufs = conn.bufs.take().expect("checked above");
+                    self.ctx.recycle(bufs);
+                }
+            }
+        }
+        self.ctx.idle = idle;
+        self.ctx.idle.clear();
+        trim.maybe_trim(&*self.ctx.pool);
+    }
+}
+
+impl Ctx {
+    /// An empty buffer pair for a connection that becomes active.
+    fn buffers(&mut self) -> Box<Buffers> {
+        self.spare.pop().unwrap_or_else(|| {
+            let mut rb = ReadBuffer::with_capacity(READ_CAPACITY).with_pool(self.pool.clone());
+            rb.set_max_len(self.read_max);
+            let mut wb = WriteBuffer::with_capacity(SCRATCH_CHUNK).with_pool(self.pool.clone());
+            wb.set_watermarks(Some(Watermarks::new(LOW_WATER, HIGH_WATER)));
+            Box::new(Buffers { rb, wb, need: 0 })
+        })
+    }
+
+    /// Gives an empty pair's storage back to the pool and keeps the pair for reuse.
+    fn recycle(&mut self, mut bufs: Box<Buffers>) {
+        // Both are empty here (checked by the caller, or cleared at close), so neither steal
+        // refuses; if one did, the pair is simply dropped with its storage.
+        let ok = bufs.rb.steal().is_ok() && bufs.wb.steal().is_ok();
+        bufs.need = 0;
+        if ok && self.spare.len() < SPARE_PAIRS {
+            self.spare.push(bufs);
+        }
+    }
+}
+
+/// Counts what was freed since the last `malloc_trim`.
+#[derive(Default)]
+struct TrimTracker {
+    closed: u64,
+    freed_at_trim: u64,
+}
+
+impl TrimTracker {
+    /// glibc keeps freed heap memory in its arenas (only the top of a heap shrinks on its own),
+    /// so the storage of thousands of connections that went idle would stay resident. After a
+    /// sweep that freed much, give whole free pages back to the kernel.
+    fn maybe_trim(&mut self, pool: &dyn Pool) {
+        let freed = pool.stats().freed;
+        if freed.saturating_sub(self.freed_at_trim) + self.closed < TRIM_AFTER {
+            return;
+        }
+        self.freed_at_trim = freed;
+        self.closed = 0;
+        malloc_trim();
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_trim() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free memory to the kernel and
+    // takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_trim() {}
+
+/// One pass over a connection after an event; see the module docs.
+fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
+    if conn.bufs.is_none() {
+        if conn.flags & MAY_READ == 0 {
+            return Outcome::Open; // a writable edge on an idle connection: nothing to send
+        }
+        conn.bufs = Some(ctx.buffers());
+    }
+    let bufs = conn.bufs.as_mut().expect("just ensured");
+    loop {
+        // 1. Every complete request already buffered (unless the output is backed up).
+        if conn.flags & CLOSING == 0
+            && !bufs.wb.is_backed_up()
+            && !bufs.rb.is_empty()
+            && bufs.rb.len() >= bufs.need
+        {
+            let done = conn.session.process(bufs.rb.data(), &mut bufs.wb);
+            if bufs.rb.try_consume(done.consumed).is_err() {
+                return Outcome::Close; // the session claimed more than it was given
+            }
+            if done.close {
+                conn.flags = (conn.flags | CLOSING) & !MAY_READ;
+                bufs.rb.clear();
+            } else {
+                bufs.need = done.need.min(ctx.read_max);
+                let len = bufs.rb.len();
+                if bufs.need > len && bufs.rb.reserve(bufs.need - len).is_err() {
+                    return Outcome::Close;
+                }
+            }
+        }
+        // 2. Everything queued, in one sendmsg.
+        if unsent(&bufs.wb) > 0 && conn.flags & WAIT_WRITABLE == 0 {
+            match flush(&mut bufs.wb, &conn.stream, ctx) {
+                Ok(true) => {}
+                Ok(false) => conn.flags |= WAIT_WRITABLE,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.flags |= WAIT_WRITABLE,
+                Err(_) => return Outcome::Close,
+            }
+        }
+        if conn.flags & CLOSING != 0 {
+            return if unsent(&bufs.wb) == 0 {
+                Outcome::Close
+            } else {
+                Outcome::Open
+            };
+        }
+        // 3. Read more, unless backed up (the writable edge resumes) or drained.
+        if bufs.wb.is_backed_up() || conn.flags & MAY_READ == 0 {
+            break;
+        }
+        let mut src = Offered {
+            stream: &conn.stream,
+            offered: 0,
+        };
+        match bufs.rb.read_from(&mut src) {
+            Ok(0) => conn.flags = (conn.flags | CLOSING) & !MAY_READ, // the peer's EOF
+            Ok(n) => {
+                ctx.stats.read(n);
+                if n < src.offered {
+                    conn.flags &= !MAY_READ;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.flags &= !MAY_READ;
+                break;
+            }
+            // Reset, or a full buffer the session cannot make progress on.
+            Err(_) => return Outcome::Close,
+        }
+    }
+    if conn.flags & LISTED_IDLE == 0 && bufs.rb.is_empty() && bufs.wb.is_empty() {
+        conn.flags |= LISTED_IDLE;
+        ctx.idle.push(slot);
+    }
+    Outcome::Open
+}
+
+/// Sends what is queued: one `sendmsg`, or more only when the queue holds more iovecs than one
+/// call takes. `Ok(false)`: the kernel took less than offered, so the socket is full.
+fn flush(wb: &mut WriteBuffer, stream: &TcpStream, ctx: &Ctx) -> io::Result<bool> {
+    loop {
+        let slices = wb.io_slices();
+        let offered = if slices.len() <= ctx.iov_max {
+            wb.len()
+        } else {
+            slices[..ctx.iov_max].iter().map(|s| s.len()).sum()
+        };
+        let sent = wb.send_to(stream)?;
+        ctx.stats.written(sent);
+        if unsent(wb) == 0 {
+            return Ok(true);
+        }
+        if sent < offered {
+            return Ok(false);
+        }
+    }
+}
+
+/// Bytes queued and not yet sent. (`WriteBuffer::is_empty` is stricter: it also needs every
+/// byte released, which is what stealing waits for; sending only cares about this.)
+fn unsent(wb: &WriteBuffer) -> usize {
+    wb.len()
+}
