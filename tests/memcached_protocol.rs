@@ -1,6 +1,8 @@
-//! The memcached example's protocol and store, driven directly: `Session::process` on byte
-//! strings with exact expected responses for both protocols, split and pipelined input, bad
-//! input, and the store's semantics (expiry, CAS, eviction, values outliving replacement).
+//! The memcached example's protocols and store, driven directly: `Session::process` on byte
+//! strings with the exact response bytes for each command of both protocols (as memcached 1.6.18
+//! answers them), pipelined and byte-by-byte split input, quiet commands, bad input, the early
+//! stop at the high water mark, and the store's semantics (expiry, CAS, flush, incr/decr,
+//! least-recently-used eviction under the memory limit, values outliving their item).
 #![allow(dead_code)]
 
 #[path = "../examples/memcached_server/ascii.rs"]
@@ -14,30 +16,36 @@ mod stats;
 #[path = "../examples/memcached_server/store.rs"]
 mod store;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use protocol::{Limits, Processed, Session};
-use sendbuf::WriteBuffer;
+use sendbuf::{Watermarks, WriteBuffer};
 use stats::Stats;
-use store::Store;
+use store::{DeleteResult, DeltaResult, Mode, Store, StoreResult};
 
 const MAX_ITEM: usize = 1024 * 1024;
+const LIMITS: Limits = Limits {
+    max_item_size: MAX_ITEM,
+};
 
-fn session() -> Session {
-    let store = Arc::new(Store::new(64 << 20, MAX_ITEM));
-    Session::new(
-        store,
-        Arc::new(Stats::new(1)),
-        Limits {
-            max_item_size: MAX_ITEM,
-        },
-    )
+fn new_session(store: &Arc<Store>) -> Session {
+    Session::new(store.clone(), Arc::new(Stats::new(1)), LIMITS)
 }
 
-/// Drains everything queued in `out`.
+fn session() -> (Session, Arc<Store>) {
+    let store = Arc::new(Store::new(64 << 20, MAX_ITEM));
+    (new_session(&store), store)
+}
+
+/// Everything queued in `out`, gathered through `io_slices` and advanced past.
 fn drain(out: &mut WriteBuffer) -> Vec<u8> {
-    let bytes: Vec<u8> = out.chunks().flatten().copied().collect();
+    let mut bytes = Vec::new();
+    for slice in out.io_slices() {
+        bytes.extend_from_slice(slice);
+    }
     out.advance(bytes.len());
+    assert!(out.is_empty());
     bytes
 }
 
@@ -46,14 +54,1282 @@ fn run(s: &mut Session, input: &[u8]) -> (Processed, Vec<u8>) {
     let mut out = WriteBuffer::new();
     let p = s.process(input, &mut out);
     out.check_invariants();
+    assert!(p.consumed <= input.len());
+    assert!(p.need <= LIMITS.max_request(), "need {} unbounded", p.need);
     (p, drain(&mut out))
 }
 
-#[test]
-fn ascii_set_get() {
-    let mut s = session();
-    let (p, r) = run(&mut s, b"set k 5 0 3\r\nabc\r\nget k\r\n");
-    assert_eq!(p.consumed, 25);
+/// Feeds `input` as one complete pipeline: everything must be consumed.
+fn all(s: &mut Session, input: &[u8]) -> Vec<u8> {
+    let (p, r) = run(s, input);
+    assert_eq!(
+        p.consumed,
+        input.len(),
+        "not all consumed; got {:?}",
+        text(&r)
+    );
     assert!(!p.close);
-    assert_eq!(r, b"STORED\r\nVALUE k 5 3\r\nabc\r\nEND\r\n");
+    r
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Feeds `input` the way a server loop does when bytes trickle in: one more byte at a time,
+/// consuming what each call consumed. Returns the response bytes and whether it closed. Checks
+/// that `need` is either 0 or more than what is buffered, and bounded.
+fn trickle(s: &mut Session, input: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = WriteBuffer::new();
+    let mut buffered = Vec::new();
+    let mut response = Vec::new();
+    for &b in input {
+        buffered.push(b);
+        let p = s.process(&buffered, &mut out);
+        out.check_invariants();
+        assert!(p.need <= LIMITS.max_request());
+        buffered.drain(..p.consumed);
+        if p.need != 0 {
+            assert!(
+                p.need > buffered.len(),
+                "need {} <= {}",
+                p.need,
+                buffered.len()
+            );
+        }
+        response.extend(drain(&mut out));
+        if p.close {
+            return (response, true);
+        }
+    }
+    assert!(
+        buffered.is_empty(),
+        "left unconsumed: {:?}",
+        text(&buffered)
+    );
+    (response, false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary protocol helpers
+
+fn breq(op: u8, key: &[u8], ext: &[u8], val: &[u8], cas: u64) -> Vec<u8> {
+    let body = (key.len() + ext.len() + val.len()) as u32;
+    breq_raw(
+        0x80,
+        op,
+        key.len() as u16,
+        ext.len() as u8,
+        body,
+        cas,
+        &[ext, key, val].concat(),
+    )
+}
+
+fn breq_raw(
+    magic: u8,
+    op: u8,
+    keylen: u16,
+    extlen: u8,
+    body: u32,
+    cas: u64,
+    rest: &[u8],
+) -> Vec<u8> {
+    let mut v = vec![magic, op];
+    v.extend(keylen.to_be_bytes());
+    v.push(extlen);
+    v.push(0);
+    v.extend([0, 0]);
+    v.extend(body.to_be_bytes());
+    v.extend(0xdead_beef_u32.to_be_bytes());
+    v.extend(cas.to_be_bytes());
+    v.extend(rest);
+    v
+}
+
+fn bres(op: u8, status: u16, cas: u64, ext: &[u8], key: &[u8], val: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x81, op];
+    v.extend((key.len() as u16).to_be_bytes());
+    v.push(ext.len() as u8);
+    v.push(0);
+    v.extend(status.to_be_bytes());
+    v.extend(((ext.len() + key.len() + val.len()) as u32).to_be_bytes());
+    v.extend(0xdead_beef_u32.to_be_bytes());
+    v.extend(cas.to_be_bytes());
+    v.extend(ext);
+    v.extend(key);
+    v.extend(val);
+    v
+}
+
+fn berr(op: u8, status: u16, msg: &str) -> Vec<u8> {
+    bres(op, status, 0, &[], &[], msg.as_bytes())
+}
+
+fn set_ext(flags: u32, exptime: u32) -> Vec<u8> {
+    [flags.to_be_bytes(), exptime.to_be_bytes()].concat()
+}
+
+fn incr_ext(delta: u64, initial: u64, exptime: u32) -> Vec<u8> {
+    [
+        &delta.to_be_bytes()[..],
+        &initial.to_be_bytes(),
+        &exptime.to_be_bytes(),
+    ]
+    .concat()
+}
+
+fn cas_of(store: &Store, key: &[u8]) -> u64 {
+    store.get(key).expect("item present").cas
+}
+
+use binary::op;
+use binary::status as st;
+
+// ---------------------------------------------------------------------------------------------
+// ASCII protocol
+
+#[test]
+fn ascii_set_get_gets_multiget() {
+    let (mut s, store) = session();
+    let r = all(&mut s, b"set k 5 0 3\r\nabc\r\nget k\r\n");
+    assert_eq!(text(&r), "STORED\r\nVALUE k 5 3\r\nabc\r\nEND\r\n");
+    let cas = cas_of(&store, b"k");
+    let r = all(&mut s, b"gets k\r\n");
+    assert_eq!(text(&r), format!("VALUE k 5 3 {cas}\r\nabc\r\nEND\r\n"));
+    all(&mut s, b"set other 0 0 2\r\nxy\r\n");
+    let r = all(&mut s, b"get k missing other k\r\nget nothing\r\n");
+    assert_eq!(
+        text(&r),
+        "VALUE k 5 3\r\nabc\r\nVALUE other 0 2\r\nxy\r\nVALUE k 5 3\r\nabc\r\nEND\r\nEND\r\n"
+    );
+    // A bare \n ends a line too, as in memcached.
+    let r = all(&mut s, b"get k\n");
+    assert_eq!(text(&r), "VALUE k 5 3\r\nabc\r\nEND\r\n");
+}
+
+#[test]
+fn ascii_large_value_is_pinned_not_copied() {
+    let (mut s, store) = session();
+    let value = vec![b'v'; 100_000];
+    let mut req = b"set big 0 0 100000\r\n".to_vec();
+    req.extend(&value);
+    req.extend(b"\r\nget big\r\n");
+    let mut out = WriteBuffer::new();
+    let p = s.process(&req, &mut out);
+    assert_eq!(p.consumed, req.len());
+    let item = store.get(b"big").unwrap();
+    // STORED + VALUE header, the value itself, then "\r\nEND\r\n".
+    assert_eq!(out.segments(), 3);
+    let pinned = out.io_slices()[1].as_ptr();
+    assert_eq!(pinned, item.value.as_ptr(), "the item's own memory is sent");
+    let r = drain(&mut out);
+    let mut expected = b"STORED\r\nVALUE big 0 100000\r\n".to_vec();
+    expected.extend(&value);
+    expected.extend(b"\r\nEND\r\n");
+    assert_eq!(r, expected);
+}
+
+#[test]
+fn ascii_storage_commands() {
+    let (mut s, store) = session();
+    let r = all(
+        &mut s,
+        b"add a 1 0 1\r\nx\r\nadd a 1 0 1\r\ny\r\nreplace b 0 0 1\r\nz\r\nreplace a 2 0 2\r\nzz\r\n",
+    );
+    assert_eq!(text(&r), "STORED\r\nNOT_STORED\r\nNOT_STORED\r\nSTORED\r\n");
+    // append/prepend keep flags and expiry of the existing item.
+    let r = all(
+        &mut s,
+        b"append a 9 0 2\r\n>>\r\nprepend a 9 0 2\r\n<<\r\nappend nope 0 0 1\r\nx\r\nget a\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        "STORED\r\nSTORED\r\nNOT_STORED\r\nVALUE a 2 6\r\n<<zz>>\r\nEND\r\n"
+    );
+    let cas = cas_of(&store, b"a");
+    let r = all(
+        &mut s,
+        format!(
+            "cas a 3 0 1 {}\r\nq\r\ncas a 3 0 1 {cas}\r\nc\r\ncas a 3 0 1 {cas}\r\nd\r\ncas nope 0 0 1 1\r\nx\r\ncas a 0 0 1 0\r\nx\r\nget a\r\n",
+            cas + 1000
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        text(&r),
+        "EXISTS\r\nSTORED\r\nEXISTS\r\nNOT_FOUND\r\nEXISTS\r\nVALUE a 3 1\r\nc\r\nEND\r\n"
+    );
+    // Empty values are values.
+    let r = all(&mut s, b"set e 0 0 0\r\n\r\nget e\r\n");
+    assert_eq!(text(&r), "STORED\r\nVALUE e 0 0\r\n\r\nEND\r\n");
+}
+
+#[test]
+fn ascii_noreply_suppresses_every_storage_reply() {
+    let (mut s, store) = session();
+    let r = all(
+        &mut s,
+        b"set a 0 0 1 noreply\r\n1\r\nadd a 0 0 1 noreply\r\n2\r\nreplace a 0 0 1 noreply\r\n3\r\n\
+          append a 0 0 1 noreply\r\n4\r\nprepend a 0 0 1 noreply\r\n5\r\nincr a 10 noreply\r\n\
+          decr a 1 noreply\r\ntouch a 10 noreply\r\ndelete nope noreply\r\nflush_all 100 noreply\r\n\
+          verbosity 1 noreply\r\nget a\r\n",
+    );
+    assert_eq!(text(&r), "VALUE a 0 3\r\n543\r\nEND\r\n");
+    let cas = cas_of(&store, b"a");
+    let r = all(
+        &mut s,
+        format!("cas a 0 0 1 {cas} noreply\r\nz\r\ndelete a noreply\r\nget a\r\n").as_bytes(),
+    );
+    assert_eq!(text(&r), "END\r\n");
+}
+
+#[test]
+fn ascii_delete_variants() {
+    let (mut s, _) = session();
+    let r = all(
+        &mut s,
+        b"set a 0 0 1\r\nx\r\ndelete a 0\r\ndelete a\r\ndelete a 1\r\ndelete a x noreply\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        "STORED\r\nDELETED\r\nNOT_FOUND\r\n\
+         CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n\
+         CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+    );
+}
+
+#[test]
+fn ascii_incr_decr() {
+    let (mut s, _) = session();
+    let r = all(
+        &mut s,
+        b"incr n 1\r\nset n 0 0 2\r\n10\r\nincr n 5\r\ndecr n 100\r\nget n\r\n\
+          set m 0 0 20\r\n18446744073709551615\r\nincr m 2\r\nset x 0 0 1\r\nx\r\nincr x 1\r\n\
+          incr n -1\r\nincr n 18446744073709551616\r\ndecr n abc\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        "NOT_FOUND\r\nSTORED\r\n15\r\n0\r\nVALUE n 0 2\r\n0 \r\nEND\r\n\
+         STORED\r\n1\r\nSTORED\r\n\
+         CLIENT_ERROR cannot increment or decrement non-numeric value\r\n\
+         CLIENT_ERROR invalid numeric delta argument\r\n\
+         CLIENT_ERROR invalid numeric delta argument\r\n\
+         CLIENT_ERROR invalid numeric delta argument\r\n"
+    );
+    // A longer result grows the value.
+    let r = all(&mut s, b"set g 0 0 1\r\n9\r\nincr g 1\r\nget g\r\n");
+    assert_eq!(text(&r), "STORED\r\n10\r\nVALUE g 0 2\r\n10\r\nEND\r\n");
+}
+
+#[test]
+fn ascii_touch_gat_and_expiry() {
+    let (mut s, store) = session();
+    let r = all(
+        &mut s,
+        b"touch a 10\r\nset a 7 0 1\r\nx\r\ntouch a 10\r\ngat 100 a b\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        "NOT_FOUND\r\nSTORED\r\nTOUCHED\r\nVALUE a 7 1\r\nx\r\nEND\r\n"
+    );
+    let cas = cas_of(&store, b"a");
+    let r = all(&mut s, b"gats 5 a\r\n");
+    assert_eq!(text(&r), format!("VALUE a 7 1 {cas}\r\nx\r\nEND\r\n"));
+    store.advance_clock(6);
+    assert_eq!(text(&all(&mut s, b"get a\r\n")), "END\r\n", "gats set 5 s");
+    let r = all(&mut s, b"touch a x\r\ngat x a\r\n");
+    assert_eq!(
+        text(&r),
+        "CLIENT_ERROR invalid exptime argument\r\nCLIENT_ERROR invalid exptime argument\r\n"
+    );
+}
+
+#[test]
+fn ascii_exptime_forms() {
+    let (mut s, store) = session();
+    let future = store.epoch() + i64::from(store.now()) + 1000;
+    let past = store.epoch() + i64::from(store.now()) - 1000;
+    let req = format!(
+        "set rel 0 10 1\r\nr\r\nset neg 0 -1 1\r\nn\r\nset never 0 0 1\r\nv\r\n\
+         set abs 0 {future} 1\r\na\r\nset old 0 {past} 1\r\no\r\nget rel neg never abs old\r\n"
+    );
+    let r = all(&mut s, req.as_bytes());
+    assert_eq!(
+        text(&r),
+        "STORED\r\nSTORED\r\nSTORED\r\nSTORED\r\nSTORED\r\n\
+         VALUE rel 0 1\r\nr\r\nVALUE never 0 1\r\nv\r\nVALUE abs 0 1\r\na\r\nEND\r\n"
+    );
+    store.advance_clock(10);
+    let r = all(&mut s, b"get rel never abs\r\n");
+    assert_eq!(
+        text(&r),
+        "VALUE never 0 1\r\nv\r\nVALUE abs 0 1\r\na\r\nEND\r\n"
+    );
+    store.advance_clock(1000);
+    let r = all(&mut s, b"get never abs\r\n");
+    assert_eq!(text(&r), "VALUE never 0 1\r\nv\r\nEND\r\n");
+}
+
+#[test]
+fn ascii_flush_all() {
+    let (mut s, store) = session();
+    let r = all(
+        &mut s,
+        b"set a 0 0 1\r\nx\r\nflush_all\r\nget a\r\nset a 0 0 1\r\ny\r\nflush_all 10\r\nget a\r\n\
+          flush_all x\r\nflush_all 0 0 0\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        "STORED\r\nOK\r\nEND\r\nSTORED\r\nOK\r\nVALUE a 0 1\r\ny\r\nEND\r\n\
+         CLIENT_ERROR invalid exptime argument\r\nERROR\r\n"
+    );
+    store.advance_clock(10);
+    assert_eq!(text(&all(&mut s, b"get a\r\n")), "END\r\n");
+    // Items stored after the delayed flush took effect live on.
+    let r = all(&mut s, b"set b 0 0 1\r\nz\r\nget b\r\n");
+    assert_eq!(text(&r), "STORED\r\nVALUE b 0 1\r\nz\r\nEND\r\n");
+}
+
+#[test]
+fn ascii_misc_commands() {
+    let (mut s, _) = session();
+    let r = all(
+        &mut s,
+        b"version\r\nverbosity 1\r\nverbosity\r\nverbosity x\r\nfoo\r\nx\r\n\r\nGET a\r\nget\r\n\
+          stats reset\r\nstats nope\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        format!(
+            "VERSION {}\r\nOK\r\nERROR\r\nCLIENT_ERROR bad command line format\r\nERROR\r\nERROR\r\n\
+             ERROR\r\nERROR\r\nERROR\r\nRESET\r\nERROR\r\n",
+            stats::VERSION
+        )
+    );
+}
+
+#[test]
+fn ascii_stats_report_counts() {
+    let store = Arc::new(Store::new(64 << 20, MAX_ITEM));
+    let stats = Arc::new(Stats::new(3));
+    let mut s = Session::new(store.clone(), stats.clone(), LIMITS);
+    stats.connection_opened();
+    all(&mut s, b"set a 0 0 1\r\nx\r\nget a b\r\n");
+    let r = text(&all(&mut s, b"stats\r\n"));
+    assert!(r.ends_with("END\r\n"));
+    let stat = |name: &str| -> String {
+        r.lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {r}"))
+            .to_string()
+    };
+    assert_eq!(stat("pid"), std::process::id().to_string());
+    assert_eq!(stat("version"), stats::VERSION);
+    assert_eq!(stat("curr_connections"), "1");
+    assert_eq!(stat("total_connections"), "1");
+    assert_eq!(stat("cmd_get"), "2");
+    assert_eq!(stat("cmd_set"), "1");
+    assert_eq!(stat("get_hits"), "1");
+    assert_eq!(stat("get_misses"), "1");
+    assert_eq!(stat("curr_items"), "1");
+    assert_eq!(stat("total_items"), "1");
+    assert_eq!(stat("bytes"), store.bytes().to_string());
+    assert_eq!(stat("limit_maxbytes"), (64 << 20).to_string());
+    assert_eq!(stat("threads"), "3");
+    assert_eq!(stat("evictions"), "0");
+    for name in ["uptime", "time"] {
+        stat(name).parse::<u64>().unwrap();
+    }
+    let r = text(&all(&mut s, b"stats settings\r\n"));
+    assert!(r.contains("STAT item_size_max 1048576\r\n"), "{r}");
+    assert!(r.ends_with("END\r\n"));
+}
+
+#[test]
+fn ascii_quit_closes_without_reply() {
+    let (mut s, _) = session();
+    let (p, r) = run(&mut s, b"get a\r\nquit\r\nget a\r\n");
+    assert!(p.close);
+    assert_eq!(text(&r), "END\r\n");
+    // After quit nothing more is executed.
+    let (p, r) = run(&mut s, b"version\r\n");
+    assert!(p.close);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn ascii_bad_lines() {
+    let (mut s, _) = session();
+    let long_key = "k".repeat(251);
+    let key_250 = "k".repeat(250);
+    let req = format!(
+        "set {long_key} 0 0 1\r\nx\r\nget a {long_key}\r\nget {key_250}\r\nincr {long_key} 1\r\n\
+         set a 0 0 -1\r\nset a x 0 1\r\nset a 0 0 1 2 3 4\r\nset a 4294967296 0 1\r\n"
+    );
+    let r = all(&mut s, req.as_bytes());
+    assert_eq!(
+        text(&r),
+        "CLIENT_ERROR bad command line format\r\nERROR\r\n\
+         CLIENT_ERROR bad command line format\r\nEND\r\n\
+         CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n\
+         CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\n"
+    );
+}
+
+#[test]
+fn ascii_bad_data_chunk() {
+    let (mut s, _) = session();
+    // As memcached: the announced bytes plus two are taken as the block; the rest is parsed
+    // as commands.
+    let r = all(&mut s, b"set b 0 0 3\r\nabcde\r\nget b\r\n");
+    assert_eq!(text(&r), "CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n");
+}
+
+#[test]
+fn ascii_too_large_is_refused_and_swallowed() {
+    let store = Arc::new(Store::new(64 << 20, 100));
+    let limits = Limits { max_item_size: 100 };
+    let mut s = Session::new(store.clone(), Arc::new(Stats::new(1)), limits);
+    let mut out = WriteBuffer::new();
+    let p = s.process(b"set a 0 0 1\r\nx\r\n", &mut out);
+    assert_eq!(p.consumed, 16);
+    drain(&mut out);
+    // The refusal comes at once; the value is swallowed as it arrives, over several calls,
+    // and the old value is gone (as memcached: a failed set must not leave stale data).
+    let p = s.process(b"set a 0 0 1000\r\n", &mut out);
+    assert_eq!((p.consumed, p.close), (16, false));
+    assert_eq!(
+        text(&drain(&mut out)),
+        "SERVER_ERROR object too large for cache\r\n"
+    );
+    assert!(store.get(b"a").is_none());
+    let p = s.process(&[b'z'; 600], &mut out);
+    assert_eq!(p.consumed, 600);
+    assert!(out.is_empty());
+    let mut rest = vec![b'z'; 400];
+    rest.extend(b"\r\nget a\r\n");
+    let p = s.process(&rest, &mut out);
+    assert_eq!(p.consumed, rest.len());
+    assert_eq!(text(&drain(&mut out)), "END\r\n");
+}
+
+#[test]
+fn ascii_line_limits() {
+    // A line with no newline past 2048 bytes: error and close.
+    let (mut s, _) = session();
+    let (p, r) = run(&mut s, &[b'a'; 2048]);
+    assert_eq!((p.consumed, p.close, p.need), (0, false, 0));
+    assert!(r.is_empty());
+    let (p, r) = run(&mut s, &[b'a'; 2049]);
+    assert!(p.close);
+    assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
+    // Same for a complete but overlong line that is not a get.
+    let (mut s, _) = session();
+    let mut line = vec![b'x'; 3000];
+    line.extend(b"\r\n");
+    let (p, r) = run(&mut s, &line);
+    assert!(p.close);
+    assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
+    // A long multi-get is fine, up to its own bound.
+    let (mut s, _) = session();
+    all(&mut s, b"set k0 0 0 1\r\nv\r\n");
+    let mut get = b"get".to_vec();
+    for i in 0..1000 {
+        get.extend(format!(" k{i}").as_bytes());
+    }
+    let (p, _) = run(&mut s, &get);
+    assert_eq!((p.consumed, p.close), (0, false));
+    assert!(p.need > get.len());
+    get.extend(b"\r\n");
+    assert_eq!(text(&all(&mut s, &get)), "VALUE k0 0 1\r\nv\r\nEND\r\n");
+    let (mut s, _) = session();
+    let mut huge = b"get ".to_vec();
+    huge.resize(protocol::MAX_GET_LINE + 1, b'k');
+    let (p, r) = run(&mut s, &huge);
+    assert!(p.close);
+    assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary protocol
+
+#[test]
+fn binary_set_get_getk_and_quiet_gets() {
+    let (mut s, store) = session();
+    let r = all(
+        &mut s,
+        &breq(op::SET, b"key", &set_ext(0xcafe, 0), b"value", 0),
+    );
+    let cas = cas_of(&store, b"key");
+    assert_eq!(r, bres(op::SET, 0, cas, &[], &[], &[]));
+    let flags = 0xcafe_u32.to_be_bytes();
+    let req = [
+        breq(op::GET, b"key", &[], &[], 0),
+        breq(op::GETK, b"key", &[], &[], 0),
+        breq(op::GETQ, b"key", &[], &[], 0),
+        breq(op::GETKQ, b"key", &[], &[], 0),
+        breq(op::GET, b"nokey", &[], &[], 0),
+        breq(op::GETK, b"nokey", &[], &[], 0),
+        breq(op::GETQ, b"nokey", &[], &[], 0),
+        breq(op::GETKQ, b"nokey", &[], &[], 0),
+        breq(op::NOOP, b"", &[], &[], 0),
+    ]
+    .concat();
+    let expected = [
+        bres(op::GET, 0, cas, &flags, &[], b"value"),
+        bres(op::GETK, 0, cas, &flags, b"key", b"value"),
+        bres(op::GETQ, 0, cas, &flags, &[], b"value"),
+        bres(op::GETKQ, 0, cas, &flags, b"key", b"value"),
+        berr(op::GET, st::KEY_ENOENT, "Not found"),
+        bres(op::GETK, st::KEY_ENOENT, 0, &[], b"nokey", &[]),
+        bres(op::NOOP, 0, 0, &[], &[], &[]),
+    ]
+    .concat();
+    assert_eq!(all(&mut s, &req), expected);
+}
+
+#[test]
+fn binary_storage_commands_and_quiet_forms() {
+    let (mut s, store) = session();
+    let ext = set_ext(1, 0);
+    // Quiet successes are silent; quiet failures are not.
+    let req = [
+        breq(op::ADD, b"a", &ext, b"1", 0),
+        breq(op::ADD, b"a", &ext, b"2", 0),
+        breq(op::ADDQ, b"a", &ext, b"2", 0),
+        breq(op::ADDQ, b"b", &ext, b"b", 0),
+        breq(op::REPLACE, b"zz", &ext, b"x", 0),
+        breq(op::REPLACEQ, b"zz", &ext, b"x", 0),
+        breq(op::REPLACEQ, b"a", &ext, b"3", 0),
+        breq(op::SETQ, b"c", &ext, b"c", 0),
+        breq(op::APPEND, b"zz", &[], b"x", 0),
+        breq(op::PREPENDQ, b"zz", &[], b"x", 0),
+        breq(op::APPENDQ, b"a", &[], b">", 0),
+        breq(op::PREPENDQ, b"a", &[], b"<", 0),
+        breq(op::NOOP, b"", &[], &[], 0),
+    ]
+    .concat();
+    let r = all(&mut s, &req);
+    let expected = [
+        bres(op::ADD, 0, 1, &[], &[], &[]),
+        berr(op::ADD, st::KEY_EEXISTS, "Data exists for key."),
+        berr(op::ADDQ, st::KEY_EEXISTS, "Data exists for key."),
+        berr(op::REPLACE, st::KEY_ENOENT, "Not found"),
+        berr(op::REPLACEQ, st::KEY_ENOENT, "Not found"),
+        berr(op::APPEND, st::NOT_STORED, "Not stored."),
+        berr(op::PREPENDQ, st::NOT_STORED, "Not stored."),
+        bres(op::NOOP, 0, 0, &[], &[], &[]),
+    ]
+    .concat();
+    assert_eq!(r, expected);
+    for (key, value) in [(&b"a"[..], &b"<3>"[..]), (b"b", b"b"), (b"c", b"c")] {
+        let item = store.get(key).unwrap();
+        assert_eq!((&*item.value, item.flags), (value, 1));
+    }
+    // Append and prepend answer with the new CAS.
+    let r = all(&mut s, &breq(op::APPEND, b"a", &[], b"!", 0));
+    assert_eq!(r, bres(op::APPEND, 0, cas_of(&store, b"a"), &[], &[], &[]));
+}
+
+#[test]
+fn binary_cas_in_headers() {
+    let (mut s, store) = session();
+    let ext = set_ext(0, 0);
+    all(&mut s, &breq(op::SET, b"a", &ext, b"1", 0));
+    let cas = cas_of(&store, b"a");
+    let req = [
+        breq(op::SET, b"a", &ext, b"2", cas + 100),
+        breq(op::ADD, b"zz", &ext, b"x", 5),
+        breq(op::DELETE, b"a", &[], &[], cas + 100),
+        breq(op::REPLACE, b"a", &ext, b"3", cas),
+    ]
+    .concat();
+    let r = all(&mut s, &req);
+    let new_cas = cas_of(&store, b"a");
+    assert!(new_cas > cas);
+    let expected = [
+        berr(op::SET, st::KEY_EEXISTS, "Data exists for key."),
+        berr(op::ADD, st::KEY_ENOENT, "Not found"),
+        berr(op::DELETE, st::KEY_EEXISTS, "Data exists for key."),
+        bres(op::REPLACE, 0, new_cas, &[], &[], &[]),
+    ]
+    .concat();
+    assert_eq!(r, expected);
+    let r = all(&mut s, &breq(op::DELETE, b"a", &[], &[], new_cas));
+    assert_eq!(r, bres(op::DELETE, 0, 0, &[], &[], &[]));
+}
+
+#[test]
+fn binary_delete_incr_decr() {
+    let (mut s, store) = session();
+    let ext = set_ext(0, 0);
+    let req = [
+        breq(op::SET, b"n", &ext, b"x", 0),
+        breq(op::INCREMENT, b"n", &incr_ext(1, 0, 0), &[], 0),
+        breq(op::DELETE, b"n", &[], &[], 0),
+        breq(op::DELETEQ, b"n", &[], &[], 0),
+        // Absent, expiration 0xffffffff: not created.
+        breq(op::INCREMENT, b"n", &incr_ext(1, 5, u32::MAX), &[], 0),
+        // Absent: created with the initial value, returned as is.
+        breq(op::DECREMENT, b"n", &incr_ext(1, 5, 0), &[], 0),
+    ]
+    .concat();
+    let r = all(&mut s, &req);
+    let cas = cas_of(&store, b"n");
+    let expected = [
+        bres(op::SET, 0, cas - 1, &[], &[], &[]),
+        berr(
+            op::INCREMENT,
+            st::DELTA_BADVAL,
+            "Non-numeric server-side value for incr or decr",
+        ),
+        bres(op::DELETE, 0, 0, &[], &[], &[]),
+        berr(op::DELETEQ, st::KEY_ENOENT, "Not found"),
+        berr(op::INCREMENT, st::KEY_ENOENT, "Not found"),
+        bres(op::DECREMENT, 0, cas, &[], &[], &5u64.to_be_bytes()),
+    ]
+    .concat();
+    assert_eq!(r, expected);
+    let req = [
+        breq(op::INCREMENT, b"n", &incr_ext(u64::MAX, 0, 0), &[], 0),
+        breq(op::DECREMENT, b"n", &incr_ext(100, 0, 0), &[], 0),
+        breq(op::INCREMENTQ, b"n", &incr_ext(7, 0, 0), &[], 0),
+        breq(op::DECREMENTQ, b"n", &incr_ext(2, 0, 0), &[], 0),
+        breq(op::GET, b"n", &[], &[], 0),
+    ]
+    .concat();
+    let r = all(&mut s, &req);
+    let last = cas_of(&store, b"n");
+    let expected = [
+        // 5 + (2^64 - 1) wraps to 4.
+        bres(op::INCREMENT, 0, cas + 1, &[], &[], &4u64.to_be_bytes()),
+        bres(op::DECREMENT, 0, cas + 2, &[], &[], &0u64.to_be_bytes()),
+        bres(op::GET, 0, last, &[0; 4], &[], b"5"),
+    ]
+    .concat();
+    assert_eq!(r, expected);
+}
+
+#[test]
+fn binary_flush_noop_version_stat_quit() {
+    let (mut s, store) = session();
+    all(&mut s, &breq(op::SET, b"a", &set_ext(0, 0), b"1", 0));
+    let req = [
+        breq(op::FLUSH, b"", &[], &[], 0),
+        breq(op::GET, b"a", &[], &[], 0),
+        breq(op::FLUSHQ, b"", &10u32.to_be_bytes(), &[], 0),
+        breq(op::VERSION, b"", &[], &[], 0),
+        breq(op::STAT, b"nope", &[], &[], 0),
+        breq(op::STAT, b"reset", &[], &[], 0),
+        breq(op::NOOP, b"", &[], &[], 0),
+    ]
+    .concat();
+    let expected = [
+        bres(op::FLUSH, 0, 0, &[], &[], &[]),
+        berr(op::GET, st::KEY_ENOENT, "Not found"),
+        bres(op::VERSION, 0, 0, &[], &[], stats::VERSION.as_bytes()),
+        berr(op::STAT, st::KEY_ENOENT, "Not found"),
+        bres(op::STAT, 0, 0, &[], &[], &[]),
+        bres(op::NOOP, 0, 0, &[], &[], &[]),
+    ]
+    .concat();
+    assert_eq!(all(&mut s, &req), expected);
+    assert!(store.is_empty());
+    // stat without a key: one packet per statistic, then an empty one.
+    let r = all(&mut s, &breq(op::STAT, b"", &[], &[], 0));
+    let mut names = Vec::new();
+    let mut at = 0;
+    loop {
+        let head = &r[at..at + 24];
+        assert_eq!((head[0], head[1]), (0x81, op::STAT));
+        let keylen = u16::from_be_bytes([head[2], head[3]]) as usize;
+        let body = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        names.push(text(&r[at + 24..at + 24 + keylen]));
+        at += 24 + body;
+        if keylen == 0 {
+            assert_eq!(body, 0);
+            break;
+        }
+    }
+    assert_eq!(at, r.len());
+    for name in [
+        "pid",
+        "uptime",
+        "curr_items",
+        "total_items",
+        "bytes",
+        "evictions",
+        "",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} missing from {names:?}"
+        );
+    }
+    // quit answers then closes; quitq closes silently.
+    let (p, r) = run(&mut s, &breq(op::QUIT, b"", &[], &[], 0));
+    assert!(p.close);
+    assert_eq!(r, bres(op::QUIT, 0, 0, &[], &[], &[]));
+    let (mut s, _) = session();
+    let (p, r) = run(
+        &mut s,
+        &[
+            breq(op::QUITQ, b"", &[], &[], 0),
+            breq(op::NOOP, b"", &[], &[], 0),
+        ]
+        .concat(),
+    );
+    assert!(p.close);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn binary_touch_and_gat() {
+    let (mut s, store) = session();
+    all(&mut s, &breq(op::SET, b"t", &set_ext(7, 0), b"val", 0));
+    let cas = cas_of(&store, b"t");
+    let ttl = 16u32.to_be_bytes();
+    let flags = 7u32.to_be_bytes();
+    let req = [
+        breq(op::TOUCH, b"t", &ttl, &[], 0),
+        breq(op::GAT, b"t", &ttl, &[], 0),
+        breq(op::GATK, b"t", &ttl, &[], 0),
+        breq(op::GATQ, b"zz", &ttl, &[], 0),
+        breq(op::GATKQ, b"zz", &ttl, &[], 0),
+        breq(op::TOUCH, b"zz", &ttl, &[], 0),
+    ]
+    .concat();
+    let expected = [
+        bres(op::TOUCH, 0, cas, &flags, &[], &[]),
+        bres(op::GAT, 0, cas, &flags, &[], b"val"),
+        bres(op::GATK, 0, cas, &flags, b"t", b"val"),
+        berr(op::TOUCH, st::KEY_ENOENT, "Not found"),
+    ]
+    .concat();
+    assert_eq!(all(&mut s, &req), expected);
+    store.advance_clock(17);
+    assert!(store.get(b"t").is_none());
+}
+
+#[test]
+fn binary_unknown_opcode_is_answered_and_skipped() {
+    let (mut s, _) = session();
+    let req = [
+        breq(0x50, b"k", &[], b"xyz", 0),
+        breq(op::NOOP, b"", &[], &[], 0),
+    ]
+    .concat();
+    let expected = [
+        berr(0x50, st::UNKNOWN_COMMAND, "Unknown command"),
+        bres(op::NOOP, 0, 0, &[], &[], &[]),
+    ]
+    .concat();
+    assert_eq!(all(&mut s, &req), expected);
+    // With a body near u32::MAX, the body is swallowed as it arrives: nothing buffered.
+    let (mut s, _) = session();
+    let (p, r) = run(&mut s, &breq_raw(0x80, 0x77, 1, 0, u32::MAX - 15, 0, b"k"));
+    assert_eq!((p.consumed, p.close, p.need), (25, false, 0));
+    assert_eq!(r, berr(0x77, st::UNKNOWN_COMMAND, "Unknown command"));
+}
+
+/// Inputs after which a binary connection must answer with an error and close.
+fn fatal_binary_inputs() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let ext = set_ext(0, 0);
+    vec![
+        (
+            "body shorter than key + extras (CVE-2016-8704 class)",
+            breq_raw(0x80, op::SET, 3, 8, 4, 0, b"keyvalue"),
+            berr(op::SET, st::UNKNOWN_COMMAND, "Unknown command"),
+        ),
+        (
+            "key length near u16::MAX with a short body (CVE-2016-8705 class)",
+            breq_raw(0x80, op::APPEND, 0xffff, 0, 100, 0, &[b'k'; 100]),
+            berr(op::APPEND, st::UNKNOWN_COMMAND, "Unknown command"),
+        ),
+        (
+            "key over 250 bytes (CVE-2016-8706 class)",
+            breq(op::GET, &[b'k'; 251], &[], &[], 0),
+            berr(op::GET, st::EINVAL, "Invalid arguments"),
+        ),
+        (
+            "get with body length near u32::MAX",
+            breq_raw(0x80, op::GET, 1, 0, u32::MAX, 0, b"k"),
+            berr(op::GET, st::EINVAL, "Invalid arguments"),
+        ),
+        (
+            "get carrying a value",
+            breq(op::GET, b"k", &[], b"v", 0),
+            berr(op::GET, st::EINVAL, "Invalid arguments"),
+        ),
+        (
+            "set without extras",
+            breq(op::SET, b"k", &[], b"v", 0),
+            berr(op::SET, st::EINVAL, "Invalid arguments"),
+        ),
+        (
+            "noop with a key",
+            breq(op::NOOP, b"k", &[], &[], 0),
+            berr(op::NOOP, st::EINVAL, "Invalid arguments"),
+        ),
+        (
+            "wrong magic once binary",
+            [
+                breq(op::NOOP, b"", &[], &[], 0),
+                breq_raw(0x81, op::GET, 0, 0, 0, 0, &[]),
+            ]
+            .concat(),
+            [
+                bres(op::NOOP, 0, 0, &[], &[], &[]),
+                berr(op::GET, st::EINVAL, "Invalid arguments"),
+            ]
+            .concat(),
+        ),
+        (
+            "incr with short extras",
+            breq(op::INCREMENT, b"k", &ext, &[], 0),
+            berr(op::INCREMENT, st::EINVAL, "Invalid arguments"),
+        ),
+    ]
+}
+
+#[test]
+fn binary_bad_headers_answer_and_close() {
+    for (what, input, expected) in fatal_binary_inputs() {
+        let (mut s, _) = session();
+        let (p, r) = run(&mut s, &input);
+        assert!(p.close, "{what}: not closed");
+        assert_eq!(r, expected, "{what}");
+        assert_eq!(p.consumed, input.len(), "{what}");
+        // Nothing after it is executed.
+        let (p, r) = run(&mut s, &breq(op::NOOP, b"", &[], &[], 0));
+        assert!(p.close && r.is_empty(), "{what}: executed after close");
+    }
+}
+
+#[test]
+fn binary_too_large_is_refused_and_swallowed() {
+    let store = Arc::new(Store::new(64 << 20, 100));
+    let limits = Limits { max_item_size: 100 };
+    let mut s = Session::new(store.clone(), Arc::new(Stats::new(1)), limits);
+    let mut out = WriteBuffer::new();
+    s.process(&breq(op::SET, b"a", &set_ext(0, 0), b"old", 0), &mut out);
+    drain(&mut out);
+    // Header only: wait for the key before answering.
+    let big = breq(op::SET, b"a", &set_ext(0, 0), &[b'x'; 1000], 0);
+    let p = s.process(&big[..24], &mut out);
+    assert_eq!((p.consumed, p.need), (0, 33));
+    let p = s.process(&big[..40], &mut out);
+    assert_eq!((p.consumed, p.close), (40, false));
+    assert_eq!(drain(&mut out), berr(op::SET, st::E2BIG, "Too large."));
+    assert!(
+        store.get(b"a").is_none(),
+        "a refused set leaves no stale value"
+    );
+    let mut rest = big[40..].to_vec();
+    rest.extend(breq(op::NOOP, b"", &[], &[], 0));
+    let p = s.process(&rest, &mut out);
+    assert_eq!(p.consumed, rest.len());
+    assert_eq!(drain(&mut out), bres(op::NOOP, 0, 0, &[], &[], &[]));
+    // A body length near u32::MAX on a set: refused, then swallowed without buffering.
+    let p = s.process(
+        &breq_raw(0x80, op::SETQ, 1, 8, u32::MAX, 0, &[0; 9]),
+        &mut out,
+    );
+    assert_eq!((p.consumed, p.close, p.need), (33, false, 0));
+    assert_eq!(drain(&mut out), berr(op::SETQ, st::E2BIG, "Too large."));
+    let p = s.process(&[0u8; 4096], &mut out);
+    assert_eq!((p.consumed, p.need), (4096, 0));
+    assert!(out.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Both protocols: pipelining, splitting, back-pressure, garbage
+
+fn ascii_script() -> Vec<u8> {
+    b"set a 1 0 3\r\nabc\r\nget a b\r\nadd b 0 0 2 noreply\r\nxy\r\nappend a 0 0 1\r\nd\r\n\
+      gets a\r\nincr n 1\r\nset n 0 0 1\r\n7\r\nincr n 3\r\ndecr n 20\r\ntouch a 100\r\n\
+      delete b\r\ndelete b\r\ncas a 0 0 1 999\r\nq\r\nflush_all\r\nget a\r\nversion\r\n\
+      verbosity 1\r\nbogus\r\nset c 0 0 2\r\nxyz\r\n"
+        .to_vec()
+}
+
+fn binary_script() -> Vec<u8> {
+    let ext = set_ext(3, 0);
+    [
+        breq(op::SET, b"a", &ext, b"abc", 0),
+        breq(op::GETK, b"a", &[], &[], 0),
+        breq(op::GETQ, b"b", &[], &[], 0),
+        breq(op::ADDQ, b"b", &ext, b"xy", 0),
+        breq(op::APPEND, b"a", &[], b"d", 0),
+        breq(op::PREPENDQ, b"a", &[], b"_", 0),
+        breq(op::GET, b"a", &[], &[], 0),
+        breq(op::INCREMENT, b"n", &incr_ext(2, 10, 0), &[], 0),
+        breq(op::DECREMENTQ, b"n", &incr_ext(1, 0, 0), &[], 0),
+        breq(op::GAT, b"n", &100u32.to_be_bytes(), &[], 0),
+        breq(op::DELETE, b"b", &[], &[], 0),
+        breq(op::DELETEQ, b"b", &[], &[], 0),
+        breq(0x42, b"", &[], b"junk", 0),
+        breq(op::FLUSHQ, b"", &[], &[], 0),
+        breq(op::GETKQ, b"a", &[], &[], 0),
+        breq(op::VERSION, b"", &[], &[], 0),
+        breq(op::NOOP, b"", &[], &[], 0),
+    ]
+    .concat()
+}
+
+#[test]
+fn pipelined_and_split_at_every_byte_give_the_same_bytes() {
+    for script in [ascii_script(), binary_script()] {
+        let (mut s, _) = session();
+        let whole = all(&mut s, &script);
+        assert!(!whole.is_empty());
+        // One byte more per call, consuming what each call consumed.
+        let (mut s, _) = session();
+        let (trickled, closed) = trickle(&mut s, &script);
+        assert!(!closed);
+        assert_eq!(trickled, whole);
+        // Split in two at every byte: nothing of an incomplete request is consumed, and the
+        // concatenated output is the same.
+        for cut in 0..script.len() {
+            let (mut s, _) = session();
+            let (p, first) = run(&mut s, &script[..cut]);
+            assert!(p.consumed <= cut);
+            let (q, second) = run(&mut s, &script[p.consumed..]);
+            assert_eq!(p.consumed + q.consumed, script.len(), "cut at {cut}");
+            assert_eq!([first, second].concat(), whole, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn expected_pipeline_responses() {
+    let (mut s, store) = session();
+    let r = all(&mut s, &ascii_script());
+    assert_eq!(
+        text(&r),
+        "STORED\r\nVALUE a 1 3\r\nabc\r\nEND\r\nSTORED\r\n"
+            .to_string()
+            // CAS uniques count stores from 1: set a, add b, append a.
+            + "VALUE a 1 4 3\r\nabcd\r\nEND\r\n"
+            + "NOT_FOUND\r\nSTORED\r\n10\r\n0\r\nTOUCHED\r\nDELETED\r\nNOT_FOUND\r\nEXISTS\r\nOK\r\n\
+               END\r\n"
+            + &format!("VERSION {}\r\n", stats::VERSION)
+            // "xyz\r\n" for 2 bytes: "z\r" is no "\r\n", then the lone "\n" is an empty line.
+            + "OK\r\nERROR\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\n"
+    );
+    assert!(store.is_empty());
+}
+
+#[test]
+fn stops_early_when_backed_up_and_resumes() {
+    let (mut s, _) = session();
+    let value = vec![b'v'; 8192];
+    let mut set = b"set big 0 0 8192\r\n".to_vec();
+    set.extend(&value);
+    set.extend(b"\r\n");
+    all(&mut s, &set);
+    let gets: Vec<u8> = b"get big\r\n".repeat(10);
+    let mut out = WriteBuffer::new();
+    out.set_watermarks(Some(Watermarks::new(1024, 16 * 1024)));
+    let mut consumed = 0;
+    let mut response = Vec::new();
+    let mut calls = 0;
+    while consumed < gets.len() {
+        let p = s.process(&gets[consumed..], &mut out);
+        assert!(!p.close);
+        calls += 1;
+        if p.consumed < gets.len() - consumed {
+            assert!(out.is_backed_up(), "stopped early only at the high mark");
+        }
+        consumed += p.consumed;
+        response.extend(drain(&mut out));
+    }
+    assert!(
+        calls >= 5,
+        "only {calls} calls: did not stop at the high mark"
+    );
+    let one = [&b"VALUE big 0 8192\r\n"[..], &value, b"\r\nEND\r\n"].concat();
+    assert_eq!(response, one.repeat(10));
+}
+
+#[test]
+fn hard_limit_overflow_closes_instead_of_panicking() {
+    let (mut s, _) = session();
+    let mut set = b"set big 0 0 8192\r\n".to_vec();
+    set.extend(vec![b'v'; 8192]);
+    set.extend(b"\r\n");
+    all(&mut s, &set);
+    let mut out = WriteBuffer::new();
+    out.set_hard_limit(Some(4096));
+    let p = s.process(b"get big\r\n", &mut out);
+    assert!(p.close);
+    out.check_invariants();
+}
+
+/// A small deterministic generator (xorshift) for garbage input.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn garbage_never_panics_and_need_stays_bounded() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let pieces: Vec<Vec<u8>> = vec![
+        ascii_script(),
+        binary_script(),
+        b"get ".to_vec(),
+        b"set k 0 0 5\r\n".to_vec(),
+        b"\r\n".to_vec(),
+        b"\n".to_vec(),
+        vec![0x80],
+        breq_raw(0x80, op::SET, 0xffff, 0xff, u32::MAX, 0, &[]),
+        breq_raw(0x80, op::GET, 10, 0, 5, 0, &[]),
+        b"incr k 99999999999999999999999\r\n".to_vec(),
+        vec![b' '; 3000],
+    ];
+    for _ in 0..3000 {
+        let mut input = Vec::new();
+        for _ in 0..rng.below(6) {
+            match rng.below(3) {
+                0 => {
+                    let p = &pieces[rng.below(pieces.len())];
+                    let from = rng.below(p.len() + 1);
+                    let to = from + rng.below(p.len() - from + 1);
+                    input.extend(&p[from..to]);
+                }
+                1 => input.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+                _ => {
+                    let p = &pieces[rng.below(pieces.len())];
+                    input.extend(p);
+                    if !input.is_empty() {
+                        let i = rng.below(input.len());
+                        input[i] = rng.next() as u8;
+                    }
+                }
+            }
+        }
+        let store = Arc::new(Store::new(1 << 20, 4096));
+        let limits = Limits {
+            max_item_size: 4096,
+        };
+        let mut s = Session::new(store, Arc::new(Stats::new(1)), limits);
+        let mut out = WriteBuffer::new();
+        let mut at = 0;
+        // Feed in random pieces as a loop would, until closed or everything is consumed.
+        while at < input.len() {
+            let end = (at + 1 + rng.below(input.len() - at)).min(input.len());
+            let p = s.process(&input[at..end], &mut out);
+            out.check_invariants();
+            assert!(p.consumed <= end - at);
+            assert!(p.need <= limits.max_request(), "need {}", p.need);
+            drain(&mut out);
+            at += p.consumed;
+            if p.close {
+                break;
+            }
+            if p.consumed == 0 && end == input.len() {
+                break; // incomplete tail
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store semantics
+
+#[test]
+fn store_modes_and_results() {
+    let store = Store::new(1 << 20, 1000);
+    assert_eq!(
+        store.store(Mode::Replace, b"k", b"v", 0, 0, 0),
+        StoreResult::NotStored
+    );
+    let StoreResult::Stored(c1) = store.store(Mode::Add, b"k", b"v", 5, 0, 0) else {
+        panic!()
+    };
+    assert_eq!(
+        store.store(Mode::Add, b"k", b"w", 0, 0, 0),
+        StoreResult::NotStored
+    );
+    let StoreResult::Stored(c2) = store.store(Mode::Set, b"k", b"w", 6, 0, 0) else {
+        panic!()
+    };
+    assert!(c2 > c1, "CAS uniques increase");
+    assert_eq!(
+        store.store(Mode::Cas, b"k", b"x", 0, 0, c1),
+        StoreResult::Exists
+    );
+    assert_eq!(
+        store.store(Mode::Cas, b"nope", b"x", 0, 0, c1),
+        StoreResult::NotFound
+    );
+    assert!(matches!(
+        store.store(Mode::Cas, b"k", b"x", 7, 0, c2),
+        StoreResult::Stored(_)
+    ));
+    assert_eq!(store.get(b"k").unwrap().flags, 7);
+    assert_eq!(
+        store.store(Mode::Append, b"k", b"y", 0, 0, 1),
+        StoreResult::Exists
+    );
+    assert!(matches!(
+        store.store(Mode::Append, b"k", b"y", 0, 0, 0),
+        StoreResult::Stored(_)
+    ));
+    assert_eq!(&*store.get(b"k").unwrap().value, b"xy");
+    assert_eq!(
+        store.store(Mode::Set, b"k", &[0; 1001], 0, 0, 0),
+        StoreResult::TooLarge
+    );
+    assert_eq!(
+        store.store(Mode::Append, b"k", &[0; 999], 0, 0, 0),
+        StoreResult::TooLarge
+    );
+    assert_eq!(store.delete(b"k", 1), DeleteResult::Exists);
+    assert_eq!(store.delete(b"k", 0), DeleteResult::Deleted);
+    assert_eq!(store.delete(b"k", 0), DeleteResult::NotFound);
+    assert_eq!(store.bytes(), 0);
+    assert!(store.is_empty());
+}
+
+#[test]
+fn store_delta_semantics() {
+    let store = Store::new(1 << 20, 1000);
+    assert_eq!(store.delta(b"n", true, 1, 0), DeltaResult::NotFound);
+    store.store(Mode::Set, b"n", b"18446744073709551614", 3, 0, 0);
+    assert!(matches!(
+        store.delta(b"n", true, 3, 0),
+        DeltaResult::Value(1, _)
+    ));
+    // The value keeps its length (space padded), flags survive.
+    let item = store.get(b"n").unwrap();
+    assert_eq!(&*item.value, b"1                   ");
+    assert_eq!(item.flags, 3);
+    assert!(matches!(
+        store.delta(b"n", false, 5, 0),
+        DeltaResult::Value(0, _)
+    ));
+    assert!(matches!(
+        store.delta(b"n", true, 12, item.cas),
+        DeltaResult::Exists
+    ));
+    for bad in [&b""[..], b"abc", b"12a", b"-1", b"99999999999999999999"] {
+        store.store(Mode::Set, b"b", bad, 0, 0, 0);
+        assert_eq!(
+            store.delta(b"b", true, 1, 0),
+            DeltaResult::NonNumeric,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(store::parse_counter(b" 42 \r"), Some(42));
+}
+
+#[test]
+fn store_value_handed_out_outlives_replace_and_delete() {
+    let store = Store::new(1 << 20, 1 << 20);
+    store.store(Mode::Set, b"k", &vec![1u8; 4096], 0, 0, 0);
+    let item = store.get(b"k").unwrap();
+    let mut out = WriteBuffer::new();
+    out.pin(item.value.clone());
+    drop(item);
+    store.store(Mode::Set, b"k", &vec![2u8; 4096], 0, 0, 0);
+    store.delete(b"k", 0);
+    store.flush_all(0);
+    assert_eq!(drain(&mut out), vec![1u8; 4096]);
+}
+
+#[test]
+fn store_evicts_least_recently_used_under_the_limit() {
+    let limit = 64 * 1024;
+    let store = Store::new(limit, 4096);
+    let value = vec![0u8; 1000];
+    store.store(Mode::Set, b"hot", &value, 0, 0, 0);
+    for i in 0..1000 {
+        let key = format!("key{i}");
+        assert!(matches!(
+            store.store(Mode::Set, key.as_bytes(), &value, 0, 0, 0),
+            StoreResult::Stored(_)
+        ));
+        assert!(store.bytes() <= limit, "{} over {limit}", store.bytes());
+        assert!(
+            store.get(b"hot").is_some(),
+            "the hot item was evicted at {i}"
+        );
+    }
+    let per_item = 1000 + 6 + store::ITEM_OVERHEAD;
+    assert!(
+        store.len() >= limit / per_item - 1,
+        "only {} items kept",
+        store.len()
+    );
+    assert!(store.get(b"key0").is_none(), "the oldest went first");
+    assert!(store.get(b"key999").is_some(), "the newest stays");
+    let evictions = store.counters.evictions.load(Ordering::Relaxed);
+    assert_eq!(evictions as usize, 1001 - store.len());
+    // An item larger than the whole limit cannot be stored.
+    let store = Store::new(1000, 4096);
+    assert_eq!(
+        store.store(Mode::Set, b"k", &[0; 2000], 0, 0, 0),
+        StoreResult::NoMemory
+    );
+}
+
+#[test]
+fn store_is_consistent_under_threads() {
+    let limit = 256 * 1024;
+    let store = Arc::new(Store::new(limit, 8192));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(t + 1);
+                for _ in 0..20_000 {
+                    let key = format!("k{}", rng.below(500));
+                    match rng.below(4) {
+                        0 => {
+                            let len = rng.below(4096);
+                            store.store(Mode::Set, key.as_bytes(), &vec![t as u8; len], 0, 0, 0);
+                        }
+                        1 => {
+                            store.delete(key.as_bytes(), 0);
+                        }
+                        2 => {
+                            store.delta(key.as_bytes(), true, 1, 0);
+                        }
+                        _ => {
+                            if let Some(item) = store.get(key.as_bytes()) {
+                                assert_eq!(&*item.key, key.as_bytes());
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(store.bytes() <= limit);
+    // The byte count is exactly the sum over the items left.
+    let mut sum = 0;
+    for i in 0..500 {
+        if let Some(item) = store.get(format!("k{i}").as_bytes()) {
+            sum += item.size();
+        }
+    }
+    assert_eq!(store.bytes(), sum);
+    store.flush_all(0);
+    assert_eq!(store.bytes(), 0);
 }

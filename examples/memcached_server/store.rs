@@ -126,6 +126,8 @@ struct Node {
     item: Option<Arc<Item>>,
     prev: u32,
     next: u32,
+    /// When it was last used ([`Clock::read`] nanoseconds): compares LRU tails across shards.
+    used: u64,
 }
 
 /// One shard: a map from key to node index, and a doubly linked LRU list over a node slab
@@ -164,12 +166,13 @@ impl Shard {
         }
     }
 
-    fn push_front(&mut self, i: u32) {
+    fn push_front(&mut self, i: u32, used: u64) {
         let old = self.head;
         {
             let n = &mut self.nodes[i as usize];
             n.prev = NIL;
             n.next = old;
+            n.used = used;
         }
         match old {
             NIL => self.tail = i,
@@ -178,11 +181,18 @@ impl Shard {
         self.head = i;
     }
 
-    fn bump(&mut self, i: u32) {
+    fn bump(&mut self, i: u32, used: u64) {
         if self.head != i {
             self.unlink(i);
-            self.push_front(i);
+            self.push_front(i, used);
+        } else {
+            self.nodes[i as usize].used = used;
         }
+    }
+
+    /// When the least recently used item was last used, if there is one.
+    fn oldest(&self) -> Option<u64> {
+        (self.tail != NIL).then(|| self.nodes[self.tail as usize].used)
     }
 
     fn lookup(&self, key: &[u8]) -> Option<(u32, &Arc<Item>)> {
@@ -201,14 +211,14 @@ impl Shard {
     }
 
     /// Puts `item` in (replacing node `old` if given), at the front of the LRU.
-    fn insert(&mut self, old: Option<u32>, item: Arc<Item>) {
+    fn insert(&mut self, old: Option<u32>, item: Arc<Item>, used: u64) {
         self.bytes += item.size();
         if let Some(i) = old {
             let prev = self.nodes[i as usize].item.replace(item);
             if let Some(prev) = prev {
                 self.bytes -= prev.size();
             }
-            self.bump(i);
+            self.bump(i, used);
             return;
         }
         let i = match self.free.pop() {
@@ -222,12 +232,13 @@ impl Shard {
                     item: Some(item.clone()),
                     prev: NIL,
                     next: NIL,
+                    used,
                 });
                 i
             }
         };
         self.map.insert(item.key.clone(), i);
-        self.push_front(i);
+        self.push_front(i, used);
     }
 }
 
@@ -254,9 +265,17 @@ impl Clock {
     }
 
     fn now(&self) -> u32 {
-        let secs = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX - 1);
-        secs.saturating_add(2)
-            .saturating_add(self.skew.load(Ordering::Relaxed))
+        self.read().0
+    }
+
+    /// Server time in seconds and a nanosecond stamp for LRU order, from one clock read.
+    fn read(&self) -> (u32, u64) {
+        let elapsed = self.started.elapsed();
+        let secs = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX - 1);
+        let now = secs
+            .saturating_add(2)
+            .saturating_add(self.skew.load(Ordering::Relaxed));
+        (now, u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -353,10 +372,15 @@ impl Store {
         (exptime as u32).saturating_add(self.now())
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+    /// The index of the shard that holds `key`.
+    fn shard_of(&self, key: &[u8]) -> usize {
         let mut h = self.hasher.build_hasher();
         h.write(key);
-        &self.shards[(h.finish() >> 32) as usize & (SHARDS - 1)]
+        (h.finish() >> 32) as usize & (SHARDS - 1)
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        &self.shards[self.shard_of(key)]
     }
 
     fn next_cas(&self) -> u64 {
@@ -391,36 +415,49 @@ impl Store {
         }
     }
 
-    /// Makes room for `need` more bytes, evicting from this shard's LRU tail first, then from
-    /// other shards (without waiting on their locks). False if it cannot.
-    fn make_room(&self, shard: &mut Shard, need: usize, keep: Option<u32>) -> bool {
+    /// Makes room for `need` more bytes by evicting least recently used items: each round
+    /// compares the LRU tail of this shard with those of the other shards (without waiting on
+    /// their locks) and evicts the oldest. False if it cannot. `keep` is the node being
+    /// replaced, which is not evicted.
+    fn make_room(&self, shard: &mut Shard, own: usize, need: usize, keep: Option<u32>) -> bool {
         if need > self.mem_limit {
             return false;
         }
         let over = |s: &Store| s.mem_used.load(Ordering::Relaxed) + need > s.mem_limit;
         while over(self) {
-            let victim = shard.tail;
-            if victim == NIL || Some(victim) == keep {
-                break;
+            let mine = shard.oldest().filter(|_| Some(shard.tail) != keep);
+            let mut best: Option<(usize, u64)> = mine.map(|used| (own, used));
+            for (i, other) in self.shards.iter().enumerate() {
+                if i == own {
+                    continue;
+                }
+                let Ok(other) = other.try_lock() else {
+                    continue;
+                };
+                if let Some(used) = other.oldest() {
+                    if best.is_none_or(|(_, b)| used < b) {
+                        best = Some((i, used));
+                    }
+                }
             }
-            self.evict(shard, victim);
-        }
-        if !over(self) {
-            return true;
-        }
-        for other in self.shards.iter() {
-            let Ok(mut other) = other.try_lock() else {
-                continue;
-            };
-            while over(self) && other.tail != NIL {
-                let victim = other.tail;
-                self.evict(&mut other, victim);
+            match best {
+                None => return false,
+                Some((i, _)) if i == own => {
+                    let victim = shard.tail;
+                    self.evict(shard, victim);
+                }
+                Some((i, _)) => {
+                    // Still free unless another thread just took it; then try again.
+                    if let Ok(mut other) = self.shards[i].try_lock() {
+                        let victim = other.tail;
+                        if victim != NIL {
+                            self.evict(&mut other, victim);
+                        }
+                    }
+                }
             }
-            if !over(self) {
-                return true;
-            }
         }
-        !over(self)
+        true
     }
 
     fn evict(&self, shard: &mut Shard, i: u32) {
@@ -435,17 +472,17 @@ impl Store {
 
     /// Looks up a live item and marks it recently used.
     pub fn get(&self, key: &[u8]) -> Option<Arc<Item>> {
-        let now = self.now();
+        let (now, used) = self.clock.read();
         let mut shard = lock(self.shard(key));
         let (i, item) = self.find(&mut shard, key, now)?;
         let item = item.clone();
-        shard.bump(i);
+        shard.bump(i, used);
         Some(item)
     }
 
     /// Looks up a live item, sets its expiry, and returns it (binary GAT, ASCII `gat`).
     pub fn touch(&self, key: &[u8], exptime: i64) -> Option<Arc<Item>> {
-        let now = self.now();
+        let (now, used) = self.clock.read();
         let exptime = self.expiry(exptime);
         let mut shard = lock(self.shard(key));
         let (i, item) = self.find(&mut shard, key, now)?;
@@ -457,7 +494,7 @@ impl Store {
             exptime,
             time: item.time,
         });
-        shard.insert(Some(i), item.clone());
+        shard.insert(Some(i), item.clone(), used);
         Some(item)
     }
 
@@ -475,9 +512,10 @@ impl Store {
         if data.len() > self.max_item_size {
             return StoreResult::TooLarge;
         }
-        let now = self.now();
+        let (now, used) = self.clock.read();
         let exptime = self.expiry(exptime);
-        let mut shard = lock(self.shard(key));
+        let own = self.shard_of(key);
+        let mut shard = lock(&self.shards[own]);
         let old = self
             .find(&mut shard, key, now)
             .map(|(i, it)| (i, it.clone()));
@@ -515,14 +553,23 @@ impl Store {
             exptime,
             time: now,
         };
-        self.put(&mut shard, old.map(|(i, it)| (i, it.size())), item)
+        let old = old.map(|(i, it)| (i, it.size()));
+        self.put(&mut shard, own, used, old, item)
     }
 
-    /// Accounts and inserts a new version of an item; `old` is the node and size it replaces.
-    fn put(&self, shard: &mut Shard, old: Option<(u32, usize)>, item: Item) -> StoreResult {
+    /// Accounts and inserts a new version of an item into shard number `own`, used at `used`;
+    /// `old` is the node and size it replaces.
+    fn put(
+        &self,
+        shard: &mut Shard,
+        own: usize,
+        used: u64,
+        old: Option<(u32, usize)>,
+        item: Item,
+    ) -> StoreResult {
         let size = item.size();
         let freed = old.map_or(0, |(_, s)| s);
-        if size > freed && !self.make_room(shard, size - freed, old.map(|(i, _)| i)) {
+        if size > freed && !self.make_room(shard, own, size - freed, old.map(|(i, _)| i)) {
             // memcached drops the old item too when a store fails for memory.
             if let Some((i, _)) = old {
                 self.unaccount(shard.remove(i));
@@ -532,7 +579,7 @@ impl Store {
         self.mem_used.fetch_add(size, Ordering::Relaxed);
         self.mem_used.fetch_sub(freed, Ordering::Relaxed);
         let cas = item.cas;
-        shard.insert(old.map(|(i, _)| i), Arc::new(item));
+        shard.insert(old.map(|(i, _)| i), Arc::new(item), used);
         self.counters.total_items.fetch_add(1, Ordering::Relaxed);
         StoreResult::Stored(cas)
     }
@@ -555,8 +602,9 @@ impl Store {
     /// unsigned, wrapping on incr, floored at 0 on decr. A shorter result is padded with spaces
     /// to the old length, as memcached's in-place update leaves it.
     pub fn delta(&self, key: &[u8], incr: bool, delta: u64, cas: u64) -> DeltaResult {
-        let now = self.now();
-        let mut shard = lock(self.shard(key));
+        let (now, used) = self.clock.read();
+        let own = self.shard_of(key);
+        let mut shard = lock(&self.shards[own]);
         let Some((i, item)) = self.find(&mut shard, key, now) else {
             return DeltaResult::NotFound;
         };
@@ -584,7 +632,7 @@ impl Store {
             time: item.time,
         };
         let old = Some((i, item.size()));
-        match self.put(&mut shard, old, new_item) {
+        match self.put(&mut shard, own, used, old, new_item) {
             StoreResult::Stored(cas) => DeltaResult::Value(new, cas),
             _ => DeltaResult::NoMemory,
         }
