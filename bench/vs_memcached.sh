@@ -13,6 +13,7 @@
 #   * memcaslap -B (depth 1, 100 B and 4 KiB) as a third-party client, ABBA pairs too;
 #   * the loopback stream ceiling (loadgen --stream-ceiling, 2 streams) measured in the same run,
 #     around the unpinned 64 KiB runs, and the fraction of it the 64 KiB c8d8 runs reach;
+#   * syscalls per operation of both servers (strace -c -f, pinned, counts only);
 #   * resident memory per idle connection: VmRSS before and after 5,000 connections each fetched
 #     a 64 KiB value and stay open, divided by 5,000 (fresh servers, 2 workers).
 #
@@ -23,6 +24,7 @@
 #   AA [all]  A/A pair sets: all (every scenario), first (first scenario of each mode), none
 #   AA_PAIRS [$PAIRS]                    SIZES ["100 4096 65536"]  SHAPES ["c16d1 c8d8"]
 #   MODES ["pinned unpinned"]            MEMCASLAP [1]  CEILING [1]  IDLE_CONNS [5000] (0: skip)
+#   STRACE [1]: syscalls per op of both servers (strace -c, pinned, 100 B and 64 KiB)
 #   KEYS [1000]  B [example]: the server under test; B=memcached compares three memcacheds
 #   (A/A only), for working on this script without the example server.
 #   CARGO_TARGET_DIR [target]; LOG [a temp dir]: every raw output line is kept there.
@@ -39,6 +41,7 @@ SIZES=${SIZES:-"100 4096 65536"}
 SHAPES=${SHAPES:-"c16d1 c8d8"}
 MODES=${MODES:-"pinned unpinned"}
 MEMCASLAP=${MEMCASLAP:-1}
+STRACE=${STRACE:-1}
 CEILING=${CEILING:-1}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 KEYS=${KEYS:-1000}
@@ -57,6 +60,10 @@ say() { printf '%s\n' "$*" | tee -a "$LOG/summary.txt"; }
 die() { echo "vs_memcached: $*" >&2; exit 1; }
 
 command -v memcached >/dev/null || die "memcached not installed (apt-get install memcached)"
+if [ "$STRACE" = 1 ] && ! command -v strace >/dev/null; then
+    echo "vs_memcached: strace not found, skipping syscall counts" >&2
+    STRACE=0
+fi
 if [ "$MEMCASLAP" = 1 ] && ! command -v memcaslap >/dev/null; then
     die "memcaslap not installed (apt-get install libmemcached-tools), or MEMCASLAP=0"
 fi
@@ -150,6 +157,7 @@ run_loadgen() {
     MISSES=$(field misses "$line"); MISSES=${MISSES:-?}
     ERRORS=$(field errors "$line"); ERRORS=${ERRORS:-?}
     MBPS=$(field value_mb_per_sec "$line"); MBPS=${MBPS:-0}
+    kill -0 "$pid" 2>/dev/null || say "  !! server pid $pid (port $port) is gone"
     if [ "$rc" != 0 ]; then
         echo "  !! loadgen exit $rc against port $port ($size B c${conns}d$depth): $(printf '%s' "$out" | tail -1)" \
             | tee -a "$LOG/summary.txt" >&2
@@ -233,6 +241,37 @@ ceiling() { # -> sets GBPS
     GBPS=${GBPS:-0}
 }
 
+# Syscalls per operation of a server under a short loadgen run (strace -c -f; it slows the server,
+# so only the counts mean anything). Args: name port pid size conns depth
+strace_counts() {
+    local name=$1 port=$2 pid=$3 size=$4 conns=$5 depth=$6 spid out ops f
+    f="$LOG/strace_${name}_${size}_c${conns}d$depth.txt"
+    strace -c -f -p "$pid" -o "$f" 2>/dev/null &
+    spid=$!
+    PIDS+=("$spid")
+    sleep 1
+    out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PREFIX[@]}" "$LOADGEN" --server "127.0.0.1:$port" \
+        --threads "$CLIENT_THREADS" --conns "$conns" --depth "$depth" --value-size "$size" \
+        --keys "$KEYS" --duration 2 --warmup 0 --no-populate 2>&1) || true
+    kill -INT "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    ops=$(field ops "$(printf '%s\n' "$out" | grep '^ops=' | head -1)")
+    say "$(awk -v ops="${ops:-0}" -v name="$name" -v sc="$size B c${conns}d$depth" '
+        # columns: % time, seconds, usecs/call, calls, [errors], syscall (or "total")
+        $NF == "total" { total = $4 + 0; next }
+        $1 ~ /^[0-9.]+$/ && NF >= 5 { calls[$NF] = $4 + 0 }
+        END {
+            if (ops <= 0) { printf "| %s | %s | no operations |\n", name, sc; exit }
+            line = ""
+            n = 0
+            for (c in calls) { order[++n] = c }
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
+                if (calls[order[j]] > calls[order[i]]) { t = order[i]; order[i] = order[j]; order[j] = t }
+            for (i = 1; i <= n && i <= 5; i++) line = line sprintf("%s %.3f, ", order[i], calls[order[i]] / ops)
+            printf "| %s | %s | %d | %.3f | %s |\n", name, sc, ops, total / ops, substr(line, 1, length(line) - 2)
+        }' "$f")"
+}
+
 server_stats() { # port -> a few counters from the ASCII `stats` command
     local out
     out=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf 'stats\r\nquit\r\n' >&3; cat <&3" 2>/dev/null || true)
@@ -296,6 +335,19 @@ for mode in $MODES; do
             fi
         done
     done
+    if [ "$STRACE" = 1 ] && [ "$mode" = pinned ]; then
+        say ""
+        say "Syscalls per operation (strace -c -f -p PID over a 2 s run; counts only):"
+        say ""
+        say "| server | scenario | ops | syscalls/op | top syscalls per op |"
+        say "|---|---|---:|---:|---|"
+        for sc in "100 16 1" "100 8 8" "65536 8 8"; do
+            set -- $sc
+            strace_counts memcached "$PA" "$IDA" "$1" "$2" "$3"
+            strace_counts "$B_NAME" "$PB" "$IDB" "$1" "$2" "$3"
+        done
+        say ""
+    fi
     if [ "$MEMCASLAP" = 1 ]; then
         for size in 100 4096; do
             caslap_pairs "B/A" "$PA" "$IDA" "$PB" "$IDB" "$size" "$PAIRS"
