@@ -85,6 +85,9 @@ const WAIT_WRITABLE: u8 = 2;
 const CLOSING: u8 = 4;
 /// On the worker's idle list.
 const LISTED_IDLE: u8 = 8;
+/// The peer has shut down its side (`EPOLLRDHUP`): a short read no longer proves the socket
+/// drained, since the end of stream may wait behind the data; read until it shows.
+const PEER_DONE: u8 = 16;
 
 struct Conn {
     stream: TcpStream,
@@ -200,9 +203,15 @@ impl Worker {
                 let i = event.token().0;
                 // Errors and hang-ups: the next read or send reports them and closes.
                 let failed = event.is_error();
-                let readable = event.is_readable() || event.is_read_closed() || failed;
+                let mut flags = 0;
+                if event.is_readable() || failed {
+                    flags |= MAY_READ;
+                }
+                if event.is_read_closed() {
+                    flags |= MAY_READ | PEER_DONE;
+                }
                 let writable = event.is_writable() || event.is_write_closed() || failed;
-                self.ready(i, readable, writable, &mut trim);
+                self.ready(i, flags, writable, &mut trim);
             }
             if self.ctx.idle.is_empty() {
                 continue;
@@ -258,13 +267,11 @@ impl Worker {
         }
     }
 
-    fn ready(&mut self, i: usize, readable: bool, writable: bool, trim: &mut TrimTracker) {
+    fn ready(&mut self, i: usize, flags: u8, writable: bool, trim: &mut TrimTracker) {
         let Some(Some(conn)) = self.conns.get_mut(i) else {
             return; // closed earlier in this batch of events
         };
-        if readable {
-            conn.flags |= MAY_READ;
-        }
+        conn.flags |= flags;
         if writable {
             conn.flags &= !WAIT_WRITABLE;
         }
@@ -426,7 +433,7 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
             Ok(0) => conn.flags = (conn.flags | CLOSING) & !MAY_READ, // the peer's EOF
             Ok(n) => {
                 ctx.stats.read(n);
-                if n < src.offered {
+                if n < src.offered && conn.flags & PEER_DONE == 0 {
                     conn.flags &= !MAY_READ;
                 }
             }

@@ -1,0 +1,533 @@
+//! The memcached example server under bad and hostile clients (issue 10, item 4), in process:
+//! each test starts a server on 127.0.0.1:0 with 2 workers, talks to it over TCP, checks the
+//! protocol's error response or a closed connection, checks that another client is still served
+//! promptly, and shuts the server down.
+#![allow(dead_code)]
+
+#[path = "../examples/memcached_server/ascii.rs"]
+mod ascii;
+#[path = "../examples/memcached_server/binary.rs"]
+mod binary;
+#[path = "../examples/memcached_server/protocol.rs"]
+mod protocol;
+#[path = "../examples/memcached_server/server.rs"]
+mod server;
+#[path = "../examples/memcached_server/stats.rs"]
+mod stats;
+#[path = "../examples/memcached_server/store.rs"]
+mod store;
+#[path = "../examples/memcached_server/worker.rs"]
+mod worker;
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use server::{Config, ServerHandle};
+
+const MAX_ITEM: usize = 1024 * 1024;
+
+fn start() -> ServerHandle {
+    server::start(Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        threads: 2,
+        memory_limit: 64 * 1024 * 1024,
+        max_item_size: MAX_ITEM,
+    })
+    .expect("server starts")
+}
+
+fn connect(server: &ServerHandle) -> TcpStream {
+    let s = TcpStream::connect(server.local_addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).expect("response bytes");
+    buf
+}
+
+/// Reads an ASCII line (up to and including `\r\n`).
+fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            Ok(_) => panic!(
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Err(e) => panic!(
+                "reading a line: {e} after {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// True if the server closed the connection (EOF or reset) once any bytes before that are read.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timeout: still open
+        }
+    }
+}
+
+mod op {
+    pub const GET: u8 = 0x00;
+    pub const SET: u8 = 0x01;
+    pub const NOOP: u8 = 0x0a;
+}
+
+/// A binary request; `body_len` overrides the true body length (to lie about it).
+fn bin_request(
+    magic: u8,
+    opcode: u8,
+    key: &[u8],
+    extras: &[u8],
+    value: &[u8],
+    body_len: Option<u32>,
+) -> Vec<u8> {
+    let body = (extras.len() + key.len() + value.len()) as u32;
+    let mut r = Vec::with_capacity(24 + body as usize);
+    r.push(magic);
+    r.push(opcode);
+    r.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    r.push(extras.len() as u8);
+    r.push(0); // data type
+    r.extend_from_slice(&[0, 0]); // vbucket
+    r.extend_from_slice(&body_len.unwrap_or(body).to_be_bytes());
+    r.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // opaque
+    r.extend_from_slice(&[0; 8]); // cas
+    r.extend_from_slice(extras);
+    r.extend_from_slice(key);
+    r.extend_from_slice(value);
+    r
+}
+
+fn bin_set(key: &[u8], value: &[u8]) -> Vec<u8> {
+    bin_request(0x80, op::SET, key, &[0; 8], value, None)
+}
+
+fn bin_get(key: &[u8]) -> Vec<u8> {
+    bin_request(0x80, op::GET, key, &[], &[], None)
+}
+
+struct BinResponse {
+    magic: u8,
+    opcode: u8,
+    status: u16,
+    opaque: u32,
+    key_len: usize,
+    extras_len: usize,
+    body: Vec<u8>,
+}
+
+impl BinResponse {
+    fn value(&self) -> &[u8] {
+        &self.body[self.extras_len + self.key_len..]
+    }
+}
+
+fn read_bin(s: &mut TcpStream) -> BinResponse {
+    let h = read_exactly(s, 24);
+    let body_len = u32::from_be_bytes(h[8..12].try_into().unwrap()) as usize;
+    BinResponse {
+        magic: h[0],
+        opcode: h[1],
+        status: u16::from_be_bytes([h[6], h[7]]),
+        opaque: u32::from_be_bytes(h[12..16].try_into().unwrap()),
+        key_len: usize::from(u16::from_be_bytes([h[2], h[3]])),
+        extras_len: usize::from(h[4]),
+        body: read_exactly(s, body_len),
+    }
+}
+
+/// A fresh client stores and reads back a value over ASCII; returns the round-trip time of the
+/// `get`. Panics if the server does not answer correctly.
+fn served(server: &ServerHandle) -> Duration {
+    let mut c = connect(server);
+    c.write_all(b"set probe 0 0 5\r\nhello\r\n").unwrap();
+    assert_eq!(read_line(&mut c), "STORED\r\n");
+    let t = Instant::now();
+    c.write_all(b"get probe\r\n").unwrap();
+    assert_eq!(read_line(&mut c), "VALUE probe 0 5\r\n");
+    let elapsed = t.elapsed();
+    assert_eq!(read_line(&mut c), "hello\r\n");
+    assert_eq!(read_line(&mut c), "END\r\n");
+    elapsed
+}
+
+/// Waits until the server counts `n` open connections (closing is asynchronous).
+fn wait_connections(server: &ServerHandle, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = server.stats().curr_connections.load(Ordering::Relaxed);
+        if open == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server still counts {open} connections, expected {n}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn bytes_read(server: &ServerHandle) -> u64 {
+    server.stats().bytes_read.load(Ordering::Relaxed)
+}
+
+#[test]
+fn binary_wrong_magic_gets_an_error_and_a_close() {
+    let server = start();
+    let mut c = connect(&server);
+    c.write_all(&bin_request(0x80, op::NOOP, b"", &[], &[], None))
+        .unwrap();
+    assert_eq!(read_bin(&mut c).status, 0, "a binary connection");
+    c.write_all(&bin_request(0x42, op::NOOP, b"", &[], &[], None))
+        .unwrap();
+    let r = read_bin(&mut c);
+    assert_eq!(r.magic, 0x81);
+    assert_ne!(r.status, 0, "an error status for magic 0x42");
+    assert!(closed_by_server(&mut c));
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn binary_body_shorter_than_key_and_extras_is_refused() {
+    let server = start();
+    let mut c = connect(&server);
+    // memcached's CVE-2016-8704 class: key 10 + extras 8 in a body of 5.
+    c.write_all(&bin_request(
+        0x80,
+        op::SET,
+        b"0123456789",
+        &[0; 8],
+        b"",
+        Some(5),
+    ))
+    .unwrap();
+    let r = read_bin(&mut c);
+    assert_eq!(r.magic, 0x81);
+    assert_ne!(r.status, 0);
+    assert!(closed_by_server(&mut c));
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn binary_body_length_near_u32_max() {
+    let server = start();
+    // A set claiming a 4 GiB body: refused as too large; the connection swallows what follows
+    // without buffering it.
+    let mut c = connect(&server);
+    c.write_all(&bin_request(
+        0x80,
+        op::SET,
+        b"huge",
+        &[0; 8],
+        b"",
+        Some(u32::MAX),
+    ))
+    .unwrap();
+    let r = read_bin(&mut c);
+    assert_eq!(r.status, 0x0003, "E2BIG");
+    let before = bytes_read(&server);
+    let junk = vec![0xAAu8; 8 * 1024 * 1024];
+    c.write_all(&junk).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bytes_read(&server) < before + junk.len() as u64 {
+        assert!(Instant::now() < deadline, "the server stopped reading");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // A get claiming a 4 GiB body has the wrong shape: an error and a close.
+    let mut g = connect(&server);
+    g.write_all(&bin_request(
+        0x80,
+        op::GET,
+        b"k",
+        &[],
+        b"",
+        Some(u32::MAX - 1),
+    ))
+    .unwrap();
+    assert_ne!(read_bin(&mut g).status, 0);
+    assert!(closed_by_server(&mut g));
+    served(&server);
+    drop(c);
+    server.shutdown();
+}
+
+#[test]
+fn lengths_above_the_item_limit_are_refused_and_swallowed() {
+    let server = start();
+    // Binary: E2BIG, the value's bytes are discarded, the next request is answered.
+    let mut c = connect(&server);
+    let big = vec![b'v'; MAX_ITEM + 1];
+    let mut req = bin_set(b"big", &big);
+    req.extend_from_slice(&bin_get(b"big"));
+    c.write_all(&req).unwrap();
+    assert_eq!(read_bin(&mut c).status, 0x0003, "E2BIG");
+    assert_eq!(read_bin(&mut c).status, 0x0001, "not stored: not found");
+
+    // ASCII: SERVER_ERROR, the data block is discarded, the next command is answered.
+    let mut a = connect(&server);
+    a.write_all(format!("set big 0 0 {}\r\n", MAX_ITEM + 1).as_bytes())
+        .unwrap();
+    a.write_all(&big).unwrap();
+    a.write_all(b"\r\nget big\r\n").unwrap();
+    assert_eq!(
+        read_line(&mut a),
+        "SERVER_ERROR object too large for cache\r\n"
+    );
+    assert_eq!(read_line(&mut a), "END\r\n");
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn unknown_binary_opcode_gets_unknown_command() {
+    let server = start();
+    let mut c = connect(&server);
+    let mut req = bin_request(0x80, 0xEE, b"key", &[1, 2, 3, 4], b"body", None);
+    req.extend_from_slice(&bin_request(0x80, op::NOOP, b"", &[], &[], None));
+    c.write_all(&req).unwrap();
+    let r = read_bin(&mut c);
+    assert_eq!((r.opcode, r.status), (0xEE, 0x0081));
+    let noop = read_bin(&mut c);
+    assert_eq!((noop.opcode, noop.status), (op::NOOP, 0));
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn garbage_ascii_gets_error() {
+    let server = start();
+    let mut c = connect(&server);
+    c.write_all(b"\x01\x02\xff garbage \x00 line\r\nversion\r\n")
+        .unwrap();
+    assert_eq!(read_line(&mut c), "ERROR\r\n");
+    assert!(read_line(&mut c).starts_with("VERSION "));
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn overlong_keys_are_refused() {
+    let server = start();
+    let key = "k".repeat(251);
+    let mut a = connect(&server);
+    a.write_all(format!("get {key}\r\nset {key} 0 0 1\r\nx\r\n").as_bytes())
+        .unwrap();
+    assert!(read_line(&mut a).starts_with("CLIENT_ERROR"));
+    // Binary: the key length is refused before anything else is looked at.
+    let mut b = connect(&server);
+    b.write_all(&bin_get(key.as_bytes())).unwrap();
+    assert_ne!(read_bin(&mut b).status, 0);
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn a_line_without_crlf_is_refused_and_closed() {
+    let server = start();
+    let mut c = connect(&server);
+    // Far more than any command line; the server must not buffer it all.
+    let endless = vec![b'a'; 4 * 1024 * 1024];
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        thread::spawn(move || w.write_all(&endless)) // fails once the server closes
+    };
+    assert_eq!(read_line(&mut c), "CLIENT_ERROR line too long\r\n");
+    assert!(closed_by_server(&mut c));
+    assert!(
+        writer.join().unwrap().is_err(),
+        "the server closed before reading 4 MiB"
+    );
+    assert!(bytes_read(&server) < 4 * 1024 * 1024);
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn a_peer_closing_mid_request_is_dropped() {
+    let server = start();
+    let _keep = connect(&server);
+    for partial in [
+        // Half a binary header; a header and half its value; half an ASCII data block.
+        bin_set(b"key", b"value")[..12].to_vec(),
+        bin_set(b"key", &[7; 1000])[..500].to_vec(),
+        b"set key 0 0 100\r\nabc".to_vec(),
+        b"get ke".to_vec(),
+    ] {
+        let mut c = connect(&server);
+        c.write_all(&partial).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        assert!(closed_by_server(&mut c));
+        drop(c);
+    }
+    wait_connections(&server, 1);
+    served(&server);
+    server.shutdown();
+}
+
+#[test]
+fn a_peer_closing_mid_response_is_dropped() {
+    let server = start();
+    let value = vec![b'z'; 512 * 1024];
+    let mut c = connect(&server);
+    c.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut c).status, 0);
+    // 64 responses of 512 KiB: far more than the socket buffers hold. Read a little, then
+    // close with data unread (the kernel sends a reset).
+    let mut req = Vec::new();
+    for _ in 0..64 {
+        req.extend_from_slice(&bin_get(b"big"));
+    }
+    c.write_all(&req).unwrap();
+    read_exactly(&mut c, 100_000);
+    drop(c);
+    wait_connections(&server, 0);
+    served(&server);
+    server.shutdown();
+}
+
+/// Connects with a receive buffer of `rcvbuf` bytes (set before connecting, so the window is
+/// small from the start).
+fn connect_small_rcvbuf(server: &ServerHandle, rcvbuf: usize) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(rcvbuf).unwrap();
+    sock.connect(&server.local_addr().into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from() {
+    let server = start();
+    let value: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    let gets_before = server.stats().cmd_get.load(Ordering::Relaxed);
+
+    // Send GETs for the 512 KiB value until the socket stops taking them (the server stopped
+    // reading), never reading a response.
+    let hog = connect_small_rcvbuf(&server, 4096);
+    hog.set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let batch: Vec<u8> = (0..1000).flat_map(|_| bin_get(b"big")).collect();
+    let mut sent_gets = 0usize;
+    let mut w = &hog;
+    let blocked = loop {
+        match w.write(&batch) {
+            Ok(n) => sent_gets += n / 28,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break true
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+        if sent_gets > 2_000_000 {
+            break false;
+        }
+    };
+    assert!(blocked, "the server kept reading {sent_gets} GETs");
+    assert!(
+        sent_gets >= 2000,
+        "thousands of GETs pipelined ({sent_gets})"
+    );
+
+    // The connection is no longer read from: bytes_read stays put...
+    let read_then = bytes_read(&server);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(bytes_read(&server), read_then, "the server still reads");
+    // ...and only about a high water mark's worth of GETs was executed, not thousands.
+    let executed = server.stats().cmd_get.load(Ordering::Relaxed) - gets_before;
+    let bound = (worker::HIGH_WATER + 16 * 1024 * 1024) / value.len();
+    assert!(
+        (executed as usize) < bound,
+        "{executed} GETs executed of {sent_gets} sent (bound {bound})"
+    );
+
+    // Another client is answered at once meanwhile.
+    let rtt = served(&server);
+    assert!(rtt < Duration::from_millis(250), "answered in {rtt:?}");
+    drop(hog);
+    wait_connections(&server, 1);
+    drop(setup);
+    server.shutdown();
+}
+
+#[test]
+fn a_slow_reader_gets_every_byte_while_others_are_served() {
+    let server = start();
+    const PAIRS: usize = 200;
+    const SIZE: usize = 512 * 1024;
+    let value_of = |i: usize| -> Vec<u8> {
+        (0..SIZE)
+            .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
+            .collect()
+    };
+    let c = connect_small_rcvbuf(&server, 4096);
+    let mut reader = c.try_clone().unwrap();
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        thread::spawn(move || -> io::Result<()> {
+            for i in 0..PAIRS {
+                let key = format!("slow-{i}");
+                w.write_all(&bin_set(key.as_bytes(), &value_of(i)))?;
+                w.write_all(&bin_get(key.as_bytes()))?;
+            }
+            Ok(())
+        })
+    };
+    let read_at_start = Instant::now();
+    let mut worst_rtt = Duration::ZERO;
+    for i in 0..PAIRS {
+        let set = read_bin(&mut reader);
+        assert_eq!((set.opcode, set.status), (op::SET, 0), "set {i}");
+        let get = read_bin(&mut reader);
+        assert_eq!((get.opcode, get.status), (op::GET, 0), "get {i}");
+        assert!(get.value() == value_of(i).as_slice(), "value {i} differs");
+        assert_eq!(get.opaque, 0x1234_5678);
+        if i % 50 == 25 {
+            worst_rtt = worst_rtt.max(served(&server));
+        }
+    }
+    writer.join().unwrap().unwrap();
+    assert!(
+        worst_rtt < Duration::from_millis(250),
+        "another client waited {worst_rtt:?}"
+    );
+    eprintln!(
+        "slow reader: {PAIRS} × 512 KiB set+get in {:?}, other client's worst get {worst_rtt:?}",
+        read_at_start.elapsed()
+    );
+    drop((c, reader));
+    server.shutdown();
+}
+
+#[test]
+fn shutdown_closes_connections_and_joins() {
+    let server = start();
+    let mut c = connect(&server);
+    c.write_all(b"version\r\n").unwrap();
+    assert!(read_line(&mut c).starts_with("VERSION "));
+    server.shutdown();
+    assert!(closed_by_server(&mut c));
+}
