@@ -1,9 +1,12 @@
 //! Fuzz targets for `sendbuf` (see `README.md`).
 //!
-//! The model lives in [`model`], one file that `tests/prop_model.rs` and
-//! `tests/fuzz_regressions.rs` also include by path, so `cargo test` runs the same checks on
-//! proptest-generated sequences and on the reproductions of past crashes.
+//! The models live in [`model`] (`WriteBuffer`) and [`read_model`] (`ReadBuffer`), files that
+//! `tests/prop_model.rs`, `tests/prop_read_buffer.rs` and `tests/fuzz_regressions.rs` also
+//! include by path, so `cargo test` runs the same checks on proptest-generated sequences and on
+//! the reproductions of past crashes.
 
 pub mod model;
+pub mod read_model;
 
 pub use model::{run, Input};
+pub use read_model::ReadInput;
