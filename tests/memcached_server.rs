@@ -155,9 +155,14 @@ fn read_bin(s: &mut TcpStream) -> BinResponse {
     }
 }
 
-/// A fresh client stores and reads back a value over ASCII; returns the round-trip time of the
-/// `get`. Panics if the server does not answer correctly.
+/// Two fresh clients (the acceptor deals connections round-robin, so one lands on each of the
+/// two workers, including the one serving the misbehaving client) store and read back a value
+/// over ASCII; returns the slower `get` round trip. Panics if the server answers wrongly.
 fn served(server: &ServerHandle) -> Duration {
+    served_once(server).max(served_once(server))
+}
+
+fn served_once(server: &ServerHandle) -> Duration {
     let mut c = connect(server);
     c.write_all(b"set probe 0 0 5\r\nhello\r\n").unwrap();
     assert_eq!(read_line(&mut c), "STORED\r\n");
@@ -431,12 +436,14 @@ fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from() {
     let hog = connect_small_rcvbuf(&server, 4096);
     hog.set_write_timeout(Some(Duration::from_millis(300)))
         .unwrap();
+    const GET_LEN: usize = 24 + 3;
     let batch: Vec<u8> = (0..1000).flat_map(|_| bin_get(b"big")).collect();
+    assert_eq!(batch.len(), 1000 * GET_LEN);
     let mut sent_gets = 0usize;
     let mut w = &hog;
     let blocked = loop {
         match w.write(&batch) {
-            Ok(n) => sent_gets += n / 28,
+            Ok(n) => sent_gets += n / GET_LEN,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 break true
             }
@@ -458,7 +465,9 @@ fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from() {
     assert_eq!(bytes_read(&server), read_then, "the server still reads");
     // ...and only about a high water mark's worth of GETs was executed, not thousands.
     let executed = server.stats().cmd_get.load(Ordering::Relaxed) - gets_before;
-    let bound = (worker::HIGH_WATER + 16 * 1024 * 1024) / value.len();
+    // The 4 MiB high water mark holds 8 responses; the kernel's socket buffers a few more.
+    // A fixed figure, not one computed from the mark, so a loop ignoring the mark fails here.
+    let bound = 64;
     assert!(
         (executed as usize) < bound,
         "{executed} GETs executed of {sent_gets} sent (bound {bound})"

@@ -58,6 +58,10 @@ const SCRATCH_CHUNK: usize = 16 * 1024;
 const POOL_BUFFERS: usize = 32;
 /// Empty buffer pairs kept for connections that become active again.
 const SPARE_PAIRS: usize = 64;
+/// Reads one pass over a connection makes before the worker turns to the others; a connection
+/// with more to read is driven again after the current batch of events (memcached's
+/// `reqs_per_event`).
+const READ_BUDGET: usize = 16;
 /// Buffers freed or connections closed since the last `malloc_trim` that make another worth it.
 const TRIM_AFTER: u64 = 64;
 
@@ -136,6 +140,8 @@ struct Ctx {
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Buffers>>,
     idle: Vec<usize>,
+    /// Connections that used up their read budget with more to read.
+    yielded: Vec<usize>,
     stats: Arc<Stats>,
     read_max: usize,
     iov_max: usize,
@@ -169,6 +175,7 @@ impl Worker {
                 pool,
                 spare: Vec::new(),
                 idle: Vec::new(),
+                yielded: Vec::new(),
                 stats,
                 read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
                 iov_max: GatherLimit::default().iovecs(),
@@ -182,7 +189,9 @@ impl Worker {
         let mut last_sweep = Instant::now();
         let mut trim = TrimTracker::default();
         while !self.stop.load(Ordering::Relaxed) {
-            let timeout = if self.ctx.idle.is_empty() {
+            let timeout = if !self.ctx.yielded.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.ctx.idle.is_empty() {
                 None
             } else {
                 Some(SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed()))
@@ -212,6 +221,10 @@ impl Worker {
                 }
                 let writable = event.is_writable() || event.is_write_closed() || failed;
                 self.ready(i, flags, writable, &mut trim);
+            }
+            let yielded = std::mem::take(&mut self.ctx.yielded);
+            for &i in &yielded {
+                self.ready(i, 0, false, &mut trim);
             }
             if self.ctx.idle.is_empty() {
                 continue;
@@ -383,6 +396,7 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
         conn.bufs = Some(ctx.buffers());
     }
     let bufs = conn.bufs.as_mut().expect("just ensured");
+    let mut reads = 0;
     loop {
         // 1. Every complete request already buffered (unless the output is backed up).
         if conn.flags & CLOSING == 0
@@ -425,6 +439,11 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
         if bufs.wb.is_backed_up() || conn.flags & MAY_READ == 0 {
             break;
         }
+        if reads == READ_BUDGET {
+            ctx.yielded.push(slot); // fairness: come back after the others
+            break;
+        }
+        reads += 1;
         let mut src = Offered {
             stream: &conn.stream,
             offered: 0,
