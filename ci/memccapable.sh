@@ -17,6 +17,12 @@ cargo build --release --example memcached_server
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 server="$target_dir/release/examples/memcached_server"
 
+# The command line: --help succeeds, a bad argument is refused with usage and status 2.
+"$server" --help | grep -q -- '--max-item-size' || { echo "--help does not print usage" >&2; exit 1; }
+status=0
+"$server" --threads zero 2>/dev/null || status=$?
+[ "$status" -eq 2 ] || { echo "a bad argument exited with $status, not 2" >&2; exit 1; }
+
 work="$(mktemp -d)"
 server_pid=""
 cleanup() {
