@@ -11,8 +11,9 @@
 #     median ratio (min-max) of ops/s and of server CPU us/op (/proc/PID/stat utime+stime over
 #     the counted window);
 #   * memcaslap -B (depth 1, 100 B and 4 KiB) as a third-party client, ABBA pairs too;
-#   * the loopback stream ceiling (loadgen --stream-ceiling, 2 streams) measured in the same run,
-#     around the unpinned 64 KiB runs, and the fraction of it the 64 KiB c8d8 runs reach;
+#   * the loopback stream ceiling (loadgen --stream-ceiling, 2 streams, 1 MiB writes, 256 KiB
+#     page-aligned reads) measured after each pair of the unpinned 64 KiB c8d8 runs, and the
+#     fraction of it the example server's run of that pair reaches (values moved per second);
 #   * syscalls per operation of both servers (strace -c -f, pinned, counts only);
 #   * resident memory per idle connection: VmRSS before and after 5,000 connections each fetched
 #     a 64 KiB value and stay open, divided by 5,000 (fresh servers, 2 workers).
@@ -27,7 +28,8 @@
 #   STRACE [1]: syscalls per op of both servers (strace -c, pinned, 100 B and 64 KiB)
 #   KEYS [1000]  B [example]: the server under test; B=memcached compares three memcacheds
 #   (A/A only), for working on this script without the example server.
-#   CARGO_TARGET_DIR [target]; LOG [a temp dir]: every raw output line is kept there.
+#   CARGO_TARGET_DIR [target]; LOG [a temp dir]: every raw output line is kept there;
+#   SRC_REV: the revision to print when the tree is not a git checkout.
 # Every process the script starts is stopped on exit (trap), by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -169,7 +171,7 @@ run_loadgen() {
 # conns depth pairs. Sets LAST_B_MBPS (median of B's value MB/s).
 pairs() {
     local label=$1 pa=$2 ida=$3 pb=$4 idb=$5 size=$6 conns=$7 depth=$8 n=$9
-    local i ra=() rb=() ca=() cb=() r_ops=() r_cpu=() bad_a=0 bad_b=0 mb=()
+    local i ra=() rb=() ca=() cb=() r_ops=() r_cpu=() bad_a=0 bad_b=0 mb=() ceil=() frac=()
     for i in $(seq "$n"); do
         local order="A B"
         [ $((i % 2)) = 0 ] && order="B A"
@@ -189,12 +191,20 @@ pairs() {
         ra+=("$a_ops"); rb+=("$b_ops"); ca+=("$a_cpu"); cb+=("$b_cpu")
         r_ops+=("$(div "$b_ops" "$a_ops")")
         r_cpu+=("$(div "$b_cpu" "$a_cpu")")
+        if [ "${CEIL_EACH:-0}" = 1 ]; then
+            ceiling
+            ceil+=("$GBPS")
+            frac+=("$(div "$(div "${mb[-1]}" 1000)" "$GBPS")")
+        fi
     done
     LAST_B_MBPS=$(median "${mb[@]}")
     say "$(printf '| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %s |' \
         "$label" "$size B c${conns}d$depth" "$(median "${ra[@]}")" "$(median "${rb[@]}")" \
         "$(stats "${r_ops[@]}")" "$(median "${ca[@]}")" "$(median "${cb[@]}")" \
         "$(stats "${r_cpu[@]}")" "$bad_a/$bad_b")"
+    if [ "${CEIL_EACH:-0}" = 1 ]; then
+        say "| ceiling | loopback, 2 streams, one run after each pair: $(stats "${ceil[@]}") GB/s | | B: $(awk -v m="$LAST_B_MBPS" 'BEGIN { printf "%.2f", m / 1000 }') GB/s of values | B / ceiling of its pair: $(stats "${frac[@]}") | | | | |"
+    fi
 }
 
 # ---- memcaslap ------------------------------------------------------------------------------
@@ -281,7 +291,8 @@ server_stats() { # port -> a few counters from the ASCII `stats` command
 }
 
 # ---- build -----------------------------------------------------------------------------------
-say "# vs_memcached $(date -u '+%Y-%m-%d %H:%M UTC') at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+REV=${SRC_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
+say "# vs_memcached $(date -u '+%Y-%m-%d %H:%M UTC') at $REV"
 say "# PAIRS=$PAIRS SECS=$SECS WARMUP=$WARMUP AA=$AA AA_PAIRS=$AA_PAIRS SIZES='$SIZES' SHAPES='$SHAPES' MODES='$MODES' KEYS=$KEYS B=$B; raw output in $LOG"
 say "# machine: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg); memcached $(memcached -V | cut -d' ' -f2)"
 if [ "$B" = example ]; then
@@ -298,8 +309,6 @@ B_NAME=example
 [ "$B" = example ] || B_NAME=memcached
 
 # ---- side by side, per placement ------------------------------------------------------------
-CEILINGS=()
-FRACTIONS=()
 for mode in $MODES; do
     if [ "$mode" = pinned ]; then
         SRV_PREFIX=(taskset -c 1); CLIENT_PREFIX=(taskset -c 0); W=1; CLIENT_THREADS=1
@@ -323,16 +332,11 @@ for mode in $MODES; do
                 pairs "A'/A" "$PA" "$IDA" "$PA2" "$IDA2" "$size" "$conns" "$depth" "$AA_PAIRS"
             fi
             first=0
-            big=0
-            [ "$mode" = unpinned ] && [ "$size" = 65536 ] && [ "$depth" -gt 1 ] && [ "$CEILING" = 1 ] && big=1
-            if [ "$big" = 1 ]; then ceiling; CEILINGS+=("$GBPS"); fi
+            CEIL_EACH=0
+            [ "$mode" = unpinned ] && [ "$size" = 65536 ] && [ "$depth" -gt 1 ] && [ "$CEILING" = 1 ] \
+                && CEIL_EACH=1
             pairs "B/A" "$PA" "$IDA" "$PB" "$IDB" "$size" "$conns" "$depth" "$PAIRS"
-            if [ "$big" = 1 ]; then
-                ceiling; CEILINGS+=("$GBPS")
-                FRACTIONS+=("$(awk -v mb="$LAST_B_MBPS" -v a="${CEILINGS[-2]}" -v b="${CEILINGS[-1]}" \
-                    'BEGIN { c = (a > b) ? a : b; if (c > 0) printf "%.2f", mb / 1000 / c; else print "nan" }')")
-                say "| ceiling | loopback 2 streams before/after | ${CEILINGS[-2]} GB/s | ${CEILINGS[-1]} GB/s | B 64 KiB c8d8 values: $(awk -v m="$LAST_B_MBPS" 'BEGIN{printf "%.2f", m/1000}') GB/s = ${FRACTIONS[-1]} of the higher ceiling | | | | |"
-            fi
+            CEIL_EACH=0
         done
     done
     if [ "$STRACE" = 1 ] && [ "$mode" = pinned ]; then

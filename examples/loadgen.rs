@@ -17,7 +17,8 @@
 //! cargo run --release --example loadgen -- --server 127.0.0.1:11211 \
 //!     [--threads 1] [--conns 16] [--depth 1] [--value-size 100] [--keys 1000] \
 //!     [--get-ratio 0.9] [--duration 3] [--warmup 1] [--no-populate] [--populate-only]
-//! cargo run --release --example loadgen -- --stream-ceiling [--streams 2] [--duration 3]
+//! cargo run --release --example loadgen -- --stream-ceiling [--streams 2] [--chunk 1048576] \
+//!     [--duration 3]
 //! cargo run --release --example loadgen -- --server ADDR --idle-conns 5000 --value-size 65536 \
 //!     --keys 1 [--hold 5]
 //! ```
@@ -37,7 +38,8 @@
 //!
 //! Two helper modes for `bench/vs_memcached.sh`:
 //! * `--stream-ceiling`: the loopback TCP ceiling of this machine, `--streams` senders writing
-//!   1 MiB chunks to page-aligned receivers (prints `stream_gbps=…`, 10^9 bytes per second);
+//!   `--chunk` bytes (default 1 MiB) per `write`, read in 256 KiB `read`s (as the load run reads)
+//!   into page-aligned receivers (prints `stream_gbps=…`, 10^9 bytes per second);
 //! * `--idle-conns N`: opens N connections, each GETs key 0 (expects a hit of `--value-size`
 //!   bytes), prints `idle_ready conns=N`, then holds them open and idle for `--hold` seconds.
 
@@ -77,7 +79,7 @@ fn usage() -> &'static str {
     "usage: loadgen --server 127.0.0.1:PORT [--threads T] [--conns C (total)] [--depth D]\n\
      \x20              [--value-size B] [--keys K] [--get-ratio R] [--duration S] [--warmup S]\n\
      \x20              [--seed N] [--no-populate | --populate | --populate-only] [--cpu-pid PID]\n\
-     \x20      loadgen --stream-ceiling [--streams N] [--duration S] [--warmup S]\n\
+     \x20      loadgen --stream-ceiling [--streams N] [--chunk B] [--duration S] [--warmup S]\n\
      \x20      loadgen --server ADDR --idle-conns N [--value-size B] [--hold S] [--no-populate]"
 }
 
@@ -101,6 +103,7 @@ struct Args {
     idle_conns: usize,
     hold: f64,
     cpu_pid: Option<u32>,
+    chunk: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -122,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
         idle_conns: 0,
         hold: 5.0,
         cpu_pid: None,
+        chunk: 1 << 20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -161,6 +165,7 @@ fn parse_args() -> Result<Args, String> {
             "--streams" => a.streams = num(&name, value(&name)?)?,
             "--idle-conns" => a.idle_conns = num(&name, value(&name)?)?,
             "--hold" => a.hold = num(&name, value(&name)?)?,
+            "--chunk" => a.chunk = num(&name, value(&name)?)?,
             "--cpu-pid" => a.cpu_pid = Some(num(&name, value(&name)?)?),
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown argument {arg:?}")),
@@ -204,6 +209,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.streams == 0 || a.streams > 64 {
         return Err("--streams must be 1..=64".into());
+    }
+    if a.chunk == 0 || a.chunk > 64 << 20 {
+        return Err("--chunk must be 1..=64 MiB".into());
     }
     if a.idle_conns > 1_000_000 {
         return Err("--idle-conns must be at most 1000000".into());
@@ -1061,7 +1069,7 @@ fn process_cpu(pid: u32) -> io::Result<Duration> {
 // --stream-ceiling
 
 fn stream_ceiling(args: &Args) -> io::Result<ExitCode> {
-    const CHUNK: usize = 1 << 20;
+    let chunk = args.chunk;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let start = Instant::now();
@@ -1073,7 +1081,7 @@ fn stream_ceiling(args: &Args) -> io::Result<ExitCode> {
         let mut tx = TcpStream::connect(addr)?;
         let (mut rx, _) = listener.accept()?;
         senders.push(thread::spawn(move || -> io::Result<()> {
-            let mut src = AlignedBuf::new(CHUNK);
+            let mut src = AlignedBuf::new(chunk);
             src.as_mut().fill(0x5a);
             let src = src.as_mut();
             while Instant::now() < stop {
@@ -1082,7 +1090,7 @@ fn stream_ceiling(args: &Args) -> io::Result<ExitCode> {
             tx.shutdown(Shutdown::Write)
         }));
         receivers.push(thread::spawn(move || -> io::Result<u64> {
-            let mut buf = AlignedBuf::new(CHUNK);
+            let mut buf = AlignedBuf::new(RECV_BUF);
             let buf = buf.as_mut();
             let mut counted = 0u64;
             loop {
@@ -1116,9 +1124,10 @@ fn stream_ceiling(args: &Args) -> io::Result<ExitCode> {
         args.streams, args.duration
     );
     println!(
-        "loadgen: loopback TCP ceiling {gbps:.2} GB/s with {} stream(s) of 1 MiB writes into \
+        "loadgen: loopback TCP ceiling {gbps:.2} GB/s with {} stream(s) of {} KiB writes into \
          page-aligned receivers",
-        args.streams
+        args.streams,
+        args.chunk >> 10
     );
     Ok(ExitCode::SUCCESS)
 }
