@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use sendbuf::{LimitError, WriteBuffer};
 
-use crate::protocol::{pin, put, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
+use crate::protocol::{pin, put, put_dec, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
 use crate::stats::{bump, VERSION};
 use crate::store::{DeleteResult, DeltaResult, Mode, StoreResult};
 
@@ -146,7 +146,7 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, L
                     }
                 }
             }
-            bump(&env.stats.cmd_flush);
+            bump(&env.stats.local().cmd_flush);
             env.store.flush_all(i64::from(delay));
             reply(out, noreply, b"OK\r\n")?;
         }
@@ -204,7 +204,8 @@ fn get(
     if keys().any(|k| k.len() > KEY_MAX) {
         return put(out, BAD_FORMAT);
     }
-    let stats = &*env.stats;
+    let stats = env.stats.local();
+    let mut crlf = false;
     for key in keys() {
         let item = match touch {
             Some(exptime) => {
@@ -229,19 +230,36 @@ fn get(
             }
         };
         let Some(item) = item else { continue };
+        // Header (after the previous value's "\r\n"), then the value: copied into the same
+        // commit if short, pinned by reference otherwise (its "\r\n" then goes with the next
+        // header or the END).
+        let copy = item.value.len() < out.flatten_threshold();
         let mut f = out.format();
+        if crlf {
+            f.put_slice(b"\r\n");
+        }
         f.put_slice(b"VALUE ");
         f.put_slice(key);
+        f.put_u8(b' ');
+        put_dec(&mut f, u64::from(item.flags));
+        f.put_u8(b' ');
+        put_dec(&mut f, item.value.len() as u64);
         if with_cas {
-            let _ = write!(f, " {} {} {}\r\n", item.flags, item.value.len(), item.cas);
-        } else {
-            let _ = write!(f, " {} {}\r\n", item.flags, item.value.len());
+            f.put_u8(b' ');
+            put_dec(&mut f, item.cas);
+        }
+        f.put_slice(b"\r\n");
+        if copy {
+            f.put_slice(&item.value);
+            f.put_slice(b"\r\n");
         }
         f.try_commit()?;
-        pin(out, item.value.clone())?;
-        put(out, b"\r\n")?;
+        crlf = !copy;
+        if !copy {
+            pin(out, item.value.clone())?;
+        }
     }
-    put(out, b"END\r\n")
+    put(out, if crlf { b"\r\nEND\r\n" } else { b"END\r\n" })
 }
 
 /// `set`/`add`/`replace`/`append`/`prepend`/`cas`: validates the line, waits for the data
@@ -278,7 +296,7 @@ fn update(
     };
     let total = line_len + vlen + 2;
     if vlen > env.limits.max_item_size || total > env.limits.max_request() {
-        bump(&env.stats.cmd_set);
+        bump(&env.stats.local().cmd_set);
         if mode == Mode::Set {
             // As memcached: a failed set must not leave the old value readable.
             env.store.delete(key, 0);
@@ -294,15 +312,15 @@ fn update(
         reply(out, noreply, b"CLIENT_ERROR bad data chunk\r\n")?;
         return Ok(Step::Done(total));
     }
-    bump(&env.stats.cmd_set);
+    bump(&env.stats.local().cmd_set);
     let result = env
         .store
         .store(mode, key, data, flags, i64::from(exptime), cas);
     if mode == Mode::Cas {
         match result {
-            StoreResult::Stored(_) => bump(&env.stats.cas_hits),
-            StoreResult::Exists => bump(&env.stats.cas_badval),
-            StoreResult::NotFound => bump(&env.stats.cas_misses),
+            StoreResult::Stored(_) => bump(&env.stats.local().cas_hits),
+            StoreResult::Exists => bump(&env.stats.local().cas_badval),
+            StoreResult::NotFound => bump(&env.stats.local().cas_misses),
             _ => {}
         }
     }
@@ -332,7 +350,7 @@ fn delta(env: &Env, t: &Tokens<'_>, incr: bool, out: &mut WriteBuffer) -> Result
             b"CLIENT_ERROR invalid numeric delta argument\r\n",
         );
     };
-    let stats = &*env.stats;
+    let stats = env.stats.local();
     let (hits, misses) = if incr {
         (&stats.incr_hits, &stats.incr_misses)
     } else {
@@ -343,7 +361,8 @@ fn delta(env: &Env, t: &Tokens<'_>, incr: bool, out: &mut WriteBuffer) -> Result
             bump(hits);
             if !noreply {
                 let mut f = out.format();
-                let _ = write!(f, "{n}\r\n");
+                put_dec(&mut f, n);
+                f.put_slice(b"\r\n");
                 f.try_commit()?;
             }
             Ok(())
@@ -382,11 +401,11 @@ fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitE
     }
     match env.store.delete(key, 0) {
         DeleteResult::Deleted => {
-            bump(&env.stats.delete_hits);
+            bump(&env.stats.local().delete_hits);
             reply(out, noreply, b"DELETED\r\n")
         }
         _ => {
-            bump(&env.stats.delete_misses);
+            bump(&env.stats.local().delete_misses);
             reply(out, noreply, b"NOT_FOUND\r\n")
         }
     }
@@ -402,12 +421,12 @@ fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitEr
     let Some(exptime) = parse_i32(t.get(2)) else {
         return reply(out, noreply, b"CLIENT_ERROR invalid exptime argument\r\n");
     };
-    bump(&env.stats.cmd_touch);
+    bump(&env.stats.local().cmd_touch);
     if env.store.touch(key, i64::from(exptime)).is_some() {
-        bump(&env.stats.touch_hits);
+        bump(&env.stats.local().touch_hits);
         reply(out, noreply, b"TOUCHED\r\n")
     } else {
-        bump(&env.stats.touch_misses);
+        bump(&env.stats.local().touch_misses);
         reply(out, noreply, b"NOT_FOUND\r\n")
     }
 }

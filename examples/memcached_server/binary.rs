@@ -9,6 +9,8 @@
 
 use sendbuf::{LimitError, WriteBuffer};
 
+use std::sync::Arc;
+
 use crate::protocol::{pin, Env, Step, KEY_MAX};
 use crate::stats::{bump, VERSION};
 use crate::store::{DeleteResult, DeltaResult, Mode, StoreResult};
@@ -120,8 +122,9 @@ impl Header {
     }
 }
 
-/// Formats one response: header, extras, key and a small body, all in scratch; a value, if
-/// any, is pinned after it by the caller (`value_len` counts it in the body length).
+/// Formats one response: header, extras, key and a small body, all in scratch in one commit.
+/// A `value`, if any, follows: copied into the same commit if it is shorter than the buffer's
+/// flatten threshold, pinned by reference otherwise.
 #[allow(clippy::too_many_arguments)]
 fn respond(
     out: &mut WriteBuffer,
@@ -131,28 +134,39 @@ fn respond(
     extras: &[u8],
     key: &[u8],
     body: &[u8],
-    value_len: usize,
+    value: Option<&Arc<[u8]>>,
 ) -> Result<(), LimitError> {
+    let value_len = value.map_or(0, |v| v.len());
     let bodylen = extras.len() + key.len() + body.len() + value_len;
+    let mut head = [0u8; HEADER_LEN];
+    head[0] = RES_MAGIC;
+    head[1] = h.opcode;
+    head[2..4].copy_from_slice(&(key.len() as u16).to_be_bytes());
+    head[4] = extras.len() as u8;
+    // head[5]: datatype, raw bytes.
+    head[6..8].copy_from_slice(&status.to_be_bytes());
+    head[8..12].copy_from_slice(&(bodylen as u32).to_be_bytes());
+    head[12..16].copy_from_slice(&h.opaque.to_be_bytes());
+    head[16..24].copy_from_slice(&cas.to_be_bytes());
+    let copy_value = value_len < out.flatten_threshold();
     let mut f = out.format();
-    f.put_u8(RES_MAGIC);
-    f.put_u8(h.opcode);
-    f.put_u16(key.len() as u16);
-    f.put_u8(extras.len() as u8);
-    f.put_u8(0); // datatype: raw bytes
-    f.put_u16(status);
-    f.put_u32(bodylen as u32);
-    f.put_u32(h.opaque);
-    f.put_u64(cas);
+    f.put_slice(&head);
     f.put_slice(extras);
     f.put_slice(key);
     f.put_slice(body);
-    f.try_commit()
+    if let (true, Some(v)) = (copy_value, value) {
+        f.put_slice(v);
+    }
+    f.try_commit()?;
+    match value {
+        Some(v) if !copy_value => pin(out, v.clone()),
+        _ => Ok(()),
+    }
 }
 
 /// An error response: the status and memcached's text for it.
 fn error(out: &mut WriteBuffer, h: &Header, status: u16) -> Result<(), LimitError> {
-    respond(out, h, status, 0, &[], &[], message(status), 0)
+    respond(out, h, status, 0, &[], &[], message(status), None)
 }
 
 /// The non-quiet command a quiet opcode stands for, and whether it was quiet.
@@ -237,7 +251,7 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, L
             return Ok(Step::Need(head_len));
         };
         let key = &req[HEADER_LEN + ext_len..];
-        bump(&env.stats.cmd_set);
+        bump(&env.stats.local().cmd_set);
         if cmd == op::SET {
             // As memcached: a failed set must not leave the old value readable.
             env.store.delete(key, 0);
@@ -281,7 +295,7 @@ fn execute(
     out: &mut WriteBuffer,
 ) -> Result<bool, LimitError> {
     let store = &*env.store;
-    let stats = &*env.stats;
+    let stats = env.stats.local();
     match cmd {
         op::GET | op::GETK | op::TOUCH | op::GAT | op::GATK => {
             let touch = matches!(cmd, op::TOUCH | op::GAT | op::GATK);
@@ -304,19 +318,12 @@ fn execute(
                 Some(item) => {
                     let flags = item.flags.to_be_bytes();
                     let rkey = if with_key { key } else { &[][..] };
-                    let vlen = if cmd == op::TOUCH {
-                        0
-                    } else {
-                        item.value.len()
-                    };
-                    respond(out, h, status::SUCCESS, item.cas, &flags, rkey, &[], vlen)?;
-                    if vlen > 0 {
-                        pin(out, item.value.clone())?;
-                    }
+                    let value = (cmd != op::TOUCH).then_some(&item.value);
+                    respond(out, h, status::SUCCESS, item.cas, &flags, rkey, &[], value)?;
                 }
                 None if quiet => {}
                 None if with_key => {
-                    respond(out, h, status::KEY_ENOENT, 0, &[], key, &[], 0)?;
+                    respond(out, h, status::KEY_ENOENT, 0, &[], key, &[], None)?;
                 }
                 None => error(out, h, status::KEY_ENOENT)?,
             }
@@ -348,7 +355,7 @@ fn execute(
             match result {
                 StoreResult::Stored(cas) => {
                     if !quiet {
-                        respond(out, h, status::SUCCESS, cas, &[], &[], &[], 0)?;
+                        respond(out, h, status::SUCCESS, cas, &[], &[], &[], None)?;
                     }
                 }
                 StoreResult::Exists => error(out, h, status::KEY_EEXISTS)?,
@@ -369,7 +376,7 @@ fn execute(
             DeleteResult::Deleted => {
                 bump(&stats.delete_hits);
                 if !quiet {
-                    respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?;
+                    respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)?;
                 }
             }
             DeleteResult::NotFound => {
@@ -410,7 +417,16 @@ fn execute(
             match result {
                 DeltaResult::Value(n, cas) => {
                     if !quiet {
-                        respond(out, h, status::SUCCESS, cas, &[], &[], &n.to_be_bytes(), 0)?;
+                        respond(
+                            out,
+                            h,
+                            status::SUCCESS,
+                            cas,
+                            &[],
+                            &[],
+                            &n.to_be_bytes(),
+                            None,
+                        )?;
                     }
                 }
                 DeltaResult::NotFound => error(out, h, status::KEY_ENOENT)?,
@@ -421,7 +437,7 @@ fn execute(
         }
         op::QUIT => {
             if !quiet {
-                respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?;
+                respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)?;
             }
             return Ok(true);
         }
@@ -430,11 +446,20 @@ fn execute(
             let delay = if extras.len() == 4 { be32(extras) } else { 0 };
             store.flush_all(i64::from(delay));
             if !quiet {
-                respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?;
+                respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)?;
             }
         }
-        op::NOOP => respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)?,
-        op::VERSION => respond(out, h, status::SUCCESS, 0, &[], &[], VERSION.as_bytes(), 0)?,
+        op::NOOP => respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)?,
+        op::VERSION => respond(
+            out,
+            h,
+            status::SUCCESS,
+            0,
+            &[],
+            &[],
+            VERSION.as_bytes(),
+            None,
+        )?,
         op::STAT => stat(env, h, key, out)?,
         _ => error(out, h, status::UNKNOWN_COMMAND)?,
     }
@@ -458,8 +483,8 @@ fn stat(env: &Env, h: &Header, group: &[u8], out: &mut WriteBuffer) -> Result<()
             &[],
             name.as_bytes(),
             value.as_bytes(),
-            0,
+            None,
         )?;
     }
-    respond(out, h, status::SUCCESS, 0, &[], &[], &[], 0)
+    respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)
 }

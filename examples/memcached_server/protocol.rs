@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use sendbuf::{LimitError, WriteBuffer};
+use sendbuf::{FormatGuard, LimitError, WriteBuffer};
 
 use crate::stats::Stats;
 use crate::store::Store;
@@ -131,6 +131,7 @@ impl Session {
             done.close = true;
             return done;
         }
+        self.env.store.tick();
         loop {
             let rest = &input[done.consumed..];
             if self.swallow > 0 {
@@ -196,4 +197,20 @@ pub fn put(out: &mut WriteBuffer, bytes: &[u8]) -> Result<(), LimitError> {
 #[inline]
 pub fn pin(out: &mut WriteBuffer, value: Arc<[u8]>) -> Result<(), LimitError> {
     out.try_pin(value)
+}
+
+/// Writes `n` in decimal (no allocation, no `fmt` machinery).
+#[inline]
+pub fn put_dec(f: &mut FormatGuard<'_>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    f.put_slice(&digits[at..]);
 }

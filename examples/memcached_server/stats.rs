@@ -2,7 +2,8 @@
 //! `Arc<Stats>`. The loop bumps the connection and byte counters; the protocols bump the command
 //! counters; item counts come from the [`Store`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::store::Store;
@@ -10,17 +11,15 @@ use crate::store::Store;
 /// The version both protocols report.
 pub const VERSION: &str = "1.6.18-sendbuf";
 
-/// Shared counters. Every field is a relaxed atomic: the numbers are statistics, not
-/// synchronisation.
-#[derive(Debug)]
-pub struct Stats {
-    started: Instant,
-    /// Worker threads serving connections.
-    pub threads: AtomicU64,
-    /// Connections open now.
-    pub curr_connections: AtomicU64,
-    /// Connections accepted since start.
-    pub total_connections: AtomicU64,
+/// Per-thread slots of [`Counters`]; threads beyond this share slots (still correct, only
+/// contended).
+const SLOTS: usize = 32;
+
+/// The command and byte counters. Each thread bumps its own copy (see [`Stats::local`]), so two
+/// workers never write the same cache line per request; a report sums the copies.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counters {
     /// Retrieval requests (one per key).
     pub cmd_get: AtomicU64,
     /// Storage requests.
@@ -61,6 +60,20 @@ pub struct Stats {
     pub bytes_written: AtomicU64,
 }
 
+/// Server-wide statistics, shared by every worker as `Arc<Stats>`. Every counter is a relaxed
+/// atomic: the numbers are statistics, not synchronisation.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    /// Worker threads serving connections.
+    pub threads: AtomicU64,
+    /// Connections open now.
+    pub curr_connections: AtomicU64,
+    /// Connections accepted since start.
+    pub total_connections: AtomicU64,
+    slots: Box<[Counters]>,
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Stats::new(1)
@@ -73,35 +86,44 @@ pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// This thread's slot number, assigned on first use.
+fn slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS);
+        }
+        s.get()
+    })
+}
+
 impl Stats {
     /// Counters at zero for a server with `threads` workers; uptime counts from now.
     pub fn new(threads: usize) -> Stats {
-        let z = || AtomicU64::new(0);
         Stats {
             started: Instant::now(),
             threads: AtomicU64::new(threads as u64),
-            curr_connections: z(),
-            total_connections: z(),
-            cmd_get: z(),
-            cmd_set: z(),
-            cmd_flush: z(),
-            cmd_touch: z(),
-            get_hits: z(),
-            get_misses: z(),
-            delete_misses: z(),
-            delete_hits: z(),
-            incr_misses: z(),
-            incr_hits: z(),
-            decr_misses: z(),
-            decr_hits: z(),
-            cas_misses: z(),
-            cas_hits: z(),
-            cas_badval: z(),
-            touch_hits: z(),
-            touch_misses: z(),
-            bytes_read: z(),
-            bytes_written: z(),
+            curr_connections: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            slots: (0..SLOTS).map(|_| Counters::default()).collect(),
         }
+    }
+
+    /// The calling thread's counters.
+    #[inline]
+    pub fn local(&self) -> &Counters {
+        &self.slots[slot()]
+    }
+
+    /// The sum of one counter over all threads.
+    pub fn sum(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.slots
+            .iter()
+            .map(|c| counter(c).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A connection was accepted.
@@ -117,12 +139,16 @@ impl Stats {
 
     /// `n` bytes were read from a connection.
     pub fn read(&self, n: usize) {
-        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        self.local()
+            .bytes_read
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// `n` bytes were written to a connection.
     pub fn written(&self, n: usize) {
-        self.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+        self.local()
+            .bytes_written
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Seconds since the counters were created.
@@ -134,6 +160,7 @@ impl Stats {
     /// binary `stat` without a key.
     pub fn report(&self, store: &Store) -> Vec<(&'static str, String)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let sum = |f: fn(&Counters) -> &AtomicU64| self.sum(f).to_string();
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -145,44 +172,36 @@ impl Stats {
             ("pointer_size", (usize::BITS).to_string()),
             ("curr_connections", get(&self.curr_connections)),
             ("total_connections", get(&self.total_connections)),
-            ("cmd_get", get(&self.cmd_get)),
-            ("cmd_set", get(&self.cmd_set)),
-            ("cmd_flush", get(&self.cmd_flush)),
-            ("cmd_touch", get(&self.cmd_touch)),
-            ("get_hits", get(&self.get_hits)),
-            ("get_misses", get(&self.get_misses)),
-            ("delete_misses", get(&self.delete_misses)),
-            ("delete_hits", get(&self.delete_hits)),
-            ("incr_misses", get(&self.incr_misses)),
-            ("incr_hits", get(&self.incr_hits)),
-            ("decr_misses", get(&self.decr_misses)),
-            ("decr_hits", get(&self.decr_hits)),
-            ("cas_misses", get(&self.cas_misses)),
-            ("cas_hits", get(&self.cas_hits)),
-            ("cas_badval", get(&self.cas_badval)),
-            ("touch_hits", get(&self.touch_hits)),
-            ("touch_misses", get(&self.touch_misses)),
-            ("bytes_read", get(&self.bytes_read)),
-            ("bytes_written", get(&self.bytes_written)),
+            ("cmd_get", sum(|c| &c.cmd_get)),
+            ("cmd_set", sum(|c| &c.cmd_set)),
+            ("cmd_flush", sum(|c| &c.cmd_flush)),
+            ("cmd_touch", sum(|c| &c.cmd_touch)),
+            ("get_hits", sum(|c| &c.get_hits)),
+            ("get_misses", sum(|c| &c.get_misses)),
+            ("delete_misses", sum(|c| &c.delete_misses)),
+            ("delete_hits", sum(|c| &c.delete_hits)),
+            ("incr_misses", sum(|c| &c.incr_misses)),
+            ("incr_hits", sum(|c| &c.incr_hits)),
+            ("decr_misses", sum(|c| &c.decr_misses)),
+            ("decr_hits", sum(|c| &c.decr_hits)),
+            ("cas_misses", sum(|c| &c.cas_misses)),
+            ("cas_hits", sum(|c| &c.cas_hits)),
+            ("cas_badval", sum(|c| &c.cas_badval)),
+            ("touch_hits", sum(|c| &c.touch_hits)),
+            ("touch_misses", sum(|c| &c.touch_misses)),
+            ("bytes_read", sum(|c| &c.bytes_read)),
+            ("bytes_written", sum(|c| &c.bytes_written)),
             ("limit_maxbytes", store.memory_limit().to_string()),
             ("threads", get(&self.threads)),
             ("bytes", store.bytes().to_string()),
             ("curr_items", store.len().to_string()),
-            (
-                "total_items",
-                store
-                    .counters
-                    .total_items
-                    .load(Ordering::Relaxed)
-                    .to_string(),
-            ),
+            ("total_items", store.total_items().to_string()),
             (
                 "evictions",
                 store.counters.evictions.load(Ordering::Relaxed).to_string(),
             ),
         ]
     }
-
     /// The settings group (`stats settings`).
     pub fn settings(&self, store: &Store) -> Vec<(&'static str, String)> {
         vec![

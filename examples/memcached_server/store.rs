@@ -21,6 +21,76 @@ pub const ITEM_OVERHEAD: usize = 112;
 /// unix times (memcached's `REALTIME_MAXDELTA`).
 const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 
+/// Seed of the shard choice.
+const SHARD_SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// Mixes `bytes` into `h`, a word at a time (multiply, rotate).
+#[inline]
+fn mix(mut h: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ word).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(last))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    h
+}
+
+/// Murmur3's finaliser: every input bit affects every output bit.
+#[inline]
+fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Hashes keys in the shard maps: [`mix`] and [`fmix`], several times cheaper than SipHash on
+/// short keys, keyed with a random seed per store so that colliding keys cannot be prepared in
+/// advance (memcached hashes keys without any key at all).
+#[derive(Debug, Clone, Copy)]
+struct KeyHash {
+    seed: u64,
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.seed)
+    }
+}
+
+/// The hasher [`KeyHash`] builds.
+#[derive(Debug)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = mix(self.0, bytes);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = mix(self.0, &(n as u64).to_le_bytes());
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        fmix(self.0)
+    }
+}
+
 /// No LRU neighbour.
 const NIL: u32 = u32::MAX;
 
@@ -112,8 +182,6 @@ pub enum DeltaResult {
 /// Counters the store keeps for `stats`.
 #[derive(Debug, Default)]
 pub struct StoreCounters {
-    /// Items stored since start.
-    pub total_items: AtomicU64,
     /// Items evicted to make room.
     pub evictions: AtomicU64,
     /// Items found expired when touched.
@@ -132,23 +200,47 @@ struct Node {
 
 /// One shard: a map from key to node index, and a doubly linked LRU list over a node slab
 /// (head = most recently used).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shard {
-    map: HashMap<Box<[u8]>, u32>,
+    map: HashMap<Box<[u8]>, u32, KeyHash>,
     nodes: Vec<Node>,
     free: Vec<u32>,
     head: u32,
     tail: u32,
     bytes: usize,
+    /// CAS uniques handed out by this shard (see [`Shard::next_cas`]).
+    cas_count: u64,
+    /// Items stored since start.
+    total_items: u64,
 }
 
 impl Shard {
-    fn new() -> Shard {
+    fn new(hash: KeyHash) -> Shard {
         Shard {
+            map: HashMap::with_hasher(hash),
+            nodes: Vec::new(),
+            free: Vec::new(),
             head: NIL,
             tail: NIL,
-            ..Shard::default()
+            bytes: 0,
+            cas_count: 0,
+            total_items: 0,
         }
+    }
+
+    /// A CAS unique no other item of any shard has had: the shard's count times the number
+    /// of shards plus its index (never 0). No atomic shared between shards is touched.
+    fn next_cas(&mut self, index: usize) -> u64 {
+        self.cas_count += 1;
+        self.cas_count * SHARDS as u64 + index as u64
+    }
+
+    /// Drops every item, keeping the counters.
+    fn clear(&mut self) -> Shard {
+        let mut fresh = Shard::new(*self.map.hasher());
+        fresh.cas_count = self.cas_count;
+        fresh.total_items = self.total_items;
+        std::mem::replace(self, fresh)
     }
 
     fn unlink(&mut self, i: u32) {
@@ -242,14 +334,21 @@ impl Shard {
     }
 }
 
-/// The server's clock: seconds since start (plus 2, so that 1 is always in the past, as in
-/// memcached), read with one vDSO call; a test can move it forward.
+/// The server's clock, coarse as memcached's: read from the system once per [`Store::tick`]
+/// (the protocol ticks once per batch of requests) and cached in atomics, so a request costs no
+/// clock call. Seconds since start plus 2 (so that 1 is always in the past, as in memcached); a
+/// test can move it forward.
 #[derive(Debug)]
 struct Clock {
     started: Instant,
     /// Unix time at which server time 0 was.
     epoch: i64,
+    /// Seconds added by [`Store::advance_clock`].
     skew: AtomicU32,
+    /// Server time in seconds at the last tick (without the skew).
+    secs: AtomicU32,
+    /// Nanoseconds since start at the last tick: the LRU stamp.
+    nanos: AtomicU64,
 }
 
 impl Clock {
@@ -261,21 +360,31 @@ impl Clock {
             started: Instant::now(),
             epoch: unix - 2,
             skew: AtomicU32::new(0),
+            secs: AtomicU32::new(2),
+            nanos: AtomicU64::new(0),
         }
+    }
+
+    fn tick(&self) {
+        let elapsed = self.started.elapsed();
+        let secs = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX - 2);
+        self.secs.store(secs + 2, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.store(nanos, Ordering::Relaxed);
     }
 
     fn now(&self) -> u32 {
         self.read().0
     }
 
-    /// Server time in seconds and a nanosecond stamp for LRU order, from one clock read.
+    /// Server time in seconds and the LRU stamp, as of the last tick.
+    #[inline]
     fn read(&self) -> (u32, u64) {
-        let elapsed = self.started.elapsed();
-        let secs = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX - 1);
-        let now = secs
-            .saturating_add(2)
+        let now = self
+            .secs
+            .load(Ordering::Relaxed)
             .saturating_add(self.skew.load(Ordering::Relaxed));
-        (now, u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        (now, self.nanos.load(Ordering::Relaxed))
     }
 }
 
@@ -283,11 +392,12 @@ impl Clock {
 #[derive(Debug)]
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Seeds the shard choice (fixed: the choice only spreads lock traffic, and a fixed one
+    /// keeps CAS uniques reproducible in tests).
+    seed: u64,
     mem_used: AtomicUsize,
     mem_limit: usize,
     max_item_size: usize,
-    next_cas: AtomicU64,
     clock: Clock,
     /// A pending or passed delayed flush: items stored before this server time are invalid
     /// from this time on. 0 = none.
@@ -301,12 +411,16 @@ impl Store {
     /// refusing values longer than `max_item_size`.
     pub fn new(memory_limit_bytes: usize, max_item_size: usize) -> Store {
         Store {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
+            shards: {
+                // A random key per store for the maps (std's own source of randomness).
+                let seed = std::collections::hash_map::RandomState::new().hash_one(SHARD_SEED);
+                let hash = KeyHash { seed };
+                (0..SHARDS).map(|_| Mutex::new(Shard::new(hash))).collect()
+            },
+            seed: SHARD_SEED,
             mem_used: AtomicUsize::new(0),
             mem_limit: memory_limit_bytes,
             max_item_size,
-            next_cas: AtomicU64::new(1),
             clock: Clock::new(),
             flush_at: AtomicU32::new(0),
             counters: StoreCounters::default(),
@@ -374,17 +488,24 @@ impl Store {
 
     /// The index of the shard that holds `key`.
     fn shard_of(&self, key: &[u8]) -> usize {
-        let mut h = self.hasher.build_hasher();
-        h.write(key);
-        (h.finish() >> 32) as usize & (SHARDS - 1)
+        // Only spreads keys over the locks (with a fixed seed, so CAS uniques are
+        // reproducible); the maps inside hash with a random key per store.
+        (fmix(mix(self.seed, key)) >> 59) as usize & (SHARDS - 1)
     }
 
     fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
         &self.shards[self.shard_of(key)]
     }
 
-    fn next_cas(&self) -> u64 {
-        self.next_cas.fetch_add(1, Ordering::Relaxed)
+    /// Reads the system clock once; requests until the next tick see this time. The protocol
+    /// ticks at the start of each batch of requests.
+    pub fn tick(&self) {
+        self.clock.tick();
+    }
+
+    /// Items stored since start.
+    pub fn total_items(&self) -> u64 {
+        self.shards.iter().map(|s| lock(s).total_items).sum()
     }
 
     /// True if `item` is invalid now: expired or flushed.
@@ -549,7 +670,7 @@ impl Store {
             key: key.into(),
             value,
             flags,
-            cas: self.next_cas(),
+            cas: shard.next_cas(own),
             exptime,
             time: now,
         };
@@ -580,7 +701,7 @@ impl Store {
         self.mem_used.fetch_sub(freed, Ordering::Relaxed);
         let cas = item.cas;
         shard.insert(old.map(|(i, _)| i), Arc::new(item), used);
-        self.counters.total_items.fetch_add(1, Ordering::Relaxed);
+        shard.total_items += 1;
         StoreResult::Stored(cas)
     }
 
@@ -623,15 +744,22 @@ impl Store {
         if digits.len() < item.value.len() {
             digits.resize(item.value.len(), b' ');
         }
+        let (key, flags, exptime, time, size) = (
+            item.key.clone(),
+            item.flags,
+            item.exptime,
+            item.time,
+            item.size(),
+        );
         let new_item = Item {
-            key: item.key.clone(),
+            key,
             value: digits.into(),
-            flags: item.flags,
-            cas: self.next_cas(),
-            exptime: item.exptime,
-            time: item.time,
+            flags,
+            cas: shard.next_cas(own),
+            exptime,
+            time,
         };
-        let old = Some((i, item.size()));
+        let old = Some((i, size));
         match self.put(&mut shard, own, used, old, new_item) {
             StoreResult::Stored(cas) => DeltaResult::Value(new, cas),
             _ => DeltaResult::NoMemory,
@@ -648,7 +776,7 @@ impl Store {
         self.flush_at.store(0, Ordering::Relaxed);
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            let old = std::mem::replace(&mut *shard, Shard::new());
+            let old = shard.clear();
             drop(shard);
             self.mem_used.fetch_sub(old.bytes, Ordering::Relaxed);
         }
