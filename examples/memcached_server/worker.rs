@@ -53,11 +53,16 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const READ_CAPACITY: usize = 16 * 1024;
 /// Scratch chunk size of the write buffers.
 const SCRATCH_CHUNK: usize = 16 * 1024;
-/// Buffers a worker's pool keeps (per kind of use, they share the pool): enough for a few
-/// dozen busy connections, small enough not to count against idle connections' memory.
-const POOL_BUFFERS: usize = 32;
+/// Buffers a worker's pool keeps (read buffers and scratch chunks share it): enough to turn
+/// over the buffers of connections going idle and active, small enough (128 KiB) to cost
+/// idle connections nothing measurable.
+const POOL_BUFFERS: usize = 8;
 /// Empty buffer pairs kept for connections that become active again.
 const SPARE_PAIRS: usize = 64;
+/// Connections of a worker that keep their buffers while idle until the next sweep; beyond
+/// that many holding buffers, a connection gives them back as soon as it goes idle, so a burst
+/// of thousands of short-lived requests between two sweeps does not hold thousands of buffers.
+const KEEP_ACTIVE: usize = 64;
 /// Reads one pass over a connection makes before the worker turns to the others; a connection
 /// with more to read is driven again after the current batch of events (memcached's
 /// `reqs_per_event`).
@@ -142,6 +147,8 @@ struct Ctx {
     idle: Vec<usize>,
     /// Connections that used up their read budget with more to read.
     yielded: Vec<usize>,
+    /// Connections holding a buffer pair.
+    active: usize,
     stats: Arc<Stats>,
     read_max: usize,
     iov_max: usize,
@@ -176,6 +183,7 @@ impl Worker {
                 spare: Vec::new(),
                 idle: Vec::new(),
                 yielded: Vec::new(),
+                active: 0,
                 stats,
                 read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
                 iov_max: GatherLimit::default().iovecs(),
@@ -186,7 +194,10 @@ impl Worker {
     /// The event loop; returns when the server's stop flag is set.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut last_sweep = Instant::now();
+        // When the listed idle connections are swept: one interval after the first was listed,
+        // so a connection is swept after being idle for one to two intervals. One clock read per
+        // wake-up, and none while no connection is listed.
+        let mut sweep_at: Option<Instant> = None;
         let mut trim = TrimTracker::default();
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = if !self.ctx.yielded.is_empty() {
@@ -194,9 +205,8 @@ impl Worker {
             } else if self.ctx.idle.is_empty() {
                 None
             } else {
-                Some(SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed()))
+                Some(SWEEP_INTERVAL)
             };
-            let idle_before = self.ctx.idle.len();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -229,12 +239,14 @@ impl Worker {
             if self.ctx.idle.is_empty() {
                 continue;
             }
-            if idle_before == 0 {
-                // The first idle connection since the last sweep: give it a full interval.
-                last_sweep = Instant::now();
-            } else if last_sweep.elapsed() >= SWEEP_INTERVAL {
-                self.sweep(&mut trim);
-                last_sweep = Instant::now();
+            let now = Instant::now();
+            match sweep_at {
+                None => sweep_at = Some(now + SWEEP_INTERVAL),
+                Some(at) if now >= at => {
+                    self.sweep(&mut trim);
+                    sweep_at = None;
+                }
+                Some(_) => {}
             }
         }
         // Shutdown: dropping the connections closes their sockets.
@@ -332,6 +344,7 @@ impl Worker {
 impl Ctx {
     /// An empty buffer pair for a connection that becomes active.
     fn buffers(&mut self) -> Box<Buffers> {
+        self.active += 1;
         self.spare.pop().unwrap_or_else(|| {
             let mut rb = ReadBuffer::with_capacity(READ_CAPACITY).with_pool(self.pool.clone());
             rb.set_max_len(self.read_max);
@@ -343,6 +356,7 @@ impl Ctx {
 
     /// Gives an empty pair's storage back to the pool and keeps the pair for reuse.
     fn recycle(&mut self, mut bufs: Box<Buffers>) {
+        self.active -= 1;
         // Both are empty here (checked by the caller, or cleared at close), so neither steal
         // refuses; if one did, the pair is simply dropped with its storage.
         let ok = bufs.rb.steal().is_ok() && bufs.wb.steal().is_ok();
@@ -464,9 +478,14 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
             Err(_) => return Outcome::Close,
         }
     }
-    if conn.flags & LISTED_IDLE == 0 && bufs.rb.is_empty() && bufs.wb.is_empty() {
-        conn.flags |= LISTED_IDLE;
-        ctx.idle.push(slot);
+    if bufs.rb.is_empty() && bufs.wb.is_empty() {
+        if ctx.active > KEEP_ACTIVE {
+            let bufs = conn.bufs.take().expect("held above");
+            ctx.recycle(bufs);
+        } else if conn.flags & LISTED_IDLE == 0 {
+            conn.flags |= LISTED_IDLE;
+            ctx.idle.push(slot);
+        }
     }
     Outcome::Open
 }
