@@ -551,6 +551,63 @@ fn ascii_line_limits() {
     assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
 }
 
+/// The whole input in one call and the input one byte at a time must answer the same bytes and
+/// agree on closing.
+fn same_whole_and_trickled(input: &[u8]) -> (Vec<u8>, bool) {
+    let (mut s, _) = session();
+    let (p, whole) = run(&mut s, input);
+    let (mut s, _) = session();
+    let (trickled, closed) = trickle(&mut s, input);
+    if !closed {
+        assert_eq!(p.consumed, input.len());
+    }
+    assert_eq!(text(&trickled), text(&whole));
+    assert_eq!(closed, p.close);
+    (whole, closed)
+}
+
+#[test]
+fn ascii_long_lines_do_not_depend_on_how_they_arrive() {
+    let mut keys = String::new();
+    while keys.len() < 5000 {
+        keys.push_str(" somekey");
+    }
+    let cases = [
+        (format!("get{keys}\r\n"), "END\r\n", false),
+        (format!("   gets{keys}\r\n"), "END\r\n", false),
+        (
+            format!("{}get{keys}\r\n", " ".repeat(101)),
+            "CLIENT_ERROR line too long\r\n",
+            true,
+        ),
+        (
+            format!("delete{keys}\r\n"),
+            "CLIENT_ERROR line too long\r\n",
+            true,
+        ),
+        (
+            format!("get k{}\r\n", "x".repeat(2040)),
+            "CLIENT_ERROR bad command line format\r\n",
+            false,
+        ),
+        (format!("{}\r\n", "y".repeat(2047)), "ERROR\r\n", false),
+        (
+            format!("{}\r\n", "y".repeat(2048)),
+            "CLIENT_ERROR line too long\r\n",
+            true,
+        ),
+    ];
+    for (input, reply, closes) in cases {
+        let (whole, closed) = same_whole_and_trickled(input.as_bytes());
+        assert_eq!(
+            (text(&whole).as_str(), closed),
+            (reply, closes),
+            "{:.40}",
+            input
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Binary protocol
 

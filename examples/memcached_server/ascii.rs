@@ -91,10 +91,17 @@ fn reply(out: &mut WriteBuffer, noreply: bool, line: &[u8]) -> Result<(), LimitE
 
 /// Handles the request at the start of `input`: see [`Step`].
 pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, LimitError> {
-    let window = &input[..input.len().min(MAX_GET_LINE + 1)];
+    let (line_max, get_max) = line_limits(env);
+    let window = &input[..input.len().min(get_max + 1)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
-        return too_long(input, out);
+        return unterminated(input, line_max, get_max, out);
     };
+    // The same rule as for a line still without its newline, so that the outcome does not
+    // depend on how the line arrived.
+    if nl > line_max && !(nl <= get_max && is_multiget(input)) {
+        put(out, b"CLIENT_ERROR line too long\r\n")?;
+        return Ok(Step::Close(nl + 1));
+    }
     let line_len = nl + 1;
     let mut line = &input[..nl];
     if let Some(stripped) = line.strip_suffix(b"\r") {
@@ -105,10 +112,6 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, L
     if t.len == 0 || cmd.len() < 2 {
         put(out, b"ERROR\r\n")?;
         return Ok(Step::Done(line_len));
-    }
-    if line_len > MAX_LINE + 1 && cmd != b"get" && cmd != b"gets" {
-        put(out, b"CLIENT_ERROR line too long\r\n")?;
-        return Ok(Step::Close(line_len));
     }
     let n = t.len;
     match cmd {
@@ -169,16 +172,33 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, L
     Ok(Step::Done(line_len))
 }
 
-/// No newline in the input yet: wait, or refuse a line that is already too long.
-fn too_long(input: &[u8], out: &mut WriteBuffer) -> Result<Step, LimitError> {
-    if input.len() <= MAX_LINE {
+/// The longest line (without its newline) in general and for a multi-get: memcached's 2048
+/// and [`MAX_GET_LINE`], but never more than the server buffers for one request
+/// ([`Limits::max_request`](crate::protocol::Limits::max_request)).
+fn line_limits(env: &Env) -> (usize, usize) {
+    let bound = env.limits.max_request() - 1;
+    (MAX_LINE.min(bound), MAX_GET_LINE.min(bound))
+}
+
+/// True if the line starts (after at most 100 spaces) with `get ` or `gets `: the lines
+/// memcached lets grow past 2048 bytes.
+fn is_multiget(line: &[u8]) -> bool {
+    let start = line.iter().take(101).take_while(|&&b| b == b' ').count();
+    let rest = &line[start..];
+    start <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
+}
+
+/// No newline in the input yet: wait for more, or refuse a line that is already too long.
+fn unterminated(
+    input: &[u8],
+    line_max: usize,
+    get_max: usize,
+    out: &mut WriteBuffer,
+) -> Result<Step, LimitError> {
+    if input.len() <= line_max {
         return Ok(Step::Need(0));
     }
-    // A multi-get may be longer (memcached allows it); nothing else.
-    let start = input.iter().take(101).take_while(|&&b| b == b' ').count();
-    let rest = &input[start..];
-    let multiget = start <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "));
-    if multiget && input.len() <= MAX_GET_LINE {
+    if input.len() <= get_max && is_multiget(input) {
         return Ok(Step::Need(input.len() + 1));
     }
     put(out, b"CLIENT_ERROR line too long\r\n")?;

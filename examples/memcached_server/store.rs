@@ -527,7 +527,7 @@ impl Store {
             self.unaccount(shard.remove(i));
             return None;
         }
-        shard.lookup(key)
+        shard.nodes[i as usize].item.as_ref().map(|it| (i, it))
     }
 
     fn unaccount(&self, item: Option<Arc<Item>>) {
