@@ -97,8 +97,9 @@ const NIL: u32 = u32::MAX;
 /// One cached entry. Immutable once stored: every change stores a new `Item`.
 #[derive(Debug)]
 pub struct Item {
-    /// The key (at most 250 bytes, checked by the protocols).
-    pub key: Box<[u8]>,
+    /// The key (at most 250 bytes, checked by the protocols), shared with the map and with
+    /// later versions of the item.
+    pub key: Arc<[u8]>,
     /// The value, shared with every response that still sends it.
     pub value: Arc<[u8]>,
     /// Opaque client flags.
@@ -202,7 +203,7 @@ struct Node {
 /// (head = most recently used).
 #[derive(Debug)]
 struct Shard {
-    map: HashMap<Box<[u8]>, u32, KeyHash>,
+    map: HashMap<Arc<[u8]>, u32, KeyHash>,
     nodes: Vec<Node>,
     free: Vec<u32>,
     head: u32,
@@ -667,7 +668,9 @@ impl Store {
             _ => (data.into(), flags, exptime),
         };
         let item = Item {
-            key: key.into(),
+            key: old
+                .as_ref()
+                .map_or_else(|| key.into(), |(_, it)| it.key.clone()),
             value,
             flags,
             cas: shard.next_cas(own),
