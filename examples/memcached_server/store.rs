@@ -4,6 +4,7 @@
 //! Values are `Arc<[u8]>`: a response pins a clone, so an item replaced or deleted while a
 //! response still references its value keeps the value alive until the last byte is sent.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -335,10 +336,15 @@ impl Shard {
     }
 }
 
-/// The server's clock, coarse as memcached's: read from the system once per [`Store::tick`]
-/// (the protocol ticks once per batch of requests) and cached in atomics, so a request costs no
-/// clock call. Seconds since start plus 2 (so that 1 is always in the past, as in memcached); a
-/// test can move it forward.
+thread_local! {
+    /// When this thread last ticked ([`Store::tick`]): the time its requests see.
+    static TICK: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The server's clock, coarse as memcached's: the system clock is read once per
+/// [`Store::tick`] (the protocol ticks once per batch of requests) into a thread-local, so a
+/// request costs no clock call and the workers share no clock cache line. Seconds since start
+/// plus 2 (so that 1 is always in the past, as in memcached); a test can move it forward.
 #[derive(Debug)]
 struct Clock {
     started: Instant,
@@ -346,10 +352,6 @@ struct Clock {
     epoch: i64,
     /// Seconds added by [`Store::advance_clock`].
     skew: AtomicU32,
-    /// Server time in seconds at the last tick (without the skew).
-    secs: AtomicU32,
-    /// Nanoseconds since start at the last tick: the LRU stamp.
-    nanos: AtomicU64,
 }
 
 impl Clock {
@@ -361,31 +363,27 @@ impl Clock {
             started: Instant::now(),
             epoch: unix - 2,
             skew: AtomicU32::new(0),
-            secs: AtomicU32::new(2),
-            nanos: AtomicU64::new(0),
         }
     }
 
-    fn tick(&self) {
-        let elapsed = self.started.elapsed();
-        let secs = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX - 2);
-        self.secs.store(secs + 2, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.store(nanos, Ordering::Relaxed);
+    fn tick() {
+        TICK.with(|t| t.set(Some(Instant::now())));
     }
 
     fn now(&self) -> u32 {
         self.read().0
     }
 
-    /// Server time in seconds and the LRU stamp, as of the last tick.
+    /// Server time in seconds and the LRU stamp (nanoseconds since start), as of this
+    /// thread's last tick.
     #[inline]
     fn read(&self) -> (u32, u64) {
-        let now = self
-            .secs
-            .load(Ordering::Relaxed)
-            .saturating_add(self.skew.load(Ordering::Relaxed));
-        (now, self.nanos.load(Ordering::Relaxed))
+        let at = TICK.with(Cell::get).unwrap_or(self.started);
+        let elapsed = at.saturating_duration_since(self.started);
+        let secs = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX - 2) + 2;
+        let now = secs.saturating_add(self.skew.load(Ordering::Relaxed));
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        (now, nanos)
     }
 }
 
@@ -498,10 +496,10 @@ impl Store {
         &self.shards[self.shard_of(key)]
     }
 
-    /// Reads the system clock once; requests until the next tick see this time. The protocol
-    /// ticks at the start of each batch of requests.
+    /// Reads the system clock once: this thread's requests see that time until its next
+    /// tick. The protocol ticks at the start of each batch of requests.
     pub fn tick(&self) {
-        self.clock.tick();
+        Clock::tick();
     }
 
     /// Items stored since start.
