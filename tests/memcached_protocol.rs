@@ -1359,6 +1359,20 @@ fn store_evicts_least_recently_used_under_the_limit() {
     }
     let evictions = store.counters.evictions.load(Ordering::Relaxed);
     assert_eq!(evictions as usize, 1001 - store.len());
+    // Growing an item evicts others, never the item itself (whichever shards they share).
+    for (a, b) in [(&b"a"[..], &b"b"[..]), (b"b", b"a")] {
+        let store = Store::new(1000, 1000);
+        store.tick();
+        store.store(Mode::Set, a, &[1; 400], 0, 0, 0);
+        store.tick();
+        store.store(Mode::Set, b, &[2; 300], 0, 0, 0);
+        store.tick();
+        let grown = store.store(Mode::Set, a, &[3; 500], 0, 0, 0);
+        assert!(matches!(grown, StoreResult::Stored(_)));
+        assert_eq!(&*store.get(a).unwrap().value, &[3; 500][..]);
+        assert!(store.get(b).is_none());
+        assert_eq!(store.bytes(), 500 + 1 + store::ITEM_OVERHEAD);
+    }
     // An item larger than the whole limit cannot be stored.
     let store = Store::new(1000, 4096);
     assert_eq!(

@@ -535,7 +535,8 @@ impl Store {
         }
     }
 
-    /// Makes room for `need` more bytes by evicting least recently used items: each round
+    /// Makes room for `need` more bytes and reserves them (adds them to the count), evicting
+    /// least recently used items as needed: each round
     /// compares the LRU tail of this shard with those of the other shards (without waiting on
     /// their locks) and evicts the oldest. False if it cannot. `keep` is the node being
     /// replaced, which is not evicted.
@@ -543,15 +544,37 @@ impl Store {
         if need > self.mem_limit {
             return false;
         }
-        let over = |s: &Store| s.mem_used.load(Ordering::Relaxed) + need > s.mem_limit;
-        while over(self) {
-            let mine = shard.oldest().filter(|_| Some(shard.tail) != keep);
-            let mut best: Option<(usize, u64)> = mine.map(|used| (own, used));
+        let mut retries = 100;
+        loop {
+            // Reserve the bytes if they fit (atomically, so that concurrent stores on other
+            // shards cannot together pass the limit).
+            let used = self.mem_used.load(Ordering::Relaxed);
+            if used + need <= self.mem_limit {
+                let reserved = self.mem_used.compare_exchange_weak(
+                    used,
+                    used + need,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                if reserved.is_ok() {
+                    return true;
+                }
+                continue;
+            }
+            // This shard's least recently used node, passing over the one being replaced.
+            let mut mine = shard.tail;
+            if mine != NIL && Some(mine) == keep {
+                mine = shard.nodes[mine as usize].prev;
+            }
+            let mut best: Option<(usize, u64)> =
+                (mine != NIL).then(|| (own, shard.nodes[mine as usize].used));
+            let mut busy = false;
             for (i, other) in self.shards.iter().enumerate() {
                 if i == own {
                     continue;
                 }
                 let Ok(other) = other.try_lock() else {
+                    busy = true;
                     continue;
                 };
                 if let Some(used) = other.oldest() {
@@ -561,11 +584,13 @@ impl Store {
                 }
             }
             match best {
-                None => return false,
-                Some((i, _)) if i == own => {
-                    let victim = shard.tail;
-                    self.evict(shard, victim);
+                // Items may be behind a lock held by another store; let it finish.
+                None if busy && retries > 0 => {
+                    retries -= 1;
+                    std::thread::yield_now();
                 }
+                None => return false,
+                Some((i, _)) if i == own => self.evict(shard, mine),
                 Some((i, _)) => {
                     // Still free unless another thread just took it; then try again.
                     if let Ok(mut other) = self.shards[i].try_lock() {
@@ -577,7 +602,6 @@ impl Store {
                 }
             }
         }
-        true
     }
 
     fn evict(&self, shard: &mut Shard, i: u32) {
@@ -698,8 +722,10 @@ impl Store {
             }
             return StoreResult::NoMemory;
         }
-        self.mem_used.fetch_add(size, Ordering::Relaxed);
-        self.mem_used.fetch_sub(freed, Ordering::Relaxed);
+        // A larger item reserved its growth in `make_room`.
+        if size < freed {
+            self.mem_used.fetch_sub(freed - size, Ordering::Relaxed);
+        }
         let cas = item.cas;
         shard.insert(old.map(|(i, _)| i), Arc::new(item), used);
         shard.total_items += 1;
