@@ -17,10 +17,12 @@
 //! of memory). When it drains below the low mark, the loop handles what is left in the read
 //! buffer and reads again.
 //!
-//! Connections found idle (both buffers empty) at a sweep every [`SWEEP_INTERVAL`] give their
-//! storage back through [`BufferStealer`] and hand their (now empty) buffer pair to a per-worker
-//! spare list, so an idle connection holds only its socket, its protocol session and a few
-//! words. Freed memory is returned to the kernel with `malloc_trim` when much was freed.
+//! Connections idle (both buffers empty, nothing read) for a whole [`SWEEP_INTERVAL`] give
+//! their storage back through [`BufferStealer`] at the next sweep and hand their (now empty)
+//! buffer pair to a per-worker spare list, so an idle connection holds only its socket, its
+//! protocol session and a few words; when more than [`KEEP_ACTIVE`] connections of a worker
+//! hold buffers, one gives them back as soon as it goes idle. Freed memory is returned to the
+//! kernel with `malloc_trim` after a sweep that freed much (glibc keeps freed heap memory).
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,8 +69,6 @@ const KEEP_ACTIVE: usize = 64;
 /// with more to read is driven again after the current batch of events (memcached's
 /// `reqs_per_event`).
 const READ_BUDGET: usize = 16;
-/// Buffers freed or connections closed since the last `malloc_trim` that make another worth it.
-const TRIM_AFTER: u64 = 64;
 
 /// The bytes a request may need in the read buffer at once: a value of the largest size plus
 /// the binary header (24), the longest key (250) and extras or an ASCII command line (64). The
@@ -97,6 +97,8 @@ const LISTED_IDLE: u8 = 8;
 /// The peer has shut down its side (`EPOLLRDHUP`): a short read no longer proves the socket
 /// drained, since the end of stream may wait behind the data; read until it shows.
 const PEER_DONE: u8 = 16;
+/// Read from since the last idle sweep.
+const USED: u8 = 32;
 
 struct Conn {
     stream: TcpStream,
@@ -321,22 +323,32 @@ impl Worker {
 
     /// Takes the buffers of every listed connection that is still idle.
     fn sweep(&mut self, trim: &mut TrimTracker) {
-        let idle = std::mem::take(&mut self.ctx.idle);
-        for &i in &idle {
-            let Some(Some(conn)) = self.conns.get_mut(i) else {
-                continue;
+        let mut idle = std::mem::take(&mut self.ctx.idle);
+        let (conns, ctx) = (&mut self.conns, &mut self.ctx);
+        idle.retain(|&i| {
+            let Some(Some(conn)) = conns.get_mut(i) else {
+                return false; // closed since
             };
+            if conn.flags & LISTED_IDLE == 0 {
+                return false; // the slot's connection was replaced
+            }
+            if conn.flags & USED != 0 {
+                // Read from since the last sweep: busy at depth 1 rather than idle. Look again
+                // at the next sweep instead of making it take storage again right away.
+                conn.flags &= !USED;
+                return true;
+            }
             conn.flags &= !LISTED_IDLE;
             let quiet = conn.flags & (WAIT_WRITABLE | CLOSING) == 0;
             if let (true, Some(bufs)) = (quiet, conn.bufs.as_ref()) {
                 if bufs.rb.is_empty() && bufs.wb.is_empty() {
                     let bufs = conn.bufs.take().expect("checked above");
-                    self.ctx.recycle(bufs);
+                    ctx.recycle(bufs);
                 }
             }
-        }
+            false
+        });
         self.ctx.idle = idle;
-        self.ctx.idle.clear();
         trim.maybe_trim(&*self.ctx.pool);
     }
 }
@@ -374,13 +386,18 @@ struct TrimTracker {
     freed_at_trim: u64,
 }
 
+/// Connections closed since the last `malloc_trim` that make another worth it on their own.
+const TRIM_AFTER_CLOSES: u64 = 256;
+
 impl TrimTracker {
     /// glibc keeps freed heap memory in its arenas (only the top of a heap shrinks on its own),
     /// so the storage of thousands of connections that went idle would stay resident. After a
-    /// sweep that freed much, give whole free pages back to the kernel.
+    /// sweep that freed buffers (the pool was full; busy connections are not swept, so a
+    /// steady load frees none), or after many connections closed, give whole free pages back
+    /// to the kernel. A trim costs tens of microseconds; this runs at most once per sweep.
     fn maybe_trim(&mut self, pool: &dyn Pool) {
         let freed = pool.stats().freed;
-        if freed.saturating_sub(self.freed_at_trim) + self.closed < TRIM_AFTER {
+        if freed == self.freed_at_trim && self.closed < TRIM_AFTER_CLOSES {
             return;
         }
         self.freed_at_trim = freed;
@@ -465,6 +482,7 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
         match bufs.rb.read_from(&mut src) {
             Ok(0) => conn.flags = (conn.flags | CLOSING) & !MAY_READ, // the peer's EOF
             Ok(n) => {
+                conn.flags |= USED;
                 ctx.stats.read(n);
                 if n < src.offered && conn.flags & PEER_DONE == 0 {
                     conn.flags &= !MAY_READ;
