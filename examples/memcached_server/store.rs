@@ -1,5 +1,9 @@
-//! The cache: items in sharded hash maps, each shard with its own least-recently-used list, under
-//! one memory limit (memcached's `-m`), with memcached's expiry, CAS and `flush_all` semantics.
+//! The cache: items in 16 hash-map shards, each behind its own mutex with its own
+//! least-recently-used list, under one memory limit (memcached's `-m`; keys, values and a fixed
+//! per-item overhead count). A store that would pass the limit evicts until it fits, each time
+//! the least recently used item of all shards (their LRU tails compared by last-use stamp,
+//! without waiting on another shard's lock). Expiry, CAS and `flush_all` follow memcached:
+//! expired and flushed items are reclaimed lazily, when found or evicted.
 //!
 //! Values are `Arc<[u8]>`: a response pins a clone, so an item replaced or deleted while a
 //! response still references its value keeps the value alive until the last byte is sent.
@@ -186,8 +190,6 @@ pub enum DeltaResult {
 pub struct StoreCounters {
     /// Items evicted to make room.
     pub evictions: AtomicU64,
-    /// Items found expired when touched.
-    pub expired_unfetched: AtomicU64,
 }
 
 /// A node of a shard's LRU list, holding one item.
