@@ -314,7 +314,7 @@ fn update(
         reply(out, noreply, BAD_FORMAT)?;
         return Ok(Step::Done(line_len));
     };
-    let total = line_len + vlen + 2;
+    let total = line_len.saturating_add(vlen).saturating_add(2);
     if vlen > env.limits.max_item_size || total > env.limits.max_request() {
         bump(&env.stats.local().cmd_set);
         if mode == Mode::Set {

@@ -259,7 +259,7 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, L
         error(out, &h, status::E2BIG)?;
         return Ok(Step::Swallow(head_len, value_len as u64));
     }
-    let total = HEADER_LEN + body_len;
+    let total = HEADER_LEN.saturating_add(body_len);
     let Some(req) = input.get(..total) else {
         return Ok(Step::Need(total));
     };

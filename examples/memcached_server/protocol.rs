@@ -36,7 +36,7 @@ impl Limits {
     /// the longest extras a stored command has, a key and a value. [`Processed::need`] never
     /// exceeds it.
     pub fn max_request(&self) -> usize {
-        self.max_item_size + 24 + KEY_MAX + 64
+        self.max_item_size.saturating_add(24 + KEY_MAX + 64)
     }
 }
 

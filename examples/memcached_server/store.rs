@@ -551,7 +551,7 @@ impl Store {
             // Reserve the bytes if they fit (atomically, so that concurrent stores on other
             // shards cannot together pass the limit).
             let used = self.mem_used.load(Ordering::Relaxed);
-            if used + need <= self.mem_limit {
+            if used.saturating_add(need) <= self.mem_limit {
                 let reserved = self.mem_used.compare_exchange_weak(
                     used,
                     used + need,
