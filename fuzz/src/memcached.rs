@@ -24,6 +24,11 @@
 //! `need` succeeds; and throughout: read buffer storage within its bound, write buffer scratch
 //! within a bound derived from the protocol's limits, the store within its memory limit, and the
 //! buffers' invariants.
+//!
+//! Then the same stream goes to a fresh server in one read, its output sent whole each time: the
+//! bytes sent and whether the connection was closed must not depend on how the stream was split
+//! or how the output drained. (Not compared when a hard limit is set, which refuses responses
+//! depending on what is still unsent, or when the output holds `stats`, which report times.)
 
 use std::io;
 use std::sync::Arc;
@@ -39,16 +44,7 @@ pub const HEADER: usize = 4;
 
 /// `--max-item-size` choices: the default first, then small ones that make the refusal of
 /// oversized values (and the swallowing of their bytes) easy to reach.
-pub const ITEM_SIZES: [usize; 8] = [
-    1024 * 1024,
-    1,
-    16,
-    100,
-    1024,
-    4096,
-    64 * 1024,
-    300,
-];
+pub const ITEM_SIZES: [usize; 8] = [1024 * 1024, 1, 16, 100, 1024, 4096, 64 * 1024, 300];
 
 /// The store's memory limit.
 pub const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
@@ -85,17 +81,73 @@ impl Rng {
     }
 }
 
+/// What one connection sent and how it ended.
+#[derive(Debug, PartialEq, Eq)]
+struct Sent {
+    /// FNV-1a of the bytes sent, and their number.
+    hash: u64,
+    len: u64,
+    /// The session closed the connection.
+    closed: bool,
+    /// The output contained `uptime` (a `stats` response).
+    stats: bool,
+}
+
+/// With `SENDBUF_FUZZ_DEBUG` set (when replaying a crash), each run prints what it read and
+/// sent.
+fn debug() -> bool {
+    static DEBUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("SENDBUF_FUZZ_DEBUG").is_some())
+}
+
+impl Sent {
+    fn record(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.len += bytes.len() as u64;
+        self.stats |= bytes.windows(6).any(|w| w == b"uptime");
+    }
+}
+
 /// Runs one input (see the module docs); panics on a broken check.
 pub fn run(data: &[u8]) {
     if data.len() < HEADER {
         return;
     }
-    let (header, mut peer) = data.split_at(HEADER);
+    let (header, peer) = data.split_at(HEADER);
     let max_item_size = ITEM_SIZES[usize::from(header[0] & 0x7f) % ITEM_SIZES.len()];
     let high = 64 * (1 + usize::from(header[1]));
     let hard_limit = (header[0] & 0x80 != 0).then_some(2 * high + 4096);
-    let mut rng = Rng(0x9e37_79b9 ^ u32::from(u16::from_le_bytes([header[2], header[3]])));
+    let seed = 0x9e37_79b9 ^ u32::from(u16::from_le_bytes([header[2], header[3]]));
 
+    let split = serve(peer, max_item_size, high, hard_limit, Some(Rng(seed)));
+    if hard_limit.is_none() {
+        let whole = serve(peer, max_item_size, high, None, None);
+        if !whole.stats && !split.stats {
+            assert_eq!(
+                split, whole,
+                "the output depends on how the input was split (left) or not (right)"
+            );
+        }
+    }
+}
+
+/// One connection of a fresh server receiving `peer`: in reads and partial writes chosen by
+/// `rng`, or, without one, in reads as large as the buffer takes and whole writes.
+fn serve(
+    mut peer: &[u8],
+    max_item_size: usize,
+    high: usize,
+    hard_limit: Option<usize>,
+    mut rng: Option<Rng>,
+) -> Sent {
+    let mut sent = Sent {
+        hash: 0xcbf2_9ce4_8422_2325,
+        len: 0,
+        closed: false,
+        stats: false,
+    };
     let limits = Limits { max_item_size };
     // What `Processed::need` promises, and what the worker bounds its read buffer by.
     let need_bound = max_item_size + 24 + KEY_MAX + 64;
@@ -112,7 +164,8 @@ pub fn run(data: &[u8]) {
     let mut session = Session::new(store.clone(), Arc::new(Stats::new(1)), limits);
     let mut rb = ReadBuffer::with_capacity(READ_CAPACITY);
     rb.set_max_len(read_max);
-    let mut wb = WriteBuffer::with_capacity(1 + rng.upto(16 * 1024));
+    let chunk = rng.as_mut().map_or(16 * 1024, |r| 1 + r.upto(16 * 1024));
+    let mut wb = WriteBuffer::with_capacity(chunk);
     wb.set_watermarks(Some(Watermarks::new(high / 4, high)));
     wb.set_hard_limit(hard_limit);
 
@@ -121,7 +174,11 @@ pub fn run(data: &[u8]) {
     loop {
         // 1. Every complete request buffered, unless the output is backed up.
         let mut progressed = false;
-        if !closed && !wb.is_backed_up() && !rb.is_empty() && rb.len() >= need {
+        let ready = |rb: &ReadBuffer, wb: &WriteBuffer, need: usize| {
+            !wb.is_backed_up() && !rb.is_empty() && rb.len() >= need
+        };
+        let attempted = !closed && ready(&rb, &wb, need);
+        if attempted {
             let input = rb.len();
             let done = session.process(rb.data(), &mut wb);
             assert!(
@@ -138,6 +195,7 @@ pub fn run(data: &[u8]) {
             progressed = done.consumed > 0;
             if done.close {
                 closed = true;
+                sent.closed = true;
                 rb.clear();
             } else {
                 need = done.need.min(read_max);
@@ -153,9 +211,21 @@ pub fn run(data: &[u8]) {
         // 2. A partial write: the kernel takes some of the output (at least a byte when the
         //    loop would otherwise wait for it).
         if !wb.is_empty() {
-            let mut n = rng.upto(wb.len());
+            let mut n = rng.as_mut().map_or(wb.len(), |r| r.upto(wb.len()));
             if closed || wb.is_backed_up() {
                 n = n.max(1);
+            }
+            let mut left = n;
+            for chunk in wb.chunks() {
+                let take = left.min(chunk.len());
+                sent.record(&chunk[..take]);
+                if debug() {
+                    eprintln!("sent {:?}", String::from_utf8_lossy(&chunk[..take]));
+                }
+                left -= take;
+                if left == 0 {
+                    break;
+                }
             }
             wb.advance(n);
         }
@@ -182,16 +252,24 @@ pub fn run(data: &[u8]) {
             continue;
         }
         if peer.is_empty() {
-            if progressed {
+            // Done once the session can take nothing more of what is buffered (after the
+            // output drained below the low mark, it gets another try).
+            if progressed || (!attempted && ready(&rb, &wb, need)) {
                 continue;
             }
             break;
         }
-        let size = rng.read_size().min(peer.len());
+        let size = rng
+            .as_mut()
+            .map_or(usize::MAX, Rng::read_size)
+            .min(peer.len());
         let mut piece = &peer[..size];
         match rb.read_from(&mut piece) {
             Ok(n) => {
                 assert!(n > 0, "a read of a non-empty piece returned 0");
+                if debug() {
+                    eprintln!("read {:?}", String::from_utf8_lossy(&peer[..n]));
+                }
                 peer = &peer[n..];
             }
             Err(e) => {
@@ -204,4 +282,10 @@ pub fn run(data: &[u8]) {
     }
     rb.check_invariants();
     wb.check_invariants();
+    // The peer stopped sending: the rest of the output goes out.
+    for chunk in wb.chunks() {
+        sent.record(chunk);
+    }
+    wb.clear();
+    sent
 }
