@@ -532,6 +532,52 @@ fn a_slow_reader_gets_every_byte_while_others_are_served() {
 }
 
 #[test]
+fn idle_connections_give_their_buffers_back() {
+    let server = start();
+    let value: Vec<u8> = (0..64 * 1024).map(|i| (i % 253) as u8).collect();
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"idle", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    let fetch = |c: &mut TcpStream| {
+        c.write_all(&bin_get(b"idle")).unwrap();
+        let r = read_bin(c);
+        assert_eq!(r.status, 0);
+        assert!(r.value() == value.as_slice(), "value differs");
+    };
+    const CONNS: usize = 300;
+    let mut conns = Vec::new();
+    let mut most_buffered = 0;
+    for _ in 0..CONNS {
+        let mut c = connect(&server);
+        fetch(&mut c);
+        conns.push(c);
+        most_buffered = most_buffered.max(server.buffered_connections());
+    }
+    // A burst holds at most a bounded number of buffer pairs per worker...
+    assert!(
+        most_buffered <= 2 * (worker::KEEP_ACTIVE + 1) + 1,
+        "{most_buffered} connections held buffers at once"
+    );
+    // ...and once idle, every connection (still open) has given its buffers back.
+    wait_connections(&server, CONNS as u64 + 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.buffered_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} idle connections still hold buffers",
+            server.buffered_connections()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // They take buffers again when used, and answer byte-exact.
+    for c in &mut conns {
+        fetch(c);
+    }
+    drop(conns);
+    server.shutdown();
+}
+
+#[test]
 fn shutdown_closes_connections_and_joins() {
     let server = start();
     let mut c = connect(&server);

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -58,6 +58,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     stats: Arc<Stats>,
     store: Arc<Store>,
+    buffered: Arc<AtomicUsize>,
 }
 
 /// Binds `cfg.listen` and starts the acceptor and `cfg.threads` workers.
@@ -70,6 +71,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let store = Arc::new(Store::new(cfg.memory_limit, cfg.max_item_size));
     let stats = Arc::new(Stats::new(threads));
     let stop = Arc::new(AtomicBool::new(false));
+    let buffered = Arc::new(AtomicUsize::new(0));
 
     let mut listener = TcpListener::bind(cfg.listen)?;
     let local_addr = listener.local_addr()?;
@@ -87,6 +89,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         threads: Vec::with_capacity(threads + 1),
         stats: stats.clone(),
         store: store.clone(),
+        buffered: buffered.clone(),
     };
     // On any error below, dropping `handle` stops the threads already started.
     let mut to_workers = Vec::with_capacity(threads);
@@ -103,6 +106,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
             Limits {
                 max_item_size: cfg.max_item_size,
             },
+            buffered.clone(),
         );
         handle.worker_wakers.push(waker.clone());
         handle.threads.push(
@@ -143,6 +147,13 @@ impl ServerHandle {
     #[allow(dead_code)] // used by tests/memcached_server.rs
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Connections holding read and write buffers now (the others are idle and gave their
+    /// buffers back).
+    #[allow(dead_code)] // used by tests/memcached_server.rs
+    pub fn buffered_connections(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, closes every connection and joins every thread.

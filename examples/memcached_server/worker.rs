@@ -25,7 +25,7 @@
 //! kernel with `malloc_trim` after a sweep that freed much (glibc keeps freed heap memory).
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ const SPARE_PAIRS: usize = 64;
 /// Connections of a worker that keep their buffers while idle until the next sweep; beyond
 /// that many holding buffers, a connection gives them back as soon as it goes idle, so a burst
 /// of thousands of short-lived requests between two sweeps does not hold thousands of buffers.
-const KEEP_ACTIVE: usize = 64;
+pub const KEEP_ACTIVE: usize = 64;
 /// Reads one pass over a connection makes before the worker turns to the others; a connection
 /// with more to read is driven again after the current batch of events (memcached's
 /// `reqs_per_event`).
@@ -149,8 +149,11 @@ struct Ctx {
     idle: Vec<usize>,
     /// Connections that used up their read budget with more to read.
     yielded: Vec<usize>,
-    /// Connections holding a buffer pair.
+    /// Connections of this worker holding a buffer pair...
     active: usize,
+    /// ...and of the whole server (for tests and monitoring; touched only when a connection
+    /// takes or gives back its buffers, not per request).
+    buffered: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     read_max: usize,
     iov_max: usize,
@@ -165,6 +168,7 @@ impl Worker {
         store: Arc<Store>,
         stats: Arc<Stats>,
         limits: Limits,
+        buffered: Arc<AtomicUsize>,
     ) -> Worker {
         let pool: Arc<dyn Pool> = LocalPool::new(
             PoolLimits::new()
@@ -186,6 +190,7 @@ impl Worker {
                 idle: Vec::new(),
                 yielded: Vec::new(),
                 active: 0,
+                buffered,
                 stats,
                 read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
                 iov_max: GatherLimit::default().iovecs(),
@@ -357,6 +362,7 @@ impl Ctx {
     /// An empty buffer pair for a connection that becomes active.
     fn buffers(&mut self) -> Box<Buffers> {
         self.active += 1;
+        self.buffered.fetch_add(1, Ordering::Relaxed);
         self.spare.pop().unwrap_or_else(|| {
             let mut rb = ReadBuffer::with_capacity(READ_CAPACITY).with_pool(self.pool.clone());
             rb.set_max_len(self.read_max);
@@ -369,6 +375,7 @@ impl Ctx {
     /// Gives an empty pair's storage back to the pool and keeps the pair for reuse.
     fn recycle(&mut self, mut bufs: Box<Buffers>) {
         self.active -= 1;
+        self.buffered.fetch_sub(1, Ordering::Relaxed);
         // Both are empty here (checked by the caller, or cleared at close), so neither steal
         // refuses; if one did, the pair is simply dropped with its storage.
         let ok = bufs.rb.steal().is_ok() && bufs.wb.steal().is_ok();
