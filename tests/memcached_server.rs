@@ -498,11 +498,15 @@ fn a_slow_reader_gets_every_byte_while_others_are_served() {
     let server = start();
     const PAIRS: usize = 200;
     const SIZE: usize = 512 * 1024;
-    let value_of = |i: usize| -> Vec<u8> {
-        (0..SIZE)
-            .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
-            .collect()
+    // Distinct values (the index at both ends, so a response for the wrong request shows).
+    let base: Vec<u8> = (0..SIZE).map(|j| (j % 251) as u8).collect();
+    let value_of = move |i: usize| -> Vec<u8> {
+        let mut v = base.clone();
+        v[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        v[SIZE - 8..].copy_from_slice(&(i as u64).to_le_bytes());
+        v
     };
+    let value_of_w = value_of.clone();
     let c = connect_small_rcvbuf(&server, 4096);
     let mut reader = c.try_clone().unwrap();
     let writer = {
@@ -510,7 +514,7 @@ fn a_slow_reader_gets_every_byte_while_others_are_served() {
         thread::spawn(move || -> io::Result<()> {
             for i in 0..PAIRS {
                 let key = format!("slow-{i}");
-                w.write_all(&bin_set(key.as_bytes(), &value_of(i)))?;
+                w.write_all(&bin_set(key.as_bytes(), &value_of_w(i)))?;
                 w.write_all(&bin_get(key.as_bytes()))?;
             }
             Ok(())
