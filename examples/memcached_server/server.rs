@@ -122,6 +122,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         workers: to_workers,
         next: 0,
         stop,
+        failing: false,
     };
     handle.threads.push(
         thread::Builder::new()
@@ -188,6 +189,8 @@ struct Acceptor {
     workers: Vec<(Sender<TcpStream>, Arc<Waker>)>,
     next: usize,
     stop: Arc<AtomicBool>,
+    /// Accepting is failing (e.g. EMFILE); reported once per episode, not every retry.
+    failing: bool,
 }
 
 impl Acceptor {
@@ -222,14 +225,20 @@ impl Acceptor {
                     }
                     self.hand_off(stream);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.failing = false;
+                    return None;
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(e) => {
-                    eprintln!("memcached_server: accept failed: {e}");
+                    if !self.failing {
+                        eprintln!("memcached_server: accept failed: {e} (retrying every 50 ms)");
+                        self.failing = true;
+                    }
                     return Some(Duration::from_millis(50));
                 }
             }
