@@ -82,6 +82,9 @@ pub(crate) struct SegmentQueue {
     front_sent_held: usize,
     /// ...and the stream offset just past the last of them.
     front_held_end: u64,
+    /// The highest offset [`release_through`](Self::release_through) was called with: the kernel
+    /// reads nothing before it.
+    released_through: u64,
     /// `(chunk, end)` when the last pending segment is the scratch run `chunk[..end]`, so the
     /// next commit at `chunk[end]` extends it; `NO_RUN` otherwise.
     run: (ChunkId, usize),
@@ -103,6 +106,7 @@ impl Default for SegmentQueue {
             bytes_released: 0,
             front_sent_held: 0,
             front_held_end: 0,
+            released_through: 0,
             run: NO_RUN,
         }
     }
@@ -270,6 +274,11 @@ impl SegmentQueue {
                 self.bytes_released += step as u64;
                 if earlier == 0 {
                     drop(meta);
+                } else if self.front_held_end <= self.released_through {
+                    // The earlier zero-copy send is already complete: release it all now.
+                    self.held_len -= earlier;
+                    self.bytes_released += earlier as u64;
+                    drop(meta);
                 } else {
                     // An earlier zero-copy send still reads this value's first bytes: the
                     // owner lives until that send's completion.
@@ -301,6 +310,7 @@ impl SegmentQueue {
     /// The kernel no longer reads any stream byte before `offset`: releases every held segment
     /// that ends at or before it. Returns the bytes released.
     pub(crate) fn release_through(&mut self, offset: u64, scratch: &mut Scratch) -> usize {
+        self.released_through = self.released_through.max(offset);
         let mut released = 0;
         while self.held.front().is_some_and(|h| h.end_offset <= offset) {
             let h = self.held.pop_front().expect("front exists");

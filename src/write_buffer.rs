@@ -889,6 +889,22 @@ mod tests {
     }
 
     #[test]
+    fn value_finished_by_a_copying_send_after_its_zero_copy_part_completed_is_released() {
+        // Found by tests/prop_zerocopy.rs: the zero-copy part's completion came before the
+        // copying send of the rest, and no later completion would ever release the value.
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut buf = queue(&drops);
+        buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the value
+        assert_eq!(buf.release_through(10), 4); // the completion: the value is still pending
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        buf.advance(94); // the rest of the value, copied
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        buf.advance(4);
+        buf.check_invariants();
+        assert!(buf.is_empty());
+    }
+
+    #[test]
     fn steal_is_refused_while_the_kernel_holds_bytes() {
         use crate::BufferStealer;
         let drops = Arc::new(AtomicUsize::new(0));
