@@ -22,7 +22,11 @@ use util::{Counted, DropCount, XorShift};
 
 /// A connected loopback pair: (sender, receiver).
 fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    pair_on("127.0.0.1:0")
+}
+
+fn pair_on(addr: &str) -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind(addr).unwrap();
     let tx = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (rx, _) = listener.accept().unwrap();
     (tx, rx)
@@ -213,7 +217,16 @@ fn zero_copy_sends_release_values_only_on_their_completion() {
 /// byte: the drop counter is read right after the send and right after the poll.
 #[test]
 fn a_fully_sent_value_lives_until_poll_completions() {
-    let (tx, mut rx) = pair();
+    fully_sent_value_lives_until_poll_completions(pair());
+}
+
+/// The same over IPv6, whose completions come as `SOL_IPV6` / `IPV6_RECVERR` control messages.
+#[test]
+fn ipv6_completions_are_read_too() {
+    fully_sent_value_lives_until_poll_completions(pair_on("[::1]:0"));
+}
+
+fn fully_sent_value_lives_until_poll_completions((tx, mut rx): (TcpStream, TcpStream)) {
     let mut zc = ZeroCopy::new();
     zc.enable(&tx).unwrap();
     let mut buf = WriteBuffer::new();
