@@ -161,9 +161,7 @@ impl Stats {
     pub fn report(&self, store: &Store) -> Vec<(&'static str, String)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let sum = |f: fn(&Counters) -> &AtomicU64| self.sum(f).to_string();
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix = crate::store::unix_now();
         vec![
             ("pid", std::process::id().to_string()),
             ("uptime", self.uptime().to_string()),
