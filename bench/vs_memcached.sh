@@ -18,7 +18,7 @@
 #   * resident memory per idle connection: VmRSS before and after 5,000 connections each fetched
 #     a 64 KiB value and stay open, divided by 5,000 (fresh servers, 2 workers).
 #
-# Usage: bench/vs_memcached.sh            (full run: 9 pairs x 3 s; about 35 minutes)
+# Usage: bench/vs_memcached.sh            (full run: 9 pairs x 3 s; about 36 minutes)
 #        PAIRS=3 SECS=1 bench/vs_memcached.sh     (quick run)
 # Environment (defaults in brackets):
 #   PAIRS [9] ABBA pairs per scenario    SECS [3] counted seconds per run   WARMUP [1]
