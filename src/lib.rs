@@ -84,6 +84,11 @@
 //! the kernel's completions from the socket's error queue and releases exactly the sends they
 //! cover. A buffer dropped while the kernel still holds bytes leaks them rather than free
 //! memory the kernel may read; drain first with [`ZeroCopy::drain_blocking`].
+//!
+//! With the feature `io-uring` (Linux), `UringSender` queues many connections' sends as
+//! io_uring `SendMsg` (or zero-copy `SendMsgZc`) entries and submits them with one system call;
+//! each result advances its buffer, and a zero-copy send's bytes stay held until its
+//! notification completion releases them.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -104,6 +109,8 @@ mod sys;
 mod watermark;
 mod write_buffer;
 mod zerocopy;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod uring;
 
 pub use error::AdvanceError;
 pub use format::{Encode, FormatGuard, Reserved};
@@ -114,6 +121,8 @@ pub use steal::{BufferStealer, StealRefused};
 pub use watermark::{LimitError, Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 pub use zerocopy::{ZeroCopy, ZeroCopyStats, DEFAULT_ZEROCOPY_THRESHOLD};
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub use uring::{UringCompletion, UringEvent, UringSender, UringStats};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
