@@ -49,18 +49,33 @@ enum CqeKind {
 
 impl UringCompletion {
     /// The token given to [`submit`](UringSender::submit) for the send this completes.
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`].
     pub fn token(&self) -> u64 {
         self.token
     }
 
     /// True for a zero-copy send's notification (the kernel released the send's memory), false
     /// for a send's result.
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`].
     pub fn is_notification(&self) -> bool {
         matches!(self.kind, CqeKind::Notification { .. })
     }
 }
 
 /// What [`UringSender::finish`] did to the buffer.
+///
+/// # Examples
+///
+/// ```
+/// let e = sendbuf::UringEvent::Sent { bytes: 100, held: false };
+/// assert!(matches!(e, sendbuf::UringEvent::Sent { held: false, .. }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UringEvent {
     /// A send's result: the buffer advanced past `bytes` (fewer than offered on a partial send:
@@ -81,6 +96,13 @@ pub enum UringEvent {
 }
 
 /// Counters of what a [`UringSender`] did, for metrics, tests and benchmarks.
+///
+/// # Examples
+///
+/// ```
+/// let stats = sendbuf::UringStats::default();
+/// assert_eq!(stats.enters, 0);
+/// ```
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct UringStats {
     /// `io_uring_enter` system calls made by [`flush`](UringSender::flush),
@@ -415,6 +437,15 @@ impl UringSender {
     ///
     /// The `io_uring_setup` error: `ENOSYS` on kernels without io_uring, `EPERM` where it is
     /// disabled (`kernel.io_uring_disabled`, seccomp), `ENOMEM` over the locked-memory limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // io_uring_setup is FFI
+    /// let sender = sendbuf::UringSender::new(256).unwrap();
+    /// assert_eq!(sender.in_flight(), 0);
+    /// # }
+    /// ```
     pub fn new(entries: u32) -> io::Result<UringSender> {
         Ok(UringSender {
             ring: IoUring::new(entries)?,
@@ -426,17 +457,39 @@ impl UringSender {
     }
 
     /// What this sender did so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // io_uring_setup is FFI
+    /// let sender = sendbuf::UringSender::new(8).unwrap();
+    /// assert_eq!(sender.stats(), sendbuf::UringStats::default());
+    /// # }
+    /// ```
     pub fn stats(&self) -> UringStats {
         self.stats
     }
 
     /// Sends whose result or notification the kernel still owes, over all tokens.
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`].
     pub fn in_flight(&self) -> usize {
         self.book.sends.len()
     }
 
     /// Results and notifications the kernel still owes for `token` (0: nothing of its buffer is
     /// in the kernel's hands through this sender).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // io_uring_setup is FFI
+    /// let sender = sendbuf::UringSender::new(8).unwrap();
+    /// assert_eq!(sender.outstanding(42), 0);
+    /// # }
+    /// ```
     pub fn outstanding(&self, token: u64) -> usize {
         self.book.outstanding(token)
     }
@@ -454,6 +507,10 @@ impl UringSender {
     /// [`io::ErrorKind::ResourceBusy`] if `token` has a send awaiting its result; an
     /// `io_uring_enter` error if the queue was full and could not be submitted. Nothing is
     /// queued then.
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`] and `tests/uring.rs`.
     pub fn submit(
         &mut self,
         token: u64,
@@ -534,6 +591,10 @@ impl UringSender {
     /// # Errors
     ///
     /// The `io_uring_enter` error (`EBUSY` when the completion queue overflowed: reap first).
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`] and `tests/uring.rs`.
     pub fn flush(&mut self) -> io::Result<usize> {
         self.enter(0)
     }
@@ -544,6 +605,10 @@ impl UringSender {
     /// # Errors
     ///
     /// As [`flush`](Self::flush).
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`] and `tests/uring.rs`.
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
         self.enter(want)
     }
@@ -551,6 +616,10 @@ impl UringSender {
     /// Moves every ready completion into `out` (no system call), in the kernel's order; pass
     /// each, in that order, with its token's buffer to [`finish`](Self::finish). Returns how
     /// many were added.
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`] and `tests/uring.rs`.
     pub fn reap(&mut self, out: &mut Vec<UringCompletion>) -> usize {
         let before = out.len();
         let mut cq = self.ring.completion();
@@ -595,6 +664,10 @@ impl UringSender {
     /// unchanged and the token may submit again. [`io::ErrorKind::InvalidInput`], with nothing
     /// changed, if `buf` is not the buffer submitted (or was advanced meanwhile), or `c` was
     /// already finished, or a notification comes before its result.
+    ///
+    /// # Examples
+    ///
+    /// See [`UringSender`] and `tests/uring.rs`.
     pub fn finish(&mut self, c: UringCompletion, buf: &mut WriteBuffer) -> io::Result<UringEvent> {
         self.book.finish(c, buf)
     }
