@@ -659,8 +659,10 @@ impl UringSender {
     ///
     /// # Errors
     ///
-    /// A failed send's error (`-res`: `EPIPE`, `ECONNRESET`, `EAGAIN` as
-    /// [`WouldBlock`](io::ErrorKind::WouldBlock) on a non-blocking socket...): the buffer is
+    /// A failed send's error (`-res`: `EPIPE`, `ECONNRESET`...; an `EAGAIN` would come back
+    /// as [`WouldBlock`](io::ErrorKind::WouldBlock), though the kernel normally waits for room
+    /// instead, even on a non-blocking socket, so a send to a peer that does not read stays
+    /// in flight until it does): the buffer is
     /// unchanged and the token may submit again. [`io::ErrorKind::InvalidInput`], with nothing
     /// changed, if `buf` is not the buffer submitted (or was advanced meanwhile), or `c` was
     /// already finished, or a notification comes before its result.

@@ -345,3 +345,64 @@ fn errors_are_reported_per_token() {
     good_rx.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ok\nok\nok\n");
 }
+
+#[test]
+fn a_send_to_a_full_socket_waits_in_the_kernel_until_the_peer_reads() {
+    // Even on a non-blocking socket, io_uring waits for room (it polls the socket) rather than
+    // complete with EAGAIN: a peer that never reads keeps the send in flight.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tx = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut rx, _) = listener.accept().unwrap();
+    socket2::SockRef::from(&tx)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    socket2::SockRef::from(&rx)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    tx.set_nonblocking(true).unwrap();
+    let total = 256 << 10;
+    let mut buf = WriteBuffer::new();
+    buf.pin(vec![b'x'; total]); // far more than the socket buffers hold
+    let mut s = sender(8);
+    let mut done = Vec::new();
+    let mut sent = 0;
+    let mut stalled = false;
+    while !stalled {
+        s.submit(1, &buf, tx.as_fd(), false).unwrap();
+        s.flush().unwrap();
+        let t = std::time::Instant::now();
+        done.clear();
+        while done.is_empty() && t.elapsed() < std::time::Duration::from_millis(300) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            s.reap(&mut done);
+        }
+        match done.first() {
+            Some(&c) => match s.finish(c, &mut buf).unwrap() {
+                UringEvent::Sent { bytes, .. } => sent += bytes,
+                other => panic!("{other:?}"),
+            },
+            None => stalled = true,
+        }
+        assert!(sent < total, "the socket took everything without a reader");
+    }
+    assert_eq!(s.outstanding(1), 1, "the send waits in the kernel");
+    assert_eq!(buf.len(), total - sent);
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; total];
+        rx.read_exact(&mut got).unwrap();
+        got.iter().all(|&b| b == b'x')
+    });
+    while s.in_flight() > 0 || buf.len() > 0 {
+        if s.outstanding(1) == 0 {
+            s.submit(1, &buf, tx.as_fd(), false).unwrap();
+        }
+        s.submit_and_wait(1).unwrap();
+        done.clear();
+        s.reap(&mut done);
+        for &c in &done {
+            s.finish(c, &mut buf).unwrap();
+        }
+    }
+    assert!(reader.join().unwrap());
+    assert!(buf.is_empty());
+}
