@@ -31,7 +31,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use server::Config;
+use server::{Config, SendPath};
 
 const USAGE: &str = "\
 usage: memcached_server [OPTIONS]
@@ -44,6 +44,10 @@ options:
   --memory-limit MIB       cache memory limit in MiB, least recently used items are evicted
                            (default 64)
   --max-item-size BYTES    largest value accepted (default 1048576)
+  --send-path PATH         how responses are sent: copy (copying sendmsg, the default) or
+                           zerocopy (MSG_ZEROCOPY, values held until the kernel's completion)
+  --zerocopy-always        with zerocopy: keep sending zero-copy even after the kernel reports
+                           that it copied (it always does on loopback; for tests and measurement)
   --help                   print this help
 ";
 
@@ -65,9 +69,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         if name == "--help" || name == "-h" {
             return Ok(Command::Help);
         }
+        if arg == "--zerocopy-always" {
+            cfg.zerocopy_stop_when_copied = false;
+            continue;
+        }
         if !matches!(
             name.as_str(),
-            "--listen" | "--threads" | "--memory-limit" | "--max-item-size"
+            "--listen" | "--threads" | "--memory-limit" | "--max-item-size" | "--send-path"
         ) {
             return Err(format!("unknown argument '{arg}'"));
         }
@@ -82,6 +90,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 let mib = parse_number(&name, &value, 1, (usize::MAX >> 20) as u64)?;
                 cfg.memory_limit = mib << 20;
             }
+            "--send-path" => cfg.send_path = SendPath::parse(&value)?,
             _ => cfg.max_item_size = parse_number(&name, &value, 1, 1 << 30)?,
         }
     }
@@ -171,6 +180,11 @@ fn main() -> ExitCode {
         }
     };
     let (threads, memory_mib, max_item) = (cfg.threads, cfg.memory_limit >> 20, cfg.max_item_size);
+    let send_path = match (cfg.send_path, cfg.zerocopy_stop_when_copied) {
+        (SendPath::Copy, _) => "copy",
+        (SendPath::ZeroCopy, true) => "zerocopy",
+        (SendPath::ZeroCopy, false) => "zerocopy (always)",
+    };
     let server = match server::start(cfg) {
         Ok(server) => server,
         Err(e) => {
@@ -180,7 +194,7 @@ fn main() -> ExitCode {
     };
     println!(
         "memcached_server listening on {} (threads {threads}, memory limit {memory_mib} MiB, \
-         max item size {max_item} bytes)",
+         max item size {max_item} bytes, send path {send_path})",
         server.local_addr()
     );
     let _ = std::io::stdout().flush();
@@ -197,6 +211,13 @@ fn main() -> ExitCode {
         }
     }
     eprintln!("memcached_server: shutting down");
-    server.shutdown();
+    let zc = server.shutdown();
+    if zc != sendbuf::ZeroCopyStats::default() {
+        eprintln!(
+            "memcached_server: zero-copy sends {}, copying sends {}, completions {} ({} copied), \
+             ENOBUFS {}",
+            zc.zero_copy_sends, zc.copying_sends, zc.completions, zc.copied, zc.enobufs
+        );
+    }
     ExitCode::SUCCESS
 }

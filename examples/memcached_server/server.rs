@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::protocol::Limits;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::worker::Worker;
+use crate::worker::{SendOptions, Worker, ZeroCopyTotals};
 
 /// What the command line configures.
 #[derive(Debug, Clone)]
@@ -33,6 +33,36 @@ pub struct Config {
     pub memory_limit: usize,
     /// Largest value accepted, in bytes.
     pub max_item_size: usize,
+    /// How responses are sent.
+    pub send_path: SendPath,
+    /// Zero-copy path only: stop asking for zero copy on a socket once the kernel reports a
+    /// send as copied (as it always does on loopback), as the kernel documentation advises.
+    /// `false` keeps every large send zero-copy (to exercise or measure the path on loopback).
+    pub zerocopy_stop_when_copied: bool,
+}
+
+/// How a worker sends its connections' responses (`--send-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPath {
+    /// Copying `sendmsg`: a pinned value is released as soon as its last byte is sent.
+    Copy,
+    /// `MSG_ZEROCOPY` through [`sendbuf::ZeroCopy`]: large sends are held until the kernel's
+    /// completion (read on the socket's error readiness) says it no longer reads them.
+    ZeroCopy,
+}
+
+impl SendPath {
+    /// Parses a `--send-path` value.
+    pub fn parse(value: &str) -> Result<SendPath, String> {
+        match value {
+            "copy" => Ok(SendPath::Copy),
+            "zerocopy" => Ok(SendPath::ZeroCopy),
+            // No io_uring backend in sendbuf yet (no `io-uring` feature to build one with).
+            _ => Err(format!(
+                "--send-path: unknown send path '{value}' (this build knows copy, zerocopy)"
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -42,6 +72,8 @@ impl Default for Config {
             threads: thread::available_parallelism().map_or(1, |n| n.get()),
             memory_limit: 64 * 1024 * 1024,
             max_item_size: 1024 * 1024,
+            send_path: SendPath::Copy,
+            zerocopy_stop_when_copied: true,
         }
     }
 }
@@ -59,6 +91,7 @@ pub struct ServerHandle {
     stats: Arc<Stats>,
     store: Arc<Store>,
     buffered: Arc<AtomicUsize>,
+    zerocopy: Arc<ZeroCopyTotals>,
 }
 
 /// Binds `cfg.listen` and starts the acceptor and `cfg.threads` workers.
@@ -72,6 +105,11 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let stats = Arc::new(Stats::new(threads));
     let stop = Arc::new(AtomicBool::new(false));
     let buffered = Arc::new(AtomicUsize::new(0));
+    let zerocopy = Arc::new(ZeroCopyTotals::default());
+    let send = SendOptions {
+        path: cfg.send_path,
+        stop_when_copied: cfg.zerocopy_stop_when_copied,
+    };
 
     let mut listener = TcpListener::bind(cfg.listen)?;
     let local_addr = listener.local_addr()?;
@@ -90,6 +128,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         stats: stats.clone(),
         store: store.clone(),
         buffered: buffered.clone(),
+        zerocopy: zerocopy.clone(),
     };
     // On any error below, dropping `handle` stops the threads already started.
     let mut to_workers = Vec::with_capacity(threads);
@@ -107,6 +146,8 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
                 max_item_size: cfg.max_item_size,
             },
             buffered.clone(),
+            send,
+            zerocopy.clone(),
         );
         handle.worker_wakers.push(waker.clone());
         handle.threads.push(
@@ -157,9 +198,11 @@ impl ServerHandle {
         self.buffered.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting, closes every connection and joins every thread.
-    pub fn shutdown(mut self) {
+    /// Stops accepting, closes every connection and joins every thread. Returns what the
+    /// connections' zero-copy senders did, summed (all zero on the copy path).
+    pub fn shutdown(mut self) -> sendbuf::ZeroCopyStats {
         self.stop_and_join();
+        self.zerocopy.snapshot()
     }
 
     fn stop_and_join(&mut self) {

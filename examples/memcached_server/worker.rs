@@ -23,9 +23,20 @@
 //! protocol session and a few words; when more than [`KEEP_ACTIVE`] connections of a worker
 //! hold buffers, one gives them back as soon as it goes idle. Freed memory is returned to the
 //! kernel with `malloc_trim` after a sweep that freed much (glibc keeps freed heap memory).
+//!
+//! With [`SendPath::ZeroCopy`] each connection also has a [`ZeroCopy`] (`SO_ZEROCOPY` set on its
+//! socket) and sends through it: large sends go out with `MSG_ZEROCOPY` and their bytes stay
+//! *held* (pinned values alive, scratch not reused) until the kernel's completion, which the
+//! loop reads from the socket's error queue when epoll reports an error condition (mio's
+//! `is_error()`). Held bytes count towards the water marks, and a connection is idle (its
+//! buffers stealable) only when [`WriteBuffer::is_empty`]: nothing pending and nothing held. A
+//! connection closed while the kernel still holds bytes keeps its socket and buffers on a
+//! draining list until the completions arrive ([`DRAIN_TIMEOUT`] at most; then the held
+//! memory is leaked, never freed). The copy path pays one branch per send for all this.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,9 +45,11 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use sendbuf::{
     BufferStealer, GatherLimit, LocalPool, Pool, PoolLimits, ReadBuffer, Watermarks, WriteBuffer,
+    ZeroCopy, ZeroCopyStats,
 };
 
 use crate::protocol::{Limits, Session};
+use crate::server::SendPath;
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -65,6 +78,58 @@ const SPARE_PAIRS: usize = 64;
 /// that many holding buffers, a connection gives them back as soon as it goes idle, so a burst
 /// of thousands of short-lived requests between two sweeps does not hold thousands of buffers.
 pub const KEEP_ACTIVE: usize = 64;
+/// How long a connection closed with bytes still held by the kernel waits for their
+/// completions before its buffers are leaked rather than freed.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker shutting down waits for each connection's outstanding completions.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
+
+/// How a worker sends (from the server's configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct SendOptions {
+    /// Copying `sendmsg` or `MSG_ZEROCOPY`.
+    pub path: SendPath,
+    /// See `Config::zerocopy_stop_when_copied`.
+    pub stop_when_copied: bool,
+}
+
+/// What the connections' [`ZeroCopy`] senders did, summed over the server; a connection adds
+/// its counts when it closes (not per request).
+#[derive(Debug, Default)]
+pub struct ZeroCopyTotals {
+    zero_copy_sends: AtomicU64,
+    copying_sends: AtomicU64,
+    enobufs: AtomicU64,
+    completions: AtomicU64,
+    copied: AtomicU64,
+    ignored: AtomicU64,
+}
+
+impl ZeroCopyTotals {
+    fn add(&self, s: ZeroCopyStats) {
+        let r = Ordering::Relaxed;
+        self.zero_copy_sends.fetch_add(s.zero_copy_sends, r);
+        self.copying_sends.fetch_add(s.copying_sends, r);
+        self.enobufs.fetch_add(s.enobufs, r);
+        self.completions.fetch_add(s.completions, r);
+        self.copied.fetch_add(s.copied, r);
+        self.ignored.fetch_add(s.ignored, r);
+    }
+
+    /// The sums of every connection closed so far.
+    pub fn snapshot(&self) -> ZeroCopyStats {
+        let r = Ordering::Relaxed;
+        ZeroCopyStats {
+            zero_copy_sends: self.zero_copy_sends.load(r),
+            copying_sends: self.copying_sends.load(r),
+            enobufs: self.enobufs.load(r),
+            completions: self.completions.load(r),
+            copied: self.copied.load(r),
+            ignored: self.ignored.load(r),
+        }
+    }
+}
+
 /// Reads one pass over a connection makes before the worker turns to the others; a connection
 /// with more to read is driven again after the current batch of events (memcached's
 /// `reqs_per_event`).
@@ -99,12 +164,18 @@ const LISTED_IDLE: u8 = 8;
 const PEER_DONE: u8 = 16;
 /// Read from since the last idle sweep.
 const USED: u8 = 32;
+/// Closed, but the kernel still holds bytes of its zero-copy sends: on the draining list.
+const DRAINING: u8 = 64;
 
 struct Conn {
     stream: TcpStream,
     session: Session,
     /// `None` while idle: the pair went back to the spare list.
     bufs: Option<Box<Buffers>>,
+    /// The zero-copy sender of this socket (`None` on the copy path). It stays with the socket
+    /// while buffer pairs come and go: a pair is given back only when nothing is held, so no
+    /// outstanding send refers to an old pair's offsets.
+    zc: Option<Box<ZeroCopy>>,
     flags: u8,
 }
 
@@ -138,6 +209,10 @@ pub struct Worker {
     conns: Vec<Option<Conn>>,
     free_slots: Vec<usize>,
     ctx: Ctx,
+    send: SendOptions,
+    zerocopy: Arc<ZeroCopyTotals>,
+    /// Closed connections waiting for zero-copy completions, with their deadlines.
+    draining: Vec<(usize, Instant)>,
 }
 
 /// What `drive` needs besides the connection.
@@ -161,6 +236,7 @@ struct Ctx {
 
 impl Worker {
     /// A worker that will serve the connections arriving on `incoming`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
         incoming: Receiver<TcpStream>,
@@ -169,6 +245,8 @@ impl Worker {
         stats: Arc<Stats>,
         limits: Limits,
         buffered: Arc<AtomicUsize>,
+        send: SendOptions,
+        zerocopy: Arc<ZeroCopyTotals>,
     ) -> Worker {
         let pool: Arc<dyn Pool> = LocalPool::new(
             PoolLimits::new()
@@ -195,6 +273,9 @@ impl Worker {
                 read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
                 iov_max: GatherLimit::default().iovecs(),
             },
+            send,
+            zerocopy,
+            draining: Vec::new(),
         }
     }
 
@@ -209,7 +290,7 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = if !self.ctx.yielded.is_empty() {
                 Some(Duration::ZERO)
-            } else if self.ctx.idle.is_empty() {
+            } else if self.ctx.idle.is_empty() && self.draining.is_empty() {
                 None
             } else {
                 Some(SWEEP_INTERVAL)
@@ -227,8 +308,16 @@ impl Worker {
                     continue;
                 }
                 let i = event.token().0;
-                // Errors and hang-ups: the next read or send reports them and closes.
-                let failed = event.is_error();
+                // Errors and hang-ups: the next read or send reports them and closes. On the
+                // zero-copy path the error condition usually means completions are queued.
+                let mut failed = event.is_error();
+                if failed && self.send.path == SendPath::ZeroCopy {
+                    match self.completions(i, &mut trim) {
+                        Some(true) => failed = false,
+                        Some(false) => {}
+                        None => continue, // closed, or still draining
+                    }
+                }
                 let mut flags = 0;
                 if event.is_readable() || failed {
                     flags |= MAY_READ;
@@ -243,6 +332,9 @@ impl Worker {
             for &i in &yielded {
                 self.ready(i, 0, false, &mut trim);
             }
+            if !self.draining.is_empty() {
+                self.check_draining(&mut trim);
+            }
             if self.ctx.idle.is_empty() {
                 continue;
             }
@@ -256,10 +348,76 @@ impl Worker {
                 Some(_) => {}
             }
         }
-        // Shutdown: dropping the connections closes their sockets.
-        for _ in self.conns.iter().flatten() {
-            self.stats.connection_closed();
+        // Shutdown: dropping the connections closes their sockets, once the kernel holds
+        // nothing of their buffers (a buffer dropped while it does leaks those bytes instead).
+        for conn in self.conns.iter_mut().flatten() {
+            if let (Some(zc), Some(bufs)) = (conn.zc.as_deref_mut(), conn.bufs.as_deref_mut()) {
+                if bufs.wb.held_len() > 0 {
+                    let _ = zc.drain_blocking(&mut bufs.wb, &conn.stream, SHUTDOWN_DRAIN);
+                }
+                self.zerocopy.add(zc.stats());
+            }
+            if conn.flags & DRAINING == 0 {
+                self.stats.connection_closed();
+            }
         }
+    }
+
+    /// Reads the completions of connection `i` after an error event. `Some(true)`: the event
+    /// brought completions (or other error-queue messages); `Some(false)`: none, so it reports
+    /// a real error; `None`: the connection is gone or draining (nothing more to do).
+    fn completions(&mut self, i: usize, trim: &mut TrimTracker) -> Option<bool> {
+        let conn = self.conns.get_mut(i)?.as_mut()?;
+        let (Some(zc), Some(bufs)) = (conn.zc.as_deref_mut(), conn.bufs.as_deref_mut()) else {
+            return Some(false); // no buffers, so nothing held: a real error
+        };
+        let before = zc.stats();
+        let result = zc.poll_completions(&mut bufs.wb, &conn.stream);
+        let after = zc.stats();
+        if conn.flags & DRAINING != 0 {
+            if result.is_err() || bufs.wb.held_len() == 0 {
+                self.finish_close(i, trim);
+            }
+            return None;
+        }
+        match result {
+            Ok(_) => Some(after.completions + after.ignored > before.completions + before.ignored),
+            Err(_) => {
+                self.close(i, trim);
+                None
+            }
+        }
+    }
+
+    /// Polls the draining connections (their completions may have come without a new edge) and
+    /// gives up on those past their deadline.
+    fn check_draining(&mut self, trim: &mut TrimTracker) {
+        let now = Instant::now();
+        let mut draining = std::mem::take(&mut self.draining);
+        draining.retain(|&(i, deadline)| {
+            let Some(Some(conn)) = self.conns.get_mut(i) else {
+                return false;
+            };
+            let (Some(zc), Some(bufs)) = (conn.zc.as_deref_mut(), conn.bufs.as_deref_mut()) else {
+                self.finish_close(i, trim);
+                return false;
+            };
+            let failed = zc.poll_completions(&mut bufs.wb, &conn.stream).is_err();
+            if failed || bufs.wb.held_len() == 0 || now >= deadline {
+                if bufs.wb.held_len() > 0 {
+                    eprintln!(
+                        "memcached_server: a closed connection's {} bytes were not completed \
+                         in {DRAIN_TIMEOUT:?}; leaking them",
+                        bufs.wb.held_len()
+                    );
+                }
+                self.finish_close(i, trim);
+                return false;
+            }
+            true
+        });
+        // finish_close may not add to the list, so nothing is lost by replacing it.
+        self.draining = draining;
     }
 
     fn register_new(&mut self) {
@@ -289,10 +447,23 @@ impl Worker {
                     max_item_size: self.max_item_size,
                 },
             );
+            let zc = match self.send.path {
+                SendPath::Copy => None,
+                SendPath::ZeroCopy => {
+                    let mut zc = ZeroCopy::new();
+                    zc.set_stop_when_copied(self.send.stop_when_copied);
+                    // If SO_ZEROCOPY is refused, the ZeroCopy simply makes copying sends.
+                    if let Err(e) = zc.enable(&stream) {
+                        eprintln!("memcached_server: SO_ZEROCOPY refused ({e}); copying");
+                    }
+                    Some(Box::new(zc))
+                }
+            };
             self.conns[slot] = Some(Conn {
                 stream,
                 session,
                 bufs: None,
+                zc,
                 flags: 0,
             });
             self.stats.connection_opened();
@@ -303,6 +474,9 @@ impl Worker {
         let Some(Some(conn)) = self.conns.get_mut(i) else {
             return; // closed earlier in this batch of events
         };
+        if conn.flags & DRAINING != 0 {
+            return; // closed; only its completions matter (see `completions`)
+        }
         conn.flags |= flags;
         if writable {
             conn.flags &= !WAIT_WRITABLE;
@@ -313,12 +487,46 @@ impl Worker {
     }
 
     fn close(&mut self, i: usize, trim: &mut TrimTracker) {
+        let Some(Some(conn)) = self.conns.get_mut(i) else {
+            return;
+        };
+        if let (Some(zc), Some(bufs)) = (conn.zc.as_deref_mut(), conn.bufs.as_deref_mut()) {
+            bufs.rb.clear();
+            bufs.wb.clear(); // releases pinned values not sent; keeps what the kernel holds
+            if bufs.wb.held_len() > 0 {
+                let _ = zc.poll_completions(&mut bufs.wb, &conn.stream);
+            }
+            if bufs.wb.held_len() > 0 {
+                // The kernel still reads these bytes: keep the socket (its error queue brings
+                // the completions) and the buffers until then. The peer sees the end of stream.
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                conn.flags = DRAINING;
+                self.draining.push((i, Instant::now() + DRAIN_TIMEOUT));
+                return;
+            }
+        }
+        self.finish_close(i, trim);
+    }
+
+    /// Drops connection `i` and recycles its buffers (nothing of them is held by the kernel).
+    fn finish_close(&mut self, i: usize, trim: &mut TrimTracker) {
         if let Some(conn) = self.conns[i].take() {
             // Closing the socket removes it from the epoll set: no deregister call needed.
+            if let Some(zc) = &conn.zc {
+                self.zerocopy.add(zc.stats());
+            }
             if let Some(mut bufs) = conn.bufs {
                 bufs.rb.clear();
                 bufs.wb.clear(); // releases pinned values not sent
-                self.ctx.recycle(bufs);
+                if bufs.wb.held_len() > 0 {
+                    // Given up on (DRAIN_TIMEOUT): dropping the buffer leaks the held bytes
+                    // rather than free memory the kernel may still read.
+                    self.ctx.active -= 1;
+                    self.ctx.buffered.fetch_sub(1, Ordering::Relaxed);
+                    drop(bufs);
+                } else {
+                    self.ctx.recycle(bufs);
+                }
             }
             self.free_slots.push(i);
             trim.closed += 1;
@@ -459,7 +667,11 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
         }
         // 2. Everything queued, in one sendmsg.
         if unsent(&bufs.wb) > 0 && conn.flags & WAIT_WRITABLE == 0 {
-            match flush(&mut bufs.wb, &conn.stream, ctx) {
+            let sent = match conn.zc.as_deref_mut() {
+                None => flush(&mut bufs.wb, &conn.stream, ctx),
+                Some(zc) => flush_zero_copy(&mut bufs.wb, zc, &conn.stream, ctx),
+            };
+            match sent {
                 Ok(true) => {}
                 Ok(false) => conn.flags |= WAIT_WRITABLE,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.flags |= WAIT_WRITABLE,
@@ -526,6 +738,32 @@ fn flush(wb: &mut WriteBuffer, stream: &TcpStream, ctx: &Ctx) -> io::Result<bool
             slices[..ctx.iov_max].iter().map(|s| s.len()).sum()
         };
         let sent = wb.send_to(stream)?;
+        ctx.stats.written(sent);
+        if unsent(wb) == 0 {
+            return Ok(true);
+        }
+        if sent < offered {
+            return Ok(false);
+        }
+    }
+}
+
+/// [`flush`] through the connection's [`ZeroCopy`]: large sends are made with `MSG_ZEROCOPY`
+/// and held until their completion.
+fn flush_zero_copy(
+    wb: &mut WriteBuffer,
+    zc: &mut ZeroCopy,
+    stream: &TcpStream,
+    ctx: &Ctx,
+) -> io::Result<bool> {
+    loop {
+        let slices = wb.io_slices();
+        let offered = if slices.len() <= ctx.iov_max {
+            wb.len()
+        } else {
+            slices[..ctx.iov_max].iter().map(|s| s.len()).sum()
+        };
+        let sent = zc.send(wb, stream)?;
         ctx.stats.written(sent);
         if unsent(wb) == 0 {
             return Ok(true);
