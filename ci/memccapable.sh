@@ -20,6 +20,9 @@ server="$target_dir/release/examples/memcached_server"
 # The command line: --help succeeds, a bad argument is refused with usage and status 2.
 "$server" --help | grep -q -- '--max-item-size' || { echo "--help does not print usage" >&2; exit 1; }
 status=0
+"$server" --send-path nosuch 2>/dev/null || status=$?
+[ "$status" -eq 2 ] || { echo "an unknown send path exited with $status, not 2" >&2; exit 1; }
+status=0
 "$server" --threads zero 2>/dev/null || status=$?
 [ "$status" -eq 2 ] || { echo "a bad argument exited with $status, not 2" >&2; exit 1; }
 
@@ -36,7 +39,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$server" --listen 127.0.0.1:0 --threads 2 >"$work/out" 2>"$work/err" &
+# Runs both suites against a fresh server sending with send path $1.
+run_suite() {
+local path="$1"
+"$server" --listen 127.0.0.1:0 --threads 2 --send-path "$path" >"$work/out" 2>"$work/err" &
 server_pid=$!
 
 port=""
@@ -49,7 +55,6 @@ done
 [ -n "$port" ] || { echo "server did not print its address" >&2; exit 1; }
 head -n 1 "$work/out"
 
-failed=0
 for proto in -b -a; do
     status=0
     timeout 120 memccapable -h 127.0.0.1 -p "$port" "$proto" >"$work/suite" 2>&1 || status=$?
@@ -58,10 +63,10 @@ for proto in -b -a; do
     others="$(grep -E '^(binary|ascii) ' "$work/suite" | grep -vc '\[pass\]' || true)"
     if [ "$status" -ne 0 ] || [ "$passes" -lt 27 ] || [ "$others" -ne 0 ] \
         || ! grep -q '^All tests passed' "$work/suite"; then
-        echo "memccapable $proto: FAILED (exit $status, $passes passed, $others not passed)" >&2
+        echo "memccapable $proto ($path): FAILED (exit $status, $passes passed, $others not passed)" >&2
         failed=1
     else
-        echo "memccapable $proto: all $passes tests passed"
+        echo "memccapable $proto ($path): all $passes tests passed"
     fi
 done
 
@@ -71,4 +76,10 @@ if ! wait "$server_pid"; then
     failed=1
 fi
 server_pid=""
+}
+
+failed=0
+for path in copy zerocopy; do
+    run_suite "$path"
+done
 exit "$failed"
