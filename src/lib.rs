@@ -106,11 +106,11 @@ mod segment;
 mod send;
 mod steal;
 mod sys;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod uring;
 mod watermark;
 mod write_buffer;
 mod zerocopy;
-#[cfg(all(feature = "io-uring", target_os = "linux"))]
-mod uring;
 
 pub use error::AdvanceError;
 pub use format::{Encode, FormatGuard, Reserved};
@@ -118,11 +118,11 @@ pub use iovec::{GatherLimit, IoVecBuilder, INLINE_IOVECS};
 pub use pool::{LocalPool, Pool, PoolLimits, PoolStats, SharedPool};
 pub use read_buffer::{ConsumeError, ReadBuffer, ReadLimitError};
 pub use steal::{BufferStealer, StealRefused};
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub use uring::{UringCompletion, UringEvent, UringSender, UringStats};
 pub use watermark::{LimitError, Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 pub use zerocopy::{ZeroCopy, ZeroCopyStats, DEFAULT_ZEROCOPY_THRESHOLD};
-#[cfg(all(feature = "io-uring", target_os = "linux"))]
-pub use uring::{UringCompletion, UringEvent, UringSender, UringStats};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
