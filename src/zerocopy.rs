@@ -361,6 +361,8 @@ impl ZeroCopy {
     /// let mut zc = sendbuf::ZeroCopy::assume_enabled(u32::MAX);
     /// zc.record_send(&mut buf, 3, true).unwrap();
     /// assert_eq!(zc.next_id(), 0); // wrapped
+    /// zc.complete(&mut buf, u32::MAX, u32::MAX, false); // released: nothing to leak on drop
+    /// assert_eq!(buf.held_len(), 0);
     /// ```
     pub fn next_id(&self) -> u32 {
         self.tracker.next_id
@@ -378,6 +380,8 @@ impl ZeroCopy {
     /// zc.record_send(&mut buf, 2, true).unwrap();
     /// zc.record_send(&mut buf, 4, true).unwrap();
     /// assert_eq!(zc.outstanding(), 2);
+    /// zc.complete(&mut buf, 0, 1, false); // one coalesced completion for both
+    /// assert_eq!((zc.outstanding(), buf.held_len()), (0, 0));
     /// ```
     pub fn outstanding(&self) -> usize {
         self.tracker.outstanding.len()
@@ -515,6 +519,8 @@ impl ZeroCopy {
     ///     })
     ///     .unwrap();
     /// assert_eq!((n, buf.len(), buf.held_len()), (5000, 15_000, 5000));
+    /// zc.complete(&mut buf, 0, 0, false); // the kernel is done with those 5000 bytes
+    /// assert_eq!(buf.held_len(), 0);
     /// ```
     pub fn send_with<F>(&mut self, buf: &mut WriteBuffer, mut send: F) -> io::Result<usize>
     where
