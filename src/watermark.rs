@@ -162,25 +162,57 @@ impl Default for Backpressure {
 }
 
 impl Backpressure {
-    /// `held` bytes after growth.
+    /// `added` bytes arrived; the buffer now holds `held`.
+    ///
+    /// Nothing happens when nothing was added: a crossing needs a change, so an empty commit
+    /// cannot raise an event (with equal marks, `held == high == low` would otherwise flip the
+    /// state on every empty commit and zero advance).
     #[inline]
-    pub(crate) fn grew(&mut self, held: usize) {
-        if held >= self.high && !self.backed_up {
-            self.backed_up = true;
-            self.event = Some(Pressure::High);
+    pub(crate) fn grew(&mut self, added: usize, held: usize) {
+        if added != 0 && held >= self.high && !self.backed_up {
+            self.rise();
         }
     }
 
-    /// `held` bytes after draining.
+    /// `removed` bytes left (sent or released); the buffer now holds `held`. A no-op when
+    /// nothing was removed, as for [`grew`](Self::grew).
     #[inline]
-    pub(crate) fn drained(&mut self, held: usize) {
-        if self.backed_up {
+    pub(crate) fn drained(&mut self, removed: usize, held: usize) {
+        if removed != 0 && self.backed_up {
             if let Some(marks) = self.marks {
                 if held <= marks.low {
                     self.backed_up = false;
                     self.event = Some(Pressure::Low);
                 }
             }
+        }
+    }
+
+    #[cold]
+    fn rise(&mut self) {
+        self.backed_up = true;
+        self.event = Some(Pressure::High);
+    }
+
+    /// New marks (or none) against what the buffer holds now: at or above the high mark it is
+    /// backed up, at or below the low mark it is not, in between it keeps its state. Reaching
+    /// the high mark wins when both hold (equal marks).
+    fn set_marks(&mut self, marks: Option<Watermarks>, held: usize) {
+        self.marks = marks;
+        self.high = marks.map_or(usize::MAX, |m| m.high);
+        let backed_up = match marks {
+            None => false,
+            Some(m) if held >= m.high => true,
+            Some(m) if held <= m.low => false,
+            Some(_) => self.backed_up,
+        };
+        if backed_up != self.backed_up {
+            self.backed_up = backed_up;
+            self.event = Some(if backed_up {
+                Pressure::High
+            } else {
+                Pressure::Low
+            });
         }
     }
 
@@ -200,7 +232,9 @@ impl Backpressure {
 
 impl WriteBuffer {
     /// Sets (or removes) the water marks. The state is re-evaluated at once against what the
-    /// buffer holds now.
+    /// buffer holds now: at or above the high mark it is backed up, at or below the low mark it
+    /// is not, in between it keeps its state; a change raises its event. Removing the marks
+    /// ends a backed-up state (a `Low` event).
     ///
     /// # Examples
     ///
@@ -213,20 +247,8 @@ impl WriteBuffer {
     /// assert!(buf.is_backed_up());
     /// ```
     pub fn set_watermarks(&mut self, marks: Option<Watermarks>) {
-        let bp = self.backpressure_mut();
-        bp.marks = marks;
-        bp.high = marks.map_or(usize::MAX, |m| m.high);
         let held = self.held_bytes();
-        let bp = self.backpressure_mut();
-        if marks.is_none() {
-            if bp.backed_up {
-                bp.backed_up = false;
-                bp.event = Some(Pressure::Low);
-            }
-        } else {
-            bp.grew(held);
-            bp.drained(held);
-        }
+        self.backpressure_mut().set_marks(marks, held);
     }
 
     /// The water marks, if set.

@@ -452,7 +452,7 @@ impl WriteBuffer {
         let owner = Owner::new(value);
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
-        self.backpressure.grew(self.held_bytes());
+        self.backpressure.grew(len, self.held_bytes());
         Ok(())
     }
 
@@ -595,8 +595,10 @@ impl WriteBuffer {
                 available,
             });
         }
+        let before = self.held_bytes();
         self.queue.advance(n, &mut self.scratch, mode);
-        self.backpressure.drained(self.held_bytes());
+        let after = self.held_bytes();
+        self.backpressure.drained(before - after, after);
         Ok(())
     }
 
@@ -611,7 +613,7 @@ impl WriteBuffer {
     /// creation): releases held segments that end there or earlier. Returns bytes released.
     pub(crate) fn release_through(&mut self, offset: u64) -> usize {
         let released = self.queue.release_through(offset, &mut self.scratch);
-        self.backpressure.drained(self.held_bytes());
+        self.backpressure.drained(released, self.held_bytes());
         released
     }
 
@@ -628,8 +630,10 @@ impl WriteBuffer {
     /// assert!(buf.is_empty());
     /// ```
     pub fn clear(&mut self) {
+        let before = self.held_bytes();
         self.queue.clear(&mut self.scratch);
-        self.backpressure.drained(self.held_bytes());
+        let after = self.held_bytes();
+        self.backpressure.drained(before - after, after);
     }
 
     #[inline]
@@ -669,7 +673,8 @@ impl WriteBuffer {
         self.scratch.commit(cur);
         self.queue
             .push_scratch(&self.scratch, cur.chunk, cur.start, cur.pos);
-        self.backpressure.grew(self.held_bytes());
+        self.backpressure
+            .grew(cur.pos - cur.start, self.held_bytes());
     }
 }
 

@@ -43,19 +43,12 @@ fn a_drained_buffer_reuses_its_idle_chunk_after_an_oversized_format() {
     });
 }
 
-/// Found while adding water marks to the model (crate at `2a6455d`); not fixed yet (outside the
-/// fuzz helper's files), so ignored to keep the suite green. Remove the `#[ignore]` with the fix.
-///
-/// With equal marks (`Watermarks::new(5, 5)`, which `new` accepts), a buffer that drained to
-/// exactly the mark is not backed up; committing an empty format then makes it backed up and
-/// raises a `High` event, and `advance(0)` makes it not backed up again with a `Low` event: two
-/// crossings without a byte changing. `Backpressure::grew` / `drained` run on every commit and
-/// advance, including of nothing, and at `held == low == high` both conditions hold. With
-/// `low < high` the same calls are no-ops, which is why the model (which mirrors the crate
-/// here) only sees a difference at equal marks. A fix: skip `grew` / `drained` when nothing was
-/// added or removed (or have `Watermarks::new` require `low < high`).
+/// Found while adding water marks to the `partial_writes` fuzz model (crate at `2a6455d`): with equal marks (`Watermarks::new(5, 5)`, which
+/// `new` accepts), a buffer that drained to exactly the mark was made backed up (with a `High`
+/// event) by committing an empty format, and not backed up again (`Low`) by `advance(0)`: two
+/// crossings without a byte changing. Fixed in `Backpressure::grew` / `drained`, which now do
+/// nothing when nothing was added or removed.
 #[test]
-#[ignore = "equal water marks flip on empty commits and zero advances; not fixed yet"]
 fn equal_water_marks_raise_no_event_without_a_change() {
     use sendbuf::{Pressure, Watermarks, WriteBuffer};
 
@@ -72,4 +65,24 @@ fn equal_water_marks_raise_no_event_without_a_change() {
     assert_eq!(buf.take_pressure_event(), None);
     buf.advance(0);
     assert_eq!(buf.take_pressure_event(), None);
+}
+
+/// Setting equal marks on a buffer holding exactly the mark backs it up once (reaching the high
+/// mark wins), and setting them again changes nothing: the old code evaluated the high mark
+/// and then the low mark, ending not backed up with a `Low` event that no `High` preceded.
+#[test]
+fn equal_water_marks_set_at_the_mark_back_up_once() {
+    use sendbuf::{Pressure, Watermarks, WriteBuffer};
+
+    let mut buf = WriteBuffer::new();
+    buf.put_slice(&[1; 5]);
+    buf.set_watermarks(Some(Watermarks::new(5, 5)));
+    assert!(buf.is_backed_up());
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+    buf.set_watermarks(Some(Watermarks::new(5, 5)));
+    assert!(buf.is_backed_up());
+    assert_eq!(buf.take_pressure_event(), None);
+    buf.advance(1);
+    assert!(!buf.is_backed_up());
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
 }

@@ -344,11 +344,13 @@ impl Model {
         self.sent + self.wire.len() as u64
     }
 
-    /// Queues `bytes` after a commit or pin the buffer accepted (and evaluates the high mark,
-    /// as every accepted commit does, even of nothing).
+    /// Queues `bytes` after a commit or pin the buffer accepted; adding bytes may reach the
+    /// high mark (adding nothing changes nothing).
     fn push_bytes(&mut self, bytes: &[u8]) {
         self.wire.extend(bytes);
-        self.rose();
+        if !bytes.is_empty() {
+            self.rose();
+        }
     }
 
     /// Whether `n` more bytes fit under the hard limit, checked against what the `try_` method
@@ -376,12 +378,7 @@ impl Model {
         }
     }
 
-    /// After a commit or pin (or a change of marks): reaching the high mark backs up.
-    ///
-    /// With `low < high` this changes nothing unless bytes were added (while not backed up the
-    /// buffer holds less than `high`). With `low == high` the buffer evaluates it on a commit
-    /// of nothing too, and the model follows; see
-    /// `equal_water_marks_raise_no_event_without_a_change` in `tests/fuzz_regressions.rs`.
+    /// After bytes were added: reaching the high mark backs up.
     fn rose(&mut self) {
         if let Some((_, high)) = self.marks {
             if !self.backed_up && self.wire.len() >= high {
@@ -391,8 +388,8 @@ impl Model {
         }
     }
 
-    /// After an advance (of any amount, even 0), a clear, or a change of marks: draining to the
-    /// low mark resumes (as for [`rose`](Self::rose), only `low == high` sees a difference).
+    /// After bytes left (an advance or clear of at least one byte): draining to the low mark
+    /// resumes.
     fn fell(&mut self) {
         if let Some((low, _)) = self.marks {
             if self.backed_up && self.wire.len() <= low {
@@ -410,7 +407,9 @@ impl Model {
             let p = self.pinned.pop_front().expect("front exists");
             self.released.insert(p.id);
         }
-        self.fell();
+        if n > 0 {
+            self.fell();
+        }
     }
 
     fn clear(&mut self) {
@@ -636,10 +635,25 @@ impl Harness {
                             model.event = Some(Pressure::Low);
                         }
                     }
-                    // Re-evaluated at once against what the buffer holds.
-                    Some(_) => {
-                        model.rose();
-                        model.fell();
+                    // Re-evaluated at once against what the buffer holds: at or above
+                    // high backed up, at or below low not, in between unchanged.
+                    Some((low, high)) => {
+                        let held = model.wire.len();
+                        let backed_up = if held >= high {
+                            true
+                        } else if held <= low {
+                            false
+                        } else {
+                            model.backed_up
+                        };
+                        if backed_up != model.backed_up {
+                            model.backed_up = backed_up;
+                            model.event = Some(if backed_up {
+                                Pressure::High
+                            } else {
+                                Pressure::Low
+                            });
+                        }
                     }
                 }
             }
