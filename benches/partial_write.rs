@@ -3,8 +3,9 @@
 //!
 //! One criterion group per value size, four contenders on the same scenario:
 //!
-//! * `sendbuf`: format the header, `pin` the value (the crate copies it below its flatten
-//!   threshold), gather at most 64 iovecs with `IoVecBuilder`, `advance`;
+//! * `sendbuf`: format the header, `pin_cloned` the value (the crate copies it from the borrow
+//!   below its flatten threshold and clones the `Arc` only to pin it), gather at most 64 iovecs
+//!   with `IoVecBuilder`, `advance`;
 //! * `naive_copy`: header and value copied into a reused `Vec<u8>`, written from a cursor;
 //! * `bytes_queue`: headers split off a `BytesMut` (`split().freeze()`), values as `Bytes`
 //!   (a clone of a `Bytes` made once per value), a `VecDeque<Bytes>` gathered with
@@ -67,7 +68,7 @@ pub fn sendbuf_batch(buf: &mut WriteBuffer, sc: &Scenario, w: &mut PartialWriter
         let mut f = buf.format();
         f.put(&Header::response(i as u32, v.len()));
         f.commit();
-        buf.pin(Arc::clone(v));
+        buf.pin_cloned(v);
     }
     let limit = GatherLimit::default().max_iovecs(MAX_IOVECS);
     while !buf.is_empty() {

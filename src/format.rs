@@ -131,7 +131,8 @@ pub struct FormatGuard<'a> {
     buf: &'a mut WriteBuffer,
     cur: Cursor,
     unfilled: usize,
-    /// Tells this guard's reserved fields from other guards'.
+    /// Tells this guard's reserved fields from other guards': 0 until the first
+    /// [`reserve`](Self::reserve), then an id unique within the buffer.
     id: u64,
 }
 
@@ -185,12 +186,11 @@ impl<'a> FormatGuard<'a> {
     #[inline]
     pub(crate) fn new(buf: &'a mut WriteBuffer) -> FormatGuard<'a> {
         let cur = buf.scratch_mut().open();
-        let id = buf.next_guard_id();
         FormatGuard {
             buf,
             cur,
             unfilled: 0,
-            id,
+            id: 0,
         }
     }
 
@@ -371,6 +371,9 @@ impl<'a> FormatGuard<'a> {
         let offset = self.len();
         self.put_bytes(0, N);
         self.unfilled += 1;
+        if self.id == 0 {
+            self.id = self.buf.next_guard_id();
+        }
         Reserved {
             offset,
             guard: self.id,
@@ -429,7 +432,7 @@ impl<'a> FormatGuard<'a> {
     ///
     /// If a [hard limit](WriteBuffer::set_hard_limit) is set and the bytes do not fit under it;
     /// use [`try_commit`](Self::try_commit) then.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn commit(self) {
         if let Err(err) = self.try_commit() {
@@ -459,17 +462,20 @@ impl<'a> FormatGuard<'a> {
     /// assert!(f.try_commit().is_err());
     /// assert!(buf.is_empty());
     /// ```
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn try_commit(self) -> Result<(), crate::LimitError> {
         if self.unfilled != 0 {
             panic_unfilled(self.unfilled);
         }
-        self.buf.admit(self.len())?;
-        let cur = self.cur;
-        // `Drop` sees a committed cursor (its chunk is now the tail) and does nothing.
-        self.buf.commit_scratch(cur);
-        Ok(())
+        let n = self.len();
+        if n == 0 {
+            // Nothing to queue (and nothing was relocated: only a write moves a guard).
+            return Ok(());
+        }
+        // Committed, `Drop` sees the cursor's chunk as the tail and does nothing; refused by
+        // the hard limit, it rolls the bytes back.
+        self.buf.commit_scratch(&self.cur)
     }
 }
 
@@ -488,10 +494,10 @@ fn panic_unfilled(n: usize) -> ! {
 }
 
 impl Drop for FormatGuard<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let cur = self.cur;
-        self.buf.scratch_mut().abandon(cur);
+        self.buf.scratch_mut().abandon(&cur);
     }
 }
 

@@ -104,8 +104,11 @@ impl GatherLimit {
 /// Pending bytes of a [`WriteBuffer`](crate::WriteBuffer) as an array of `IoSlice`s, ready for
 /// `sendmsg`, `writev` or [`Write::write_vectored`](std::io::Write::write_vectored).
 ///
-/// Up to [`INLINE_IOVECS`] iovecs live inline (no allocation). The builder borrows the buffer;
-/// drop it before advancing by what the write accepted.
+/// Without a byte budget the builder borrows the buffer's own iovec array (the queue keeps its
+/// pending segments in iovec form), so gathering copies nothing and allocates nothing, however
+/// many iovecs are taken. With a [byte budget](GatherLimit::max_bytes) the last iovec may have
+/// to be shortened: the builder copies the ones within the budget, up to [`INLINE_IOVECS`]
+/// inline. The builder borrows the buffer; drop it before advancing by what the write accepted.
 ///
 /// # Examples
 ///
@@ -130,7 +133,10 @@ impl GatherLimit {
 /// ```
 #[derive(Debug)]
 pub struct IoVecBuilder<'a> {
+    /// The gathered iovecs when they had to be copied (a byte budget); empty otherwise.
     slices: SmallVec<[IoSlice<'a>; INLINE_IOVECS]>,
+    /// The gathered iovecs when they are a prefix of the buffer's own array; empty otherwise.
+    borrowed: &'a [IoSlice<'a>],
     limit: GatherLimit,
     bytes: usize,
 }
@@ -166,6 +172,7 @@ impl<'a> IoVecBuilder<'a> {
     pub fn with_limit(limit: GatherLimit) -> Self {
         IoVecBuilder {
             slices: SmallVec::new(),
+            borrowed: &[],
             limit,
             bytes: 0,
         }
@@ -193,15 +200,25 @@ impl<'a> IoVecBuilder<'a> {
     /// let mut iov = sendbuf::IoVecBuilder::new();
     /// assert_eq!(iov.gather(&buf), 3);
     /// ```
+    #[inline]
     pub fn gather(&mut self, buf: &'a crate::WriteBuffer) -> usize {
         self.clear();
-        let all = buf.io_slices();
-        let all = &all[..all.len().min(self.limit.max_iovecs)];
+        let pending = buf.io_slices();
+        let all = &pending[..pending.len().min(self.limit.max_iovecs)];
         if self.limit.max_bytes == usize::MAX {
-            self.slices.extend_from_slice(all);
-            self.bytes = all.iter().map(|s| s.len()).sum();
+            self.borrowed = all;
+            self.bytes = if all.len() == pending.len() {
+                buf.len()
+            } else {
+                all.iter().map(|s| s.len()).sum()
+            };
             return self.bytes;
         }
+        self.gather_budget(all)
+    }
+
+    /// Copies the iovecs within the byte budget, shortening the last one.
+    fn gather_budget(&mut self, all: &'a [IoSlice<'a>]) -> usize {
         let mut budget = self.limit.max_bytes;
         for iov in all {
             if budget == 0 {
@@ -227,8 +244,10 @@ impl<'a> IoVecBuilder<'a> {
     /// iov.clear();
     /// assert_eq!(iov.bytes(), 0);
     /// ```
+    #[inline]
     pub fn clear(&mut self) {
         self.slices.clear();
+        self.borrowed = &[];
         self.bytes = 0;
     }
 
@@ -243,8 +262,13 @@ impl<'a> IoVecBuilder<'a> {
     /// iov.gather(&buf);
     /// assert_eq!(&*iov.as_slices()[0], b"abc");
     /// ```
+    #[inline]
     pub fn as_slices(&self) -> &[IoSlice<'a>] {
-        &self.slices
+        if self.slices.is_empty() {
+            self.borrowed
+        } else {
+            &self.slices
+        }
     }
 
     /// Total bytes in the gathered slices.

@@ -31,6 +31,9 @@ use crate::pool::Pool;
 /// Index of a chunk in the slab.
 pub(crate) type ChunkId = u32;
 
+/// `Scratch::tail` when there is no tail chunk.
+const NO_TAIL: ChunkId = ChunkId::MAX;
+
 /// Default size of one scratch chunk.
 ///
 /// Big enough for the headers of a large pipelined batch (64 binary-protocol headers are
@@ -107,18 +110,42 @@ impl Drop for Chunk {
 }
 
 /// Where an open format guard writes: `chunk[start..pos]` holds its uncommitted bytes.
+///
+/// It also caches the chunk's base pointer and capacity, so that writing through a guard costs
+/// one comparison and no lookup in the slab. Invariant (kept by [`Scratch::open`] and
+/// [`Scratch::reserve`], the only places that make or move a cursor): `base` and `cap` are
+/// those of the live chunk `chunk` of the scratch that made the cursor, and `start <= pos <=
+/// cap`. A cursor is used only with that scratch, and only while its guard is open: the guard
+/// borrows the buffer mutably, so no chunk is freed or reused meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cursor {
     pub(crate) chunk: ChunkId,
     pub(crate) start: usize,
     pub(crate) pos: usize,
+    base: NonNull<u8>,
+    cap: usize,
+}
+
+// SAFETY: a cursor is plain position data into memory its `Scratch` owns (which is Send and
+// Sync); it is dereferenced only through `&mut Scratch` / `&Scratch` methods.
+unsafe impl Send for Cursor {}
+// SAFETY: as above.
+unsafe impl Sync for Cursor {}
+
+impl Cursor {
+    /// The chunk's base address, to locate a pending iovec inside the chunk.
+    #[inline]
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base.as_ptr().addr()
+    }
 }
 
 pub(crate) struct Scratch {
     chunks: Vec<Chunk>,
     /// Chunks no segment references, ready for reuse. Never contains `tail`.
     free: Vec<ChunkId>,
-    tail: Option<ChunkId>,
+    /// The chunk guards write to, or `NO_TAIL`.
+    tail: ChunkId,
     chunk_size: usize,
     /// Σ (filled − sent) over all chunks.
     unsent: usize,
@@ -133,7 +160,7 @@ impl Scratch {
         Scratch {
             chunks: Vec::new(),
             free: Vec::new(),
-            tail: None,
+            tail: NO_TAIL,
             chunk_size: chunk_size.max(1),
             unsent: 0,
             held: 0,
@@ -161,7 +188,7 @@ impl Scratch {
             }
         }
         self.free = Vec::new();
-        self.tail = None;
+        self.tail = NO_TAIL;
         bytes
     }
 
@@ -176,11 +203,8 @@ impl Scratch {
 
     /// True when no committed byte is unsent or unreleased and the tail's cursors are at rest.
     pub(crate) fn is_idle(&self) -> bool {
-        let tail_at_rest = match self.tail {
-            Some(t) => {
-                let c = &self.chunks[t as usize];
-                c.filled == 0 && c.sent == 0 && c.released == 0
-            }
+        let tail_at_rest = match self.chunks.get(self.tail as usize) {
+            Some(c) => c.filled == 0 && c.sent == 0 && c.released == 0,
             None => true,
         };
         self.unsent == 0 && self.held == 0 && tail_at_rest
@@ -197,19 +221,17 @@ impl Scratch {
     /// Starts a guard at the end of the tail chunk, creating the tail if there is none.
     #[inline]
     pub(crate) fn open(&mut self) -> Cursor {
-        let chunk = match self.tail {
-            Some(t) => t,
-            None => {
-                let t = self.acquire(self.chunk_size);
-                self.tail = Some(t);
-                t
-            }
-        };
-        let start = self.chunks[chunk as usize].filled;
+        if self.tail == NO_TAIL {
+            self.tail = self.acquire(self.chunk_size);
+        }
+        let chunk = self.tail;
+        let c = &self.chunks[chunk as usize];
         Cursor {
             chunk,
-            start,
-            pos: start,
+            start: c.filled,
+            pos: c.filled,
+            base: c.ptr,
+            cap: c.cap,
         }
     }
 
@@ -217,12 +239,22 @@ impl Scratch {
     /// chunk first if they do not fit. Committed bytes are never moved.
     #[inline]
     pub(crate) fn reserve(&mut self, cur: &mut Cursor, n: usize) -> &mut [u8] {
-        if self.chunks[cur.chunk as usize].cap - cur.pos < n {
+        if cur.cap - cur.pos < n {
             self.relocate(cur, n);
         }
+        debug_assert_eq!(
+            self.chunks[cur.chunk as usize].ptr, cur.base,
+            "stale cursor"
+        );
         let at = cur.pos;
         cur.pos += n;
-        self.chunks[cur.chunk as usize].bytes_mut(at, n)
+        // SAFETY: `at + n <= cur.cap` (checked above, or `relocate` made room), and `base`/`cap`
+        // are those of the live chunk `cur.chunk` (the `Cursor` invariant). Bytes at or past the
+        // chunk's `filled` cursor belong to the open guard alone: no segment points there, and
+        // the guard's `&mut` borrow of the buffer (through `&mut self`) excludes every other
+        // access. Derived from the chunk's raw base pointer, so committed bytes that pending
+        // iovecs point at are not invalidated.
+        unsafe { core::slice::from_raw_parts_mut(cur.base.as_ptr().add(at), n) }
     }
 
     /// Mutable access to bytes already written by an open guard (to fill a reserved field).
@@ -248,28 +280,25 @@ impl Scratch {
         to.bytes_mut(0, used)
             .copy_from_slice(from.bytes(cur.start, used));
         let old = cur.chunk;
+        let c = &self.chunks[new as usize];
         *cur = Cursor {
             chunk: new,
             start: 0,
             pos: used,
+            base: c.ptr,
+            cap: c.cap,
         };
-        if Some(old) != self.tail {
+        if old != self.tail {
             // An earlier relocation's chunk: only this guard used it.
             self.recycle(old);
         }
     }
 
-    /// Makes the guard's bytes committed; returns the committed range in `cur.chunk`.
-    #[inline]
-    pub(crate) fn commit(&mut self, cur: Cursor) {
-        if Some(cur.chunk) != self.tail {
-            if let Some(old) = self.tail.replace(cur.chunk) {
-                let c = &self.chunks[old as usize];
-                if c.released == c.filled {
-                    self.recycle(old);
-                }
-                // Otherwise the old tail is recycled when its last byte is released.
-            }
+    /// Makes the guard's bytes `cur.chunk[cur.start..cur.pos]` committed.
+    #[inline(always)]
+    pub(crate) fn commit(&mut self, cur: &Cursor) {
+        if cur.chunk != self.tail {
+            self.retire_tail(cur.chunk);
         }
         let c = &mut self.chunks[cur.chunk as usize];
         debug_assert_eq!(c.filled, cur.start, "tail moved under an open guard");
@@ -277,10 +306,24 @@ impl Scratch {
         self.unsent += cur.pos - cur.start;
     }
 
+    /// A guard that relocated to chunk `new` commits: `new` becomes the tail, and the old tail
+    /// is recycled now if nothing in it is pending or held (otherwise when its last byte is
+    /// released).
+    #[cold]
+    #[inline(never)]
+    fn retire_tail(&mut self, new: ChunkId) {
+        let old = core::mem::replace(&mut self.tail, new);
+        if let Some(c) = self.chunks.get(old as usize) {
+            if c.released == c.filled {
+                self.recycle(old);
+            }
+        }
+    }
+
     /// Drops an open guard's bytes.
-    #[inline]
-    pub(crate) fn abandon(&mut self, cur: Cursor) {
-        if Some(cur.chunk) != self.tail {
+    #[inline(always)]
+    pub(crate) fn abandon(&mut self, cur: &Cursor) {
+        if cur.chunk != self.tail {
             self.recycle(cur.chunk);
         }
     }
@@ -291,47 +334,26 @@ impl Scratch {
         self.chunks[chunk as usize].bytes(start, end - start)
     }
 
-    /// The committed bytes `chunk[start..end]` as an iovec that outlives this borrow.
+    /// The bytes `from..cur.pos` of a just-committed cursor's chunk as an iovec that outlives
+    /// this borrow: a new segment (`from == cur.start`) or a pending run of the same chunk
+    /// extended by the cursor's bytes (`from` where that run now starts).
     ///
     /// # Safety
     ///
-    /// The caller must not use the returned slice after these bytes are released (reused by a
-    /// later guard) or the scratch is dropped or stolen. Committed bytes are never written again
-    /// until released, so reading them meanwhile is sound.
+    /// `cur` must have just been committed by this scratch ([`Self::commit`]), and the bytes
+    /// `from..cur.start` must be committed and unreleased. The lifetime obligation is as for
+    /// any pending iovec: not used after these bytes are released (reused by a later guard) or
+    /// the scratch is dropped or stolen. Committed bytes are never written again until
+    /// released, so reading them meanwhile is sound.
     #[inline]
-    pub(crate) unsafe fn iovec(
-        &self,
-        chunk: ChunkId,
-        start: usize,
-        end: usize,
-    ) -> IoSlice<'static> {
-        let c = &self.chunks[chunk as usize];
-        debug_assert!(start <= end && end <= c.filled);
-        // SAFETY: in bounds of the chunk's live allocation (`end <= filled <= cap`); the
-        // lifetime is the caller's obligation (see `# Safety`). The pointer derives from the
+    pub(crate) unsafe fn committed_iovec(&self, cur: &Cursor, from: usize) -> IoSlice<'static> {
+        debug_assert!(from <= cur.start && cur.pos <= self.chunks[cur.chunk as usize].filled);
+        // SAFETY: `from..cur.pos` lies in the live chunk `cur.chunk` (`pos <= cap` by the
+        // `Cursor` invariant) and is committed (caller's contract); the pointer derives from the
         // chunk's raw base pointer, so later writes past `filled` do not invalidate it.
-        IoSlice::new(unsafe { core::slice::from_raw_parts(c.ptr.as_ptr().add(start), end - start) })
-    }
-
-    /// `iov`, a pending run of `chunk`, extended to end at `chunk[end]`.
-    ///
-    /// # Safety
-    ///
-    /// `iov` must point into `chunk`'s committed bytes and everything from its start to `end`
-    /// must be committed and unreleased; the lifetime obligation is as for [`Self::iovec`].
-    #[inline]
-    pub(crate) unsafe fn extend_iovec(
-        &self,
-        chunk: ChunkId,
-        iov: &IoSlice<'_>,
-        end: usize,
-    ) -> IoSlice<'static> {
-        let c = &self.chunks[chunk as usize];
-        let from = iov.as_ptr().addr().wrapping_sub(c.ptr.as_ptr().addr());
-        debug_assert!(from <= end && end <= c.filled);
-        // SAFETY: `from..end` lies in the chunk's live allocation (caller's contract); the new
-        // pointer derives from the chunk's base pointer, not from the shorter `iov`.
-        IoSlice::new(unsafe { core::slice::from_raw_parts(c.ptr.as_ptr().add(from), end - from) })
+        IoSlice::new(unsafe {
+            core::slice::from_raw_parts(cur.base.as_ptr().add(from), cur.pos - from)
+        })
     }
 
     /// `n` bytes of `chunk` were copied by the kernel: sent and released in one step.
@@ -381,15 +403,15 @@ impl Scratch {
     /// Every committed byte of `chunk` is released: reuse it.
     #[inline]
     fn drained(&mut self, chunk: ChunkId) {
-        if Some(chunk) == self.tail && self.chunks[chunk as usize].cap <= self.chunk_size {
+        if chunk == self.tail && self.chunks[chunk as usize].cap <= self.chunk_size {
             let c = &mut self.chunks[chunk as usize];
             c.filled = 0;
             c.sent = 0;
             c.released = 0;
         } else {
-            if Some(chunk) == self.tail {
+            if chunk == self.tail {
                 // An oversized tail (one large format): free it; the next guard opens a new tail.
-                self.tail = None;
+                self.tail = NO_TAIL;
             }
             self.recycle(chunk);
         }
@@ -415,10 +437,8 @@ impl Scratch {
                 self.unsent, self.held
             ));
         }
-        if let Some(t) = self.tail {
-            if self.free.contains(&t) {
-                return Err(format!("tail chunk {t} is on the free list"));
-            }
+        if self.tail != NO_TAIL && self.free.contains(&self.tail) {
+            return Err(format!("tail chunk {} is on the free list", self.tail));
         }
         Ok(())
     }

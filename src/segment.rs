@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use crate::pinned::Owner;
-use crate::scratch::{ChunkId, Scratch};
+use crate::scratch::{ChunkId, Cursor, Scratch};
 
 /// What advancing past bytes means for their memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +50,6 @@ struct Held {
     end_offset: u64,
 }
 
-/// Advanced-past entries kept at the front before the queue compacts even though it is not empty.
-const COMPACT_AFTER: usize = 64;
-
 #[derive(Debug)]
 pub(crate) struct SegmentQueue {
     /// `iovs[head..]` are the pending bytes, in order.
@@ -67,16 +64,14 @@ pub(crate) struct SegmentQueue {
     metas: Vec<Meta>,
     head: usize,
     held: VecDeque<Held>,
-    /// Σ len of the pending iovecs.
-    pending_len: usize,
     /// Bytes sent but not released.
     held_len: usize,
     /// Bytes ever committed or pinned.
     bytes_in: u64,
-    /// Bytes ever advanced past.
+    /// Bytes ever advanced past. `bytes_in - bytes_out` is the pending count, which
+    /// [`audit`](Self::audit) checks against the iovecs; bytes released are
+    /// `bytes_out - held_len`.
     bytes_out: u64,
-    /// Bytes ever released.
-    bytes_released: u64,
     /// Bytes of the front pinned segment already sent in `OnCompletion` mode (its owner cannot be
     /// split, so it stays pending until its last byte is sent)...
     front_sent_held: usize,
@@ -99,11 +94,9 @@ impl Default for SegmentQueue {
             metas: Vec::new(),
             head: 0,
             held: VecDeque::new(),
-            pending_len: 0,
             held_len: 0,
             bytes_in: 0,
             bytes_out: 0,
-            bytes_released: 0,
             front_sent_held: 0,
             front_held_end: 0,
             released_through: 0,
@@ -115,7 +108,7 @@ impl Default for SegmentQueue {
 impl SegmentQueue {
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.pending_len
+        (self.bytes_in - self.bytes_out) as usize
     }
 
     #[inline]
@@ -136,37 +129,36 @@ impl SegmentQueue {
 
     /// Totals: (bytes in, bytes out, bytes released).
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
-        (self.bytes_in, self.bytes_out, self.bytes_released)
+        (
+            self.bytes_in,
+            self.bytes_out,
+            self.bytes_out - self.held_len as u64,
+        )
     }
 
-    /// Appends committed scratch bytes `chunk[start..end]`, merging with the last segment when
-    /// contiguous.
-    #[inline]
-    pub(crate) fn push_scratch(
-        &mut self,
-        scratch: &Scratch,
-        chunk: ChunkId,
-        start: usize,
-        end: usize,
-    ) {
-        let n = end - start;
-        if n == 0 {
-            return;
-        }
+    /// Appends the bytes a cursor just committed (`cur.start..cur.pos`, not empty), merging
+    /// them with the last segment when it is the scratch run they continue.
+    #[inline(always)]
+    pub(crate) fn push_scratch(&mut self, scratch: &Scratch, cur: &Cursor) {
+        let n = cur.pos - cur.start;
+        debug_assert!(n > 0);
         self.count_in(n);
-        if self.run == (chunk, start) {
+        if self.run == (cur.chunk, cur.start) {
             let last = self.iovs.last_mut().expect("a scratch run is pending");
-            // SAFETY: the last pending iovec is the scratch run ending at `chunk[start]`
-            // (`self.run`); `start..end` was just committed right after it, in the same chunk.
-            *last = unsafe { scratch.extend_iovec(chunk, last, end) };
-            self.run.1 = end;
+            // Where the run starts now (its front may have been sent since).
+            let from = last.as_ptr().addr().wrapping_sub(cur.base_addr());
+            // SAFETY: the last pending iovec is the scratch run `cur.chunk[from..cur.start]`
+            // (`self.run`), committed and unreleased; `cur` was just committed right after it.
+            *last = unsafe { scratch.committed_iovec(cur, from) };
+            self.run.1 = cur.pos;
             return;
         }
         self.maybe_compact();
-        // SAFETY: `start..end` was just committed and is released only after this segment.
-        self.iovs.push(unsafe { scratch.iovec(chunk, start, end) });
-        self.metas.push(Meta::Scratch(chunk));
-        self.run = (chunk, end);
+        // SAFETY: `cur` was just committed; its bytes are released only after this segment.
+        self.iovs
+            .push(unsafe { scratch.committed_iovec(cur, cur.start) });
+        self.metas.push(Meta::Scratch(cur.chunk));
+        self.run = (cur.chunk, cur.pos);
     }
 
     /// Appends a pinned value of `len > 0` bytes.
@@ -191,16 +183,23 @@ impl SegmentQueue {
 
     #[inline]
     fn count_in(&mut self, n: usize) {
-        self.pending_len += n;
         self.bytes_in += n as u64;
-        debug_assert_eq!(self.bytes_in - self.bytes_out, self.pending_len as u64);
     }
 
-    /// Drops advanced-past entries from the front once there are many, so memory stays bounded
-    /// on a connection whose queue never fully drains.
+    /// Drops advanced-past entries from the front instead of growing the arrays, once they are
+    /// at least half of them, so memory stays bounded on a connection whose queue never fully
+    /// drains (each compaction moves at most as many entries as it frees: amortised O(1)).
     #[inline]
     fn maybe_compact(&mut self) {
-        if self.head >= COMPACT_AFTER && self.head * 2 >= self.iovs.len() {
+        if self.iovs.len() == self.iovs.capacity() && self.head * 2 >= self.iovs.len() {
+            self.compact();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compact(&mut self) {
+        if self.head > 0 {
             self.iovs.drain(..self.head);
             self.metas.drain(..self.head);
             self.head = 0;
@@ -213,29 +212,41 @@ impl SegmentQueue {
     /// leaves the counts consistent with the queue.
     #[inline]
     pub(crate) fn advance(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
-        debug_assert!(n <= self.pending_len);
+        debug_assert!(n <= self.len());
         while n > 0 {
             let h = self.head;
             let rem = self.iovs[h].len();
-            let step = n.min(rem);
-            self.pending_len -= step;
-            self.bytes_out += step as u64;
-            n -= step;
-            debug_assert_eq!(self.bytes_in - self.bytes_out, self.pending_len as u64);
-            if step < rem {
-                self.iovs[h].advance(step);
-                self.advance_inside(h, step, scratch, mode);
+            if n < rem {
+                self.bytes_out += n as u64;
+                self.iovs[h].advance(n);
+                self.advance_inside(h, n, scratch, mode);
                 return;
             }
-            let meta = std::mem::replace(&mut self.metas[h], Meta::Gone);
+            self.bytes_out += rem as u64;
+            n -= rem;
             self.head += 1;
+            // The copying case releases the segment now, with nothing earlier held for it.
+            let now = mode == Release::OnSend && self.front_sent_held == 0;
+            let meta = match self.metas[h] {
+                Meta::Scratch(chunk) if now => {
+                    scratch.consume(chunk, rem);
+                    None
+                }
+                _ => Some(std::mem::replace(&mut self.metas[h], Meta::Gone)),
+            };
             if self.head == self.iovs.len() {
                 self.iovs.clear();
                 self.metas.clear();
                 self.head = 0;
                 self.run = NO_RUN;
             }
-            self.finish(meta, step, scratch, mode);
+            // Counted out and off the queue before a pinned value's `Drop` runs, so a panicking
+            // `Drop` leaves the queue consistent.
+            match meta {
+                None => {}
+                Some(meta) if now => drop(meta),
+                Some(meta) => self.finish(meta, rem, scratch, mode),
+            }
         }
     }
 
@@ -243,15 +254,12 @@ impl SegmentQueue {
     #[inline]
     fn advance_inside(&mut self, h: usize, step: usize, scratch: &mut Scratch, mode: Release) {
         match (&self.metas[h], mode) {
-            (&Meta::Scratch(chunk), Release::OnSend) => {
-                scratch.consume(chunk, step);
-                self.bytes_released += step as u64;
-            }
+            (&Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
             (&Meta::Scratch(chunk), Release::OnCompletion) => {
                 scratch.mark_sent(chunk, step);
                 self.hold(Meta::Scratch(chunk), step, self.bytes_out);
             }
-            (Meta::Pinned(_), Release::OnSend) => self.bytes_released += step as u64,
+            (Meta::Pinned(_), Release::OnSend) => {}
             (Meta::Pinned(_), Release::OnCompletion) => {
                 self.front_sent_held += step;
                 self.front_held_end = self.bytes_out;
@@ -266,18 +274,13 @@ impl SegmentQueue {
     fn finish(&mut self, meta: Meta, step: usize, scratch: &mut Scratch, mode: Release) {
         let earlier = std::mem::take(&mut self.front_sent_held);
         match (meta, mode) {
-            (Meta::Scratch(chunk), Release::OnSend) => {
-                scratch.consume(chunk, step);
-                self.bytes_released += step as u64;
-            }
+            (Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
             (meta @ Meta::Pinned(_), Release::OnSend) => {
-                self.bytes_released += step as u64;
                 if earlier == 0 {
                     drop(meta);
                 } else if self.front_held_end <= self.released_through {
                     // The earlier zero-copy send is already complete: release it all now.
                     self.held_len -= earlier;
-                    self.bytes_released += earlier as u64;
                     drop(meta);
                 } else {
                     // An earlier zero-copy send still reads this value's first bytes: the
@@ -315,7 +318,6 @@ impl SegmentQueue {
         while self.held.front().is_some_and(|h| h.end_offset <= offset) {
             let h = self.held.pop_front().expect("front exists");
             self.held_len -= h.len;
-            self.bytes_released += h.len as u64;
             released += h.len;
             match h.meta {
                 Meta::Scratch(chunk) => scratch.mark_released(chunk, h.len),
@@ -362,20 +364,21 @@ impl SegmentQueue {
     /// Drops every pending segment as if its bytes had been copied out. Held segments stay until
     /// their completion: the kernel may still be reading them.
     pub(crate) fn clear(&mut self, scratch: &mut Scratch) {
-        self.advance(self.pending_len, scratch, Release::OnSend);
+        self.advance(self.len(), scratch, Release::OnSend);
     }
 
     /// O(1) emptiness, or `Err` when the counts and the queues disagree.
     #[inline]
     pub(crate) fn quick_empty(&self) -> Result<bool, String> {
-        let counted = self.pending_len == 0 && self.held_len == 0;
+        let counted = self.bytes_in == self.bytes_out && self.held_len == 0;
         let queued = self.head == self.iovs.len() && self.held.is_empty();
-        let balanced = self.bytes_in == self.bytes_out && self.bytes_out == self.bytes_released;
-        if counted == queued && counted == balanced {
+        let front_held = self.front_sent_held == 0;
+        if counted == queued && (front_held || !counted) {
             Ok(counted)
         } else {
             Err(format!(
-                "segment queue disagrees: counted empty {counted}, queues empty {queued}, totals balanced {balanced}"
+                "segment queue disagrees: counted empty {counted}, queues empty {queued}, front segment partly held {}",
+                !front_held
             ))
         }
     }
@@ -406,10 +409,10 @@ impl SegmentQueue {
             return Err("a pending iovec has no owner".into());
         }
         let sum: usize = self.io_slices().iter().map(|s| s.len()).sum();
-        if sum != self.pending_len {
+        if sum as u64 != self.bytes_in - self.bytes_out {
             return Err(format!(
-                "pending_len {} but iovecs hold {sum} bytes",
-                self.pending_len
+                "bytes in {} − bytes out {} but iovecs hold {sum} bytes",
+                self.bytes_in, self.bytes_out
             ));
         }
         if self.io_slices().iter().any(|s| s.is_empty()) {
@@ -422,16 +425,10 @@ impl SegmentQueue {
                 self.held_len
             ));
         }
-        if self.bytes_in - self.bytes_out != self.pending_len as u64 {
+        if self.held_len as u64 > self.bytes_out {
             return Err(format!(
-                "bytes in {} − bytes out {} ≠ pending {}",
-                self.bytes_in, self.bytes_out, self.pending_len
-            ));
-        }
-        if self.bytes_out - self.bytes_released != self.held_len as u64 {
-            return Err(format!(
-                "bytes out {} − bytes released {} ≠ held {}",
-                self.bytes_out, self.bytes_released, self.held_len
+                "held {} but only {} bytes were ever sent",
+                self.held_len, self.bytes_out
             ));
         }
         self.quick_empty().map(|_| ())

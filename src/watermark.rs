@@ -142,7 +142,8 @@ impl From<LimitError> for io::Error {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backpressure {
     marks: Option<Watermarks>,
-    /// `marks.high`, or `usize::MAX` without marks: one compare on the hot path.
+    /// The held count at which growth raises `High` now: `marks.high` while not backed up,
+    /// `usize::MAX` while backed up or without marks. One compare on the hot path.
     high: usize,
     hard_limit: usize,
     backed_up: bool,
@@ -169,7 +170,7 @@ impl Backpressure {
     /// state on every empty commit and zero advance).
     #[inline]
     pub(crate) fn grew(&mut self, added: usize, held: usize) {
-        if added != 0 && held >= self.high && !self.backed_up {
+        if held >= self.high && added != 0 {
             self.rise();
         }
     }
@@ -182,6 +183,7 @@ impl Backpressure {
             if let Some(marks) = self.marks {
                 if held <= marks.low {
                     self.backed_up = false;
+                    self.high = marks.high;
                     self.event = Some(Pressure::Low);
                 }
             }
@@ -191,6 +193,7 @@ impl Backpressure {
     #[cold]
     fn rise(&mut self) {
         self.backed_up = true;
+        self.high = usize::MAX;
         self.event = Some(Pressure::High);
     }
 
@@ -199,7 +202,6 @@ impl Backpressure {
     /// the high mark wins when both hold (equal marks).
     fn set_marks(&mut self, marks: Option<Watermarks>, held: usize) {
         self.marks = marks;
-        self.high = marks.map_or(usize::MAX, |m| m.high);
         let backed_up = match marks {
             None => false,
             Some(m) if held >= m.high => true,
@@ -214,12 +216,16 @@ impl Backpressure {
                 Pressure::Low
             });
         }
+        self.high = match marks {
+            Some(m) if !backed_up => m.high,
+            _ => usize::MAX,
+        };
     }
 
     /// Checks that `n` more bytes fit under the hard limit.
     #[inline]
     pub(crate) fn admit(&self, held: usize, n: usize) -> Result<(), LimitError> {
-        if self.hard_limit != usize::MAX && n > self.hard_limit.saturating_sub(held) {
+        if n > self.hard_limit.saturating_sub(held) {
             return Err(LimitError {
                 requested: n,
                 held,

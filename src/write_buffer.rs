@@ -448,12 +448,82 @@ impl WriteBuffer {
         if len == 0 {
             return Ok(());
         }
-        self.admit(len)?;
+        let held = self.held_bytes();
+        self.backpressure.admit(held, len)?;
         let owner = Owner::new(value);
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
-        self.backpressure.grew(len, self.held_bytes());
+        self.backpressure.grew(len, held + len);
         Ok(())
+    }
+
+    /// Queues `value` like [`pin`](Self::pin), but from a borrow: a value shorter than the
+    /// [`flatten_threshold`](Self::flatten_threshold) is copied into scratch straight from
+    /// `value`, and only a value that is pinned is cloned.
+    ///
+    /// This is the call for a cache that holds its values as `Arc<[u8]>` or `bytes::Bytes`:
+    /// `pin(value.clone())` would pay a reference count (two atomic operations, more than the
+    /// rest of queueing a small response) for a value that is then copied anyway.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// let small: Arc<[u8]> = b"tiny"[..].into();
+    /// let large: Arc<[u8]> = vec![0u8; 64 * 1024].into();
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.pin_cloned(&small); // copied, never cloned
+    /// buf.pin_cloned(&large); // pinned: one clone, no copy
+    /// assert_eq!(Arc::strong_count(&small), 1);
+    /// assert_eq!(Arc::strong_count(&large), 2);
+    /// assert_eq!(buf.len(), 4 + 64 * 1024);
+    /// buf.clear();
+    /// assert_eq!(Arc::strong_count(&large), 1);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If a [hard limit](Self::set_hard_limit) is set and the value does not fit under it; use
+    /// [`try_pin_cloned`](Self::try_pin_cloned) then.
+    #[inline]
+    #[track_caller]
+    pub fn pin_cloned<V>(&mut self, value: &V)
+    where
+        V: AsRef<[u8]> + Clone + Send + 'static,
+    {
+        if let Err(err) = self.try_pin_cloned(value) {
+            panic_limit(&err);
+        }
+    }
+
+    /// Like [`pin_cloned`](Self::pin_cloned), but fails instead of passing the hard limit.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] if the value does not fit under the [hard limit](Self::set_hard_limit);
+    /// nothing is cloned or queued then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let value: std::sync::Arc<[u8]> = vec![0u8; 100_000].into();
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// buf.set_hard_limit(Some(64 * 1024));
+    /// assert!(buf.try_pin_cloned(&value).is_err());
+    /// assert_eq!(std::sync::Arc::strong_count(&value), 1);
+    /// ```
+    #[inline]
+    pub fn try_pin_cloned<V>(&mut self, value: &V) -> Result<(), LimitError>
+    where
+        V: AsRef<[u8]> + Clone + Send + 'static,
+    {
+        let bytes = value.as_ref();
+        if bytes.len() < self.flatten_below {
+            return self.try_put_slice(bytes);
+        }
+        self.admit(bytes.len())?;
+        self.try_pin(value.clone())
     }
 
     /// The first pending contiguous run of bytes (empty if nothing is pending), as in
@@ -667,14 +737,16 @@ impl WriteBuffer {
         &mut self.backpressure
     }
 
-    /// Queues the bytes of a committing guard (already admitted under the hard limit).
-    #[inline]
-    pub(crate) fn commit_scratch(&mut self, cur: Cursor) {
+    /// Queues the bytes of a committing guard (not empty) if they fit under the hard limit.
+    #[inline(always)]
+    pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), LimitError> {
+        let n = cur.pos - cur.start;
+        let held = self.held_bytes();
+        self.backpressure.admit(held, n)?;
         self.scratch.commit(cur);
-        self.queue
-            .push_scratch(&self.scratch, cur.chunk, cur.start, cur.pos);
-        self.backpressure
-            .grew(cur.pos - cur.start, self.held_bytes());
+        self.queue.push_scratch(&self.scratch, cur);
+        self.backpressure.grew(n, held + n);
+        Ok(())
     }
 }
 
