@@ -138,7 +138,6 @@ pub struct IoVecBuilder<'a> {
     /// The gathered iovecs when they are a prefix of the buffer's own array; empty otherwise.
     borrowed: &'a [IoSlice<'a>],
     limit: GatherLimit,
-    bytes: usize,
 }
 
 impl Default for IoVecBuilder<'_> {
@@ -174,7 +173,6 @@ impl<'a> IoVecBuilder<'a> {
             slices: SmallVec::new(),
             borrowed: &[],
             limit,
-            bytes: 0,
         }
     }
 
@@ -207,12 +205,13 @@ impl<'a> IoVecBuilder<'a> {
         let all = &pending[..pending.len().min(self.limit.max_iovecs)];
         if self.limit.max_bytes == usize::MAX {
             self.borrowed = all;
-            self.bytes = if all.len() == pending.len() {
+            // Computed for the caller only (not stored), so a caller that ignores it pays
+            // nothing once this is inlined.
+            return if all.len() == pending.len() {
                 buf.len()
             } else {
                 all.iter().map(|s| s.len()).sum()
             };
-            return self.bytes;
         }
         self.gather_budget(all)
     }
@@ -228,8 +227,7 @@ impl<'a> IoVecBuilder<'a> {
             self.slices.push(IoSlice::new(&iov[..take]));
             budget -= take;
         }
-        self.bytes = self.limit.max_bytes - budget;
-        self.bytes
+        self.limit.max_bytes - budget
     }
 
     /// Empties the builder.
@@ -248,7 +246,6 @@ impl<'a> IoVecBuilder<'a> {
     pub fn clear(&mut self) {
         self.slices.clear();
         self.borrowed = &[];
-        self.bytes = 0;
     }
 
     /// The gathered slices.
@@ -271,7 +268,8 @@ impl<'a> IoVecBuilder<'a> {
         }
     }
 
-    /// Total bytes in the gathered slices.
+    /// Total bytes in the gathered slices (summed on each call; [`gather`](Self::gather) returns
+    /// the same figure).
     ///
     /// # Examples
     ///
@@ -279,6 +277,6 @@ impl<'a> IoVecBuilder<'a> {
     /// assert_eq!(sendbuf::IoVecBuilder::new().bytes(), 0);
     /// ```
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.as_slices().iter().map(|s| s.len()).sum()
     }
 }

@@ -76,6 +76,31 @@ impl Owner {
         }
     }
 
+    /// Drops the owner: the value is released. The common kinds are dropped inline.
+    #[inline]
+    pub(crate) fn release(self) {
+        match self {
+            Owner::Arc(a) => drop(a),
+            Owner::Static(_) => {}
+            other => drop(other),
+        }
+    }
+
+    /// True when moving the owner can neither move nor invalidate (under Rust's aliasing
+    /// model) the bytes `bytes()` points at, so a pointer taken before the move stays valid:
+    /// static bytes, and shared owners that hold raw pointers (`Arc`, `Bytes`). A `Box` is
+    /// unique, so moving it invalidates earlier pointers into it; `Other` owners may store
+    /// their bytes inline.
+    #[inline]
+    pub(crate) fn bytes_stay_put(&self) -> bool {
+        match self {
+            Owner::Static(_) | Owner::Arc(_) => true,
+            #[cfg(feature = "bytes")]
+            Owner::Bytes(_) => true,
+            Owner::Vec(_) | Owner::Boxed(_) | Owner::Other(_) => false,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Owner::Static(_) => "static",

@@ -240,7 +240,9 @@ impl Scratch {
     #[inline]
     pub(crate) fn reserve(&mut self, cur: &mut Cursor, n: usize) -> &mut [u8] {
         if cur.cap - cur.pos < n {
-            self.relocate(cur, n);
+            // By value, so the caller's cursor does not escape into the cold call and can live
+            // in registers on the hot path.
+            *cur = self.relocate(*cur, n);
         }
         debug_assert_eq!(
             self.chunks[cur.chunk as usize].ptr, cur.base,
@@ -265,7 +267,7 @@ impl Scratch {
 
     #[cold]
     #[inline(never)]
-    fn relocate(&mut self, cur: &mut Cursor, n: usize) {
+    fn relocate(&mut self, cur: Cursor, n: usize) -> Cursor {
         let used = cur.pos - cur.start;
         let need = used
             .checked_add(n)
@@ -281,7 +283,7 @@ impl Scratch {
             .copy_from_slice(from.bytes(cur.start, used));
         let old = cur.chunk;
         let c = &self.chunks[new as usize];
-        *cur = Cursor {
+        let moved = Cursor {
             chunk: new,
             start: 0,
             pos: used,
@@ -292,6 +294,7 @@ impl Scratch {
             // An earlier relocation's chunk: only this guard used it.
             self.recycle(old);
         }
+        moved
     }
 
     /// Makes the guard's bytes `cur.chunk[cur.start..cur.pos]` committed.

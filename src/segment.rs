@@ -2,8 +2,10 @@
 //!
 //! Pending segments are kept in iovec form: `iovs[head..]` is exactly the array a vectored write
 //! takes, so gathering costs nothing and a partial write only shortens the front entry (as
-//! `IoSlice::advance_slices` does). `metas` runs parallel to `iovs` and owns what each iovec
-//! points into: a scratch chunk or a pinned value.
+//! `IoSlice::advance_slices` does). `metas` runs parallel to `iovs` and says what each iovec
+//! points into: a scratch chunk, or a pinned value whose owner waits in `owners` (pinned values
+//! are sent, and so released, in queue order, so their owners form a FIFO of their own and
+//! `metas` stays a plain `Copy` array that is cleared and compacted without running any drop).
 //!
 //! Every segment goes through three steps:
 //!
@@ -33,18 +35,25 @@ pub(crate) enum Release {
 }
 
 /// What a pending iovec points into.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Meta {
     Scratch(ChunkId),
+    /// A pinned value, owned by the front of `owners` when this segment is the first pinned
+    /// one pending.
+    Pinned,
+}
+
+/// What a held segment keeps alive.
+#[derive(Debug)]
+enum Kept {
+    Scratch(ChunkId),
     Pinned(Owner),
-    /// Already advanced past; waiting for the queue to compact.
-    Gone,
 }
 
 /// A sent segment the kernel may still read, and the stream offset just past its last byte.
 #[derive(Debug)]
 struct Held {
-    meta: Meta,
+    kept: Kept,
     /// Bytes counted as held for this segment.
     len: usize,
     end_offset: u64,
@@ -54,14 +63,16 @@ struct Held {
 pub(crate) struct SegmentQueue {
     /// `iovs[head..]` are the pending bytes, in order.
     ///
-    /// Invariant: each pending iovec points into what `metas` at the same index owns — committed,
-    /// unreleased bytes of a live scratch chunk, or a live pinned owner's bytes — and is never
-    /// empty. The `'static` is a lie the queue keeps honest: iovecs leave only through
+    /// Invariant: each pending iovec points into what `metas` at the same index names —
+    /// committed, unreleased bytes of a live scratch chunk, or the bytes of a live pinned owner
+    /// (the k-th pending `Meta::Pinned` is `owners[k]`) — and is never empty. The `'static` is a lie the queue keeps honest: iovecs leave only through
     /// [`io_slices`](Self::io_slices), which shortens it to the queue's borrow, and the memory
     /// they point to outlives that borrow (pinned owners are dropped, scratch reused, only
     /// through `&mut self`).
     iovs: Vec<IoSlice<'static>>,
     metas: Vec<Meta>,
+    /// Owners of the pending pinned segments, in queue order.
+    owners: VecDeque<Owner>,
     head: usize,
     held: VecDeque<Held>,
     /// Bytes sent but not released.
@@ -92,6 +103,7 @@ impl Default for SegmentQueue {
         SegmentQueue {
             iovs: Vec::new(),
             metas: Vec::new(),
+            owners: VecDeque::new(),
             head: 0,
             held: VecDeque::new(),
             held_len: 0,
@@ -168,16 +180,26 @@ impl SegmentQueue {
         self.count_in(len);
         self.maybe_compact();
         self.run = NO_RUN;
-        self.metas.push(Meta::Pinned(owner));
-        // Take the pointer only once the owner sits where it stays until released.
-        let Some(Meta::Pinned(owner)) = self.metas.last() else {
-            unreachable!("just pushed a pinned owner")
+        self.metas.push(Meta::Pinned);
+        let bytes = if owner.bytes_stay_put() {
+            // Shared or static bytes: moving the owner into `owners` neither moves nor
+            // invalidates them, so the pointer can be taken now (`bytes_stay_put` is known at
+            // compile time when `pin` is inlined, which skips a `match` on the stored owner).
+            let bytes = owner.bytes();
+            let raw = (bytes.as_ptr(), bytes.len());
+            self.owners.push_back(owner);
+            raw
+        } else {
+            // Take the pointer only once the owner sits where it stays until released.
+            self.owners.push_back(owner);
+            let bytes = self.owners.back().expect("just pushed an owner").bytes();
+            (bytes.as_ptr(), bytes.len())
         };
-        let bytes = owner.bytes();
-        // SAFETY: `bytes` is owned by (or `'static` for) `owner`, which stays in `metas` until
-        // this iovec is advanced past; moving an `Owner` never moves the bytes it owns (they
-        // live on the heap or are static). See `Owner::new`.
-        let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) });
+        // SAFETY: the bytes are owned by (or `'static` for) `owner`, which stays in `owners`
+        // until this iovec is advanced past; moving an `Owner` never moves the bytes it owns
+        // (they live on the heap or are static), and the pointer was taken after the last move
+        // that could invalidate it (`Owner::bytes_stay_put`).
+        let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.0, bytes.1) });
         self.iovs.push(iov);
     }
 
@@ -227,12 +249,15 @@ impl SegmentQueue {
             self.head += 1;
             // The copying case releases the segment now, with nothing earlier held for it.
             let now = mode == Release::OnSend && self.front_sent_held == 0;
-            let meta = match self.metas[h] {
-                Meta::Scratch(chunk) if now => {
-                    scratch.consume(chunk, rem);
+            let meta = self.metas[h];
+            let owner = match meta {
+                Meta::Scratch(chunk) => {
+                    if now {
+                        scratch.consume(chunk, rem);
+                    }
                     None
                 }
-                _ => Some(std::mem::replace(&mut self.metas[h], Meta::Gone)),
+                Meta::Pinned => Some(self.owners.pop_front().expect("a pinned segment's owner")),
             };
             if self.head == self.iovs.len() {
                 self.iovs.clear();
@@ -242,10 +267,12 @@ impl SegmentQueue {
             }
             // Counted out and off the queue before a pinned value's `Drop` runs, so a panicking
             // `Drop` leaves the queue consistent.
-            match meta {
-                None => {}
-                Some(meta) if now => drop(meta),
-                Some(meta) => self.finish(meta, rem, scratch, mode),
+            if now {
+                if let Some(owner) = owner {
+                    owner.release();
+                }
+            } else {
+                self.finish(meta, owner, rem, scratch, mode);
             }
         }
     }
@@ -253,58 +280,64 @@ impl SegmentQueue {
     /// Accounts for `step` bytes sent from inside the front segment `h`.
     #[inline]
     fn advance_inside(&mut self, h: usize, step: usize, scratch: &mut Scratch, mode: Release) {
-        match (&self.metas[h], mode) {
-            (&Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
-            (&Meta::Scratch(chunk), Release::OnCompletion) => {
+        match (self.metas[h], mode) {
+            (Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
+            (Meta::Scratch(chunk), Release::OnCompletion) => {
                 scratch.mark_sent(chunk, step);
-                self.hold(Meta::Scratch(chunk), step, self.bytes_out);
+                self.hold(Kept::Scratch(chunk), step, self.bytes_out);
             }
-            (Meta::Pinned(_), Release::OnSend) => {}
-            (Meta::Pinned(_), Release::OnCompletion) => {
+            (Meta::Pinned, Release::OnSend) => {}
+            (Meta::Pinned, Release::OnCompletion) => {
                 self.front_sent_held += step;
                 self.front_held_end = self.bytes_out;
                 self.held_len += step;
             }
-            (Meta::Gone, _) => unreachable!("pending iovec without an owner"),
         }
     }
 
-    /// Accounts for the last `step` bytes of a segment, now fully sent.
-    #[inline]
-    fn finish(&mut self, meta: Meta, step: usize, scratch: &mut Scratch, mode: Release) {
+    /// Accounts for the last `step` bytes of a segment, now fully sent, outside the copying
+    /// fast path; `owner` is the pinned segment's owner, already taken off `owners`.
+    fn finish(
+        &mut self,
+        meta: Meta,
+        owner: Option<Owner>,
+        step: usize,
+        scratch: &mut Scratch,
+        mode: Release,
+    ) {
         let earlier = std::mem::take(&mut self.front_sent_held);
-        match (meta, mode) {
-            (Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
-            (meta @ Meta::Pinned(_), Release::OnSend) => {
+        match (meta, owner, mode) {
+            (Meta::Scratch(chunk), None, Release::OnSend) => scratch.consume(chunk, step),
+            (Meta::Pinned, Some(owner), Release::OnSend) => {
                 if earlier == 0 {
-                    drop(meta);
+                    owner.release();
                 } else if self.front_held_end <= self.released_through {
                     // The earlier zero-copy send is already complete: release it all now.
                     self.held_len -= earlier;
-                    drop(meta);
+                    owner.release();
                 } else {
                     // An earlier zero-copy send still reads this value's first bytes: the
                     // owner lives until that send's completion.
                     self.held_len -= earlier;
-                    self.hold(meta, earlier, self.front_held_end);
+                    self.hold(Kept::Pinned(owner), earlier, self.front_held_end);
                 }
             }
-            (Meta::Scratch(chunk), Release::OnCompletion) => {
+            (Meta::Scratch(chunk), None, Release::OnCompletion) => {
                 scratch.mark_sent(chunk, step);
-                self.hold(Meta::Scratch(chunk), step, self.bytes_out);
+                self.hold(Kept::Scratch(chunk), step, self.bytes_out);
             }
-            (meta @ Meta::Pinned(_), Release::OnCompletion) => {
+            (Meta::Pinned, Some(owner), Release::OnCompletion) => {
                 self.held_len -= earlier;
-                self.hold(meta, step + earlier, self.bytes_out);
+                self.hold(Kept::Pinned(owner), step + earlier, self.bytes_out);
             }
-            (Meta::Gone, _) => unreachable!("pending iovec without an owner"),
+            _ => unreachable!("a pinned segment without its owner, or a scratch run with one"),
         }
     }
 
-    fn hold(&mut self, meta: Meta, len: usize, end_offset: u64) {
+    fn hold(&mut self, kept: Kept, len: usize, end_offset: u64) {
         self.held_len += len;
         self.held.push_back(Held {
-            meta,
+            kept,
             len,
             end_offset,
         });
@@ -319,10 +352,9 @@ impl SegmentQueue {
             let h = self.held.pop_front().expect("front exists");
             self.held_len -= h.len;
             released += h.len;
-            match h.meta {
-                Meta::Scratch(chunk) => scratch.mark_released(chunk, h.len),
-                Meta::Pinned(owner) => drop(owner),
-                Meta::Gone => unreachable!("held segment without an owner"),
+            match h.kept {
+                Kept::Scratch(chunk) => scratch.mark_released(chunk, h.len),
+                Kept::Pinned(owner) => owner.release(),
             }
         }
         released
@@ -334,10 +366,12 @@ impl SegmentQueue {
     pub(crate) fn leak_held(&mut self) -> usize {
         let leaked = self.held_len;
         for h in self.held.drain(..) {
-            core::mem::forget(h.meta);
+            core::mem::forget(h.kept);
         }
         if self.front_sent_held > 0 {
-            core::mem::forget(core::mem::replace(&mut self.metas[self.head], Meta::Gone));
+            // The partly sent front segment is pinned, so its owner is the first one.
+            debug_assert_eq!(self.metas[self.head], Meta::Pinned);
+            core::mem::forget(self.owners.pop_front());
             self.front_sent_held = 0;
         }
         self.held_len = 0;
@@ -349,6 +383,7 @@ impl SegmentQueue {
         debug_assert!(self.quick_empty() == Ok(true));
         self.iovs = Vec::new();
         self.metas = Vec::new();
+        self.owners = VecDeque::new();
         self.head = 0;
         self.run = NO_RUN;
         self.held = VecDeque::new();
@@ -358,6 +393,7 @@ impl SegmentQueue {
     pub(crate) fn memory(&self) -> usize {
         self.iovs.capacity() * core::mem::size_of::<IoSlice<'static>>()
             + self.metas.capacity() * core::mem::size_of::<Meta>()
+            + self.owners.capacity() * core::mem::size_of::<Owner>()
             + self.held.capacity() * core::mem::size_of::<Held>()
     }
 
@@ -404,9 +440,29 @@ impl SegmentQueue {
                 }
             }
         }
-        let pending = &self.metas[self.head..];
-        if pending.iter().any(|m| matches!(m, Meta::Gone)) {
-            return Err("a pending iovec has no owner".into());
+        let pinned = self.metas[self.head..]
+            .iter()
+            .filter(|m| **m == Meta::Pinned)
+            .count();
+        if pinned != self.owners.len() {
+            return Err(format!(
+                "{pinned} pinned segments pending but {} owners queued",
+                self.owners.len()
+            ));
+        }
+        let owned = self.metas[self.head..]
+            .iter()
+            .zip(self.io_slices())
+            .filter(|(m, _)| **m == Meta::Pinned)
+            .zip(&self.owners)
+            .all(|((_, iov), owner)| {
+                let bytes = owner.bytes();
+                let (start, end) = (bytes.as_ptr().addr(), bytes.as_ptr().addr() + bytes.len());
+                let at = iov.as_ptr().addr();
+                start <= at && at + iov.len() == end
+            });
+        if !owned {
+            return Err("a pinned iovec does not point into the tail of its owner's bytes".into());
         }
         let sum: usize = self.io_slices().iter().map(|s| s.len()).sum();
         if sum as u64 != self.bytes_in - self.bytes_out {

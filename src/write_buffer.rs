@@ -450,10 +450,7 @@ impl WriteBuffer {
         }
         let held = self.held_bytes();
         self.backpressure.admit(held, len)?;
-        let owner = Owner::new(value);
-        debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
-        self.queue.push_pinned(owner, len);
-        self.backpressure.grew(len, held + len);
+        self.push_pinned(value, len, held);
         Ok(())
     }
 
@@ -518,12 +515,27 @@ impl WriteBuffer {
     where
         V: AsRef<[u8]> + Clone + Send + 'static,
     {
-        let bytes = value.as_ref();
-        if bytes.len() < self.flatten_below {
-            return self.try_put_slice(bytes);
+        let len = value.as_ref().len();
+        if len < self.flatten_below || len == 0 {
+            return self.try_put_slice(value.as_ref());
         }
-        self.admit(bytes.len())?;
-        self.try_pin(value.clone())
+        let held = self.held_bytes();
+        self.backpressure.admit(held, len)?;
+        self.push_pinned(value.clone(), len, held);
+        Ok(())
+    }
+
+    /// Queues a value of `len > 0` bytes by reference; `held` is what the buffer held before,
+    /// and `len` already fits under the hard limit.
+    #[inline]
+    fn push_pinned<V>(&mut self, value: V, len: usize, held: usize)
+    where
+        V: AsRef<[u8]> + Send + 'static,
+    {
+        let owner = Owner::new(value);
+        debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
+        self.queue.push_pinned(owner, len);
+        self.backpressure.grew(len, held + len);
     }
 
     /// The first pending contiguous run of bytes (empty if nothing is pending), as in
@@ -721,12 +733,6 @@ impl WriteBuffer {
     pub(crate) fn next_guard_id(&mut self) -> u64 {
         self.guards_opened += 1;
         self.guards_opened
-    }
-
-    /// Checks that `n` more bytes fit under the hard limit.
-    #[inline]
-    pub(crate) fn admit(&self, n: usize) -> Result<(), LimitError> {
-        self.backpressure.admit(self.held_bytes(), n)
     }
 
     pub(crate) fn backpressure(&self) -> &Backpressure {
