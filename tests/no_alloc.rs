@@ -338,6 +338,37 @@ fn pinning_the_inline_owner_kinds_does_not_allocate() {
     assert_eq!(Arc::strong_count(&arc), 1);
 }
 
+/// A write with more iovecs pending than the builder keeps inline borrows the queue's own
+/// array instead of copying it into a heap-allocated one (it used to allocate once per write
+/// when more than 64 segments were pending, i.e. once per `sendmsg` of a pipelined batch).
+#[test]
+fn writing_hundreds_of_segments_does_not_allocate() {
+    let values: Vec<Arc<[u8]>> = (0..200u8).map(|i| vec![i; 2048].into()).collect();
+    let mut buf = WriteBuffer::new();
+    let mut sink = Sink {
+        rng: XorShift::new(7),
+        max: 64 * 1024,
+        hash: Fnv::default(),
+        bytes: 0,
+        short: 0,
+    };
+    let run = |buf: &mut WriteBuffer, sink: &mut Sink| {
+        for v in &values {
+            buf.put_slice(b"VALUE\r\n");
+            buf.pin_cloned(v);
+        }
+        assert_eq!(buf.segments(), 400);
+        while !buf.is_empty() {
+            buf.write_to(sink).unwrap();
+        }
+    };
+    run(&mut buf, &mut sink); // warm up: the queue's arrays grow once
+    let ((), allocs, _frees) = heap_calls(|| run(&mut buf, &mut sink));
+    assert_eq!(allocs, 0, "writing 400 pending segments allocated");
+    assert_eq!(sink.bytes, 2 * 200 * (7 + 2048));
+    assert!(values.iter().all(|v| Arc::strong_count(v) == 1));
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     // Without this, a broken counter would make the tests above pass vacuously.
