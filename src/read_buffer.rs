@@ -154,8 +154,10 @@ impl ReadBuffer {
     }
 
     /// Sets the most bytes the buffer holds at once. Reading or reserving beyond it fails
-    /// with [`ReadLimitError`]. Storage already held is kept even if larger; storage is never
-    /// grown beyond `max_len`.
+    /// with [`ReadLimitError`]. Storage already held is kept even if larger, and storage taken
+    /// from a [pool](Self::with_pool) may be larger (the pool bounds its buffers' size); the
+    /// buffer never *allocates* or grows storage beyond `max_len`, and never reads more than
+    /// `max_len` bytes into whatever storage it has.
     ///
     /// # Examples
     ///
