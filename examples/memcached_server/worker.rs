@@ -32,7 +32,9 @@
 //! buffers stealable) only when [`WriteBuffer::is_empty`]: nothing pending and nothing held. A
 //! connection closed while the kernel still holds bytes keeps its socket and buffers on a
 //! draining list until the completions arrive ([`DRAIN_TIMEOUT`] at most; then the held
-//! memory is leaked, never freed). The copy path pays one branch per send for all this.
+//! memory is leaked, never freed). The copy path pays one branch per send for all this. A
+//! peer whose receive window is tiny when accepted gets copying sends even on this path
+//! ([`DEFAULT_ZEROCOPY_MIN_WINDOW`] says why).
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -91,7 +93,24 @@ pub struct SendOptions {
     pub path: SendPath,
     /// See `Config::zerocopy_stop_when_copied`.
     pub stop_when_copied: bool,
+    /// See `Config::zerocopy_min_window`.
+    pub min_window: usize,
 }
+
+/// A peer whose receive window is below this when its connection is accepted gets copying
+/// sends on the zero-copy path.
+///
+/// Two reasons. Zero copy cannot pay on such a connection: each send moves at most a window,
+/// far below the [`sendbuf::DEFAULT_ZEROCOPY_THRESHOLD`] a zero-copy send needs to be worth
+/// its page pinning and completion. And on Linux (seen on 6.18, loopback) `MSG_ZEROCOPY`
+/// sends to a peer on the same host with a window of a few segments can wedge the connection:
+/// the sender's MSS is cut to half the peer's small window, the peer's window then settles
+/// just below that MSS (e.g. 1856 against 2048 for a 4 KiB `SO_RCVBUF`, 8168 against 8192 for
+/// 16 KiB), and TCP's sender-side silly-window avoidance sends only on its persist timer,
+/// about 2 KB per 200-400 ms, for good. Copying sends to the same peer never show it. A
+/// window is small from the start only when the peer fixed its `SO_RCVBUF` before connecting
+/// (a default Linux client starts at 64 KiB and grows), so one check at accept time decides.
+pub const DEFAULT_ZEROCOPY_MIN_WINDOW: usize = 64 * 1024;
 
 /// What the connections' [`ZeroCopy`] senders did, summed over the server; a connection adds
 /// its counts when it closes (not per request).
@@ -452,8 +471,11 @@ impl Worker {
                 SendPath::ZeroCopy => {
                     let mut zc = ZeroCopy::new();
                     zc.set_stop_when_copied(self.send.stop_when_copied);
-                    // If SO_ZEROCOPY is refused, the ZeroCopy simply makes copying sends.
-                    if let Err(e) = zc.enable(&stream) {
+                    let window = peer_window(&stream);
+                    if window.is_some_and(|w| w < self.send.min_window) {
+                        // Not enabled: every send through it copies (DEFAULT_ZEROCOPY_MIN_WINDOW).
+                    } else if let Err(e) = zc.enable(&stream) {
+                        // If SO_ZEROCOPY is refused, the ZeroCopy simply makes copying sends.
                         eprintln!("memcached_server: SO_ZEROCOPY refused ({e}); copying");
                     }
                     Some(Box::new(zc))
@@ -619,6 +641,35 @@ impl TrimTracker {
         self.closed = 0;
         malloc_trim();
     }
+}
+
+/// The receive window the peer of `stream` advertises now (`TCP_INFO`'s `tcpi_snd_wnd`, Linux
+/// 5.4 and later), or `None` if the kernel does not say.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn peer_window(stream: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable tcp_info of `len` bytes that outlives the call, and the
+    // kernel writes at most `len` bytes into it (setting `len` to what it wrote).
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // An older kernel writes a shorter struct without the field: then it does not say.
+    let known = std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4;
+    (rc == 0 && len as usize >= known).then_some(info.tcpi_snd_wnd as usize)
+}
+
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
+fn peer_window(_stream: &TcpStream) -> Option<usize> {
+    None
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
