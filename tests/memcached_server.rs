@@ -619,6 +619,54 @@ fn a_slow_reader_gets_every_byte_while_others_are_served_on(path: SendPath) {
 }
 
 #[test]
+fn pipelined_large_gets_are_all_answered() {
+    pipelined_large_gets_are_all_answered_on(SendPath::Copy);
+}
+
+#[test]
+fn pipelined_large_gets_are_all_answered_zerocopy() {
+    pipelined_large_gets_are_all_answered_on(SendPath::ZeroCopy);
+}
+
+/// 40 GETs of values from 64 to 512 KiB in one write (about 11 MiB of responses, well past
+/// the 4 MiB high water mark while the requests are still buffered), read back in full and
+/// checked byte for byte; twice on one connection.
+fn pipelined_large_gets_are_all_answered_on(path: SendPath) {
+    let server = start_with(path);
+    const SIZES: [usize; 5] = [64 << 10, 128 << 10, 200 << 10, 384 << 10, 512 << 10];
+    let value_of = |k: usize| -> Vec<u8> {
+        (0..SIZES[k])
+            .map(|j| (j.wrapping_mul(31) ^ (k * 17)) as u8)
+            .collect()
+    };
+    let values: Vec<Vec<u8>> = (0..SIZES.len()).map(value_of).collect();
+    let mut c = connect(&server);
+    for (k, v) in values.iter().enumerate() {
+        c.write_all(&bin_set(format!("big-{k}").as_bytes(), v))
+            .unwrap();
+        assert_eq!(read_bin(&mut c).status, 0, "set {k}");
+    }
+    for round in 0..2 {
+        let order: Vec<usize> = (0..40).map(|i| (i * 3 + round) % SIZES.len()).collect();
+        let batch: Vec<u8> = order
+            .iter()
+            .flat_map(|&k| bin_get(format!("big-{k}").as_bytes()))
+            .collect();
+        c.write_all(&batch).unwrap();
+        for (i, &k) in order.iter().enumerate() {
+            let r = read_bin(&mut c);
+            assert_eq!((r.opcode, r.status), (op::GET, 0), "round {round}, get {i}");
+            assert!(
+                r.value() == values[k].as_slice(),
+                "round {round}, get {i}: value {k} differs"
+            );
+        }
+    }
+    drop(c);
+    finish(server, path);
+}
+
+#[test]
 fn idle_connections_give_their_buffers_back() {
     idle_connections_give_their_buffers_back_on(SendPath::Copy);
 }

@@ -12,6 +12,10 @@
 //!    the socket was drained, and edge-triggered epoll reports the next data), and only while
 //!    the write buffer is below its high water mark.
 //!
+//! Steps 1 and 2 repeat without a read when a send took the write buffer below its low water
+//! mark while requests still wait in the read buffer (the session stops at the high mark):
+//! with no unread bytes and a socket that took everything, no event would come for them.
+//!
 //! A connection over its high water mark is not read from (the peer's requests wait in its own
 //! socket buffers, so a client that pipelines and never reads costs the server a bounded amount
 //! of memory). When it drains below the low mark, the loop handles what is left in the read
@@ -716,6 +720,8 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
                 }
             }
         }
+        // Requests left in the read buffer because the output is over its high water mark.
+        let waiting = conn.flags & CLOSING == 0 && bufs.wb.is_backed_up() && !bufs.rb.is_empty();
         // 2. Everything queued, in one sendmsg.
         if unsent(&bufs.wb) > 0 && conn.flags & WAIT_WRITABLE == 0 {
             let sent = match conn.zc.as_deref_mut() {
@@ -736,8 +742,13 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
                 Outcome::Open
             };
         }
-        // 3. Read more, unless backed up (the writable edge resumes) or drained.
-        if bufs.wb.is_backed_up() || conn.flags & MAY_READ == 0 {
+        // 3. Read more, unless backed up (the writable edge resumes) or drained. If this pass's
+        // send took the output below its low mark while requests wait in the read buffer, go
+        // back to 1 for them: that send may have left the socket with room, and then no
+        // writable edge (nor any other event, once the socket is drained) would ever resume
+        // them.
+        let resume = waiting && !bufs.wb.is_backed_up();
+        if bufs.wb.is_backed_up() || (conn.flags & MAY_READ == 0 && !resume) {
             break;
         }
         if reads == READ_BUDGET {
@@ -745,6 +756,9 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
             break;
         }
         reads += 1;
+        if resume {
+            continue; // each such turn sent at least the span between the marks
+        }
         let mut src = Offered {
             stream: &conn.stream,
             offered: 0,
