@@ -39,6 +39,10 @@ pub struct Config {
     /// send as copied (as it always does on loopback), as the kernel documentation advises.
     /// `false` keeps every large send zero-copy (to exercise or measure the path on loopback).
     pub zerocopy_stop_when_copied: bool,
+    /// Zero-copy path only: a connection whose peer advertises a receive window smaller than
+    /// this many bytes when it is accepted gets copying sends (see
+    /// `worker::DEFAULT_ZEROCOPY_MIN_WINDOW` for why); 0 makes every connection zero-copy.
+    pub zerocopy_min_window: usize,
 }
 
 /// How a worker sends its connections' responses (`--send-path`).
@@ -74,6 +78,7 @@ impl Default for Config {
             max_item_size: 1024 * 1024,
             send_path: SendPath::Copy,
             zerocopy_stop_when_copied: true,
+            zerocopy_min_window: crate::worker::DEFAULT_ZEROCOPY_MIN_WINDOW,
         }
     }
 }
@@ -109,6 +114,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let send = SendOptions {
         path: cfg.send_path,
         stop_when_copied: cfg.zerocopy_stop_when_copied,
+        min_window: cfg.zerocopy_min_window,
     };
 
     let mut listener = TcpListener::bind(cfg.listen)?;

@@ -12,6 +12,10 @@
 //!    the socket was drained, and edge-triggered epoll reports the next data), and only while
 //!    the write buffer is below its high water mark.
 //!
+//! Steps 1 and 2 repeat without a read when a send took the write buffer below its low water
+//! mark while requests still wait in the read buffer (the session stops at the high mark):
+//! with no unread bytes and a socket that took everything, no event would come for them.
+//!
 //! A connection over its high water mark is not read from (the peer's requests wait in its own
 //! socket buffers, so a client that pipelines and never reads costs the server a bounded amount
 //! of memory). When it drains below the low mark, the loop handles what is left in the read
@@ -32,7 +36,9 @@
 //! buffers stealable) only when [`WriteBuffer::is_empty`]: nothing pending and nothing held. A
 //! connection closed while the kernel still holds bytes keeps its socket and buffers on a
 //! draining list until the completions arrive ([`DRAIN_TIMEOUT`] at most; then the held
-//! memory is leaked, never freed). The copy path pays one branch per send for all this.
+//! memory is leaked, never freed). The copy path pays one branch per send for all this. A
+//! peer whose receive window is tiny when accepted gets copying sends even on this path
+//! ([`DEFAULT_ZEROCOPY_MIN_WINDOW`] says why).
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -91,7 +97,24 @@ pub struct SendOptions {
     pub path: SendPath,
     /// See `Config::zerocopy_stop_when_copied`.
     pub stop_when_copied: bool,
+    /// See `Config::zerocopy_min_window`.
+    pub min_window: usize,
 }
+
+/// A peer whose receive window is below this when its connection is accepted gets copying
+/// sends on the zero-copy path.
+///
+/// Two reasons. Zero copy cannot pay on such a connection: each send moves at most a window,
+/// far below the [`sendbuf::DEFAULT_ZEROCOPY_THRESHOLD`] a zero-copy send needs to be worth
+/// its page pinning and completion. And on Linux (seen on 6.18, loopback) `MSG_ZEROCOPY`
+/// sends to a peer on the same host with a window of a few segments can wedge the connection:
+/// the sender's MSS is cut to half the peer's small window, the peer's window then settles
+/// just below that MSS (e.g. 1856 against 2048 for a 4 KiB `SO_RCVBUF`, 8168 against 8192 for
+/// 16 KiB), and TCP's sender-side silly-window avoidance sends only on its persist timer,
+/// about 2 KB per 200-400 ms, for good. Copying sends to the same peer never show it. A
+/// window is small from the start only when the peer fixed its `SO_RCVBUF` before connecting
+/// (a default Linux client starts at 64 KiB and grows), so one check at accept time decides.
+pub const DEFAULT_ZEROCOPY_MIN_WINDOW: usize = 64 * 1024;
 
 /// What the connections' [`ZeroCopy`] senders did, summed over the server; a connection adds
 /// its counts when it closes (not per request).
@@ -452,8 +475,11 @@ impl Worker {
                 SendPath::ZeroCopy => {
                     let mut zc = ZeroCopy::new();
                     zc.set_stop_when_copied(self.send.stop_when_copied);
-                    // If SO_ZEROCOPY is refused, the ZeroCopy simply makes copying sends.
-                    if let Err(e) = zc.enable(&stream) {
+                    let window = peer_window(&stream);
+                    if window.is_some_and(|w| w < self.send.min_window) {
+                        // Not enabled: every send through it copies (DEFAULT_ZEROCOPY_MIN_WINDOW).
+                    } else if let Err(e) = zc.enable(&stream) {
+                        // If SO_ZEROCOPY is refused, the ZeroCopy simply makes copying sends.
                         eprintln!("memcached_server: SO_ZEROCOPY refused ({e}); copying");
                     }
                     Some(Box::new(zc))
@@ -621,6 +647,35 @@ impl TrimTracker {
     }
 }
 
+/// The receive window the peer of `stream` advertises now (`TCP_INFO`'s `tcpi_snd_wnd`, Linux
+/// 5.4 and later), or `None` if the kernel does not say.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn peer_window(stream: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable tcp_info of `len` bytes that outlives the call, and the
+    // kernel writes at most `len` bytes into it (setting `len` to what it wrote).
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // An older kernel writes a shorter struct without the field: then it does not say.
+    let known = std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4;
+    (rc == 0 && len as usize >= known).then_some(info.tcpi_snd_wnd as usize)
+}
+
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
+fn peer_window(_stream: &TcpStream) -> Option<usize> {
+    None
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn malloc_trim() {
     // SAFETY: malloc_trim has no preconditions; it only returns free memory to the kernel and
@@ -665,6 +720,8 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
                 }
             }
         }
+        // Requests left in the read buffer because the output is over its high water mark.
+        let waiting = conn.flags & CLOSING == 0 && bufs.wb.is_backed_up() && !bufs.rb.is_empty();
         // 2. Everything queued, in one sendmsg.
         if unsent(&bufs.wb) > 0 && conn.flags & WAIT_WRITABLE == 0 {
             let sent = match conn.zc.as_deref_mut() {
@@ -685,8 +742,13 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
                 Outcome::Open
             };
         }
-        // 3. Read more, unless backed up (the writable edge resumes) or drained.
-        if bufs.wb.is_backed_up() || conn.flags & MAY_READ == 0 {
+        // 3. Read more, unless backed up (the writable edge resumes) or drained. If this pass's
+        // send took the output below its low mark while requests wait in the read buffer, go
+        // back to 1 for them: that send may have left the socket with room, and then no
+        // writable edge (nor any other event, once the socket is drained) would ever resume
+        // them.
+        let resume = waiting && !bufs.wb.is_backed_up();
+        if bufs.wb.is_backed_up() || (conn.flags & MAY_READ == 0 && !resume) {
             break;
         }
         if reads == READ_BUDGET {
@@ -694,6 +756,9 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
             break;
         }
         reads += 1;
+        if resume {
+            continue; // each such turn sent at least the span between the marks
+        }
         let mut src = Offered {
             stream: &conn.stream,
             offered: 0,
