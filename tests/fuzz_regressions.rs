@@ -13,6 +13,7 @@
 mod kernel;
 #[path = "../fuzz/src/model.rs"]
 mod model;
+mod util;
 
 use model::{Input, Op, PoolChoice, ZeroCopyChoice};
 
@@ -115,25 +116,12 @@ fn equal_water_marks_set_at_the_mark_back_up_once() {
 #[ignore = "bug in src/segment.rs: release_through leaves a pending value's completed zero-copy prefix held"]
 fn a_completed_zero_copy_prefix_of_a_pending_value_is_not_held() {
     use sendbuf::{WriteBuffer, ZeroCopy};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use util::Counted;
 
-    struct Counted(Vec<u8>, Arc<AtomicUsize>);
-    impl AsRef<[u8]> for Counted {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    let drops = Arc::new(AtomicUsize::new(0));
     let mut buf = WriteBuffer::new();
     buf.set_flatten_threshold(0);
-    buf.pin(Counted(vec![7; 4], drops.clone()));
+    let (value, drops) = Counted::new(vec![7; 4]);
+    buf.pin(value);
     let mut zc = ZeroCopy::assume_enabled(0);
     zc.record_send(&mut buf, 1, true).unwrap(); // counter value 0: the value's first byte
     assert_eq!((buf.len(), buf.held_len()), (3, 1));
@@ -146,9 +134,5 @@ fn a_completed_zero_copy_prefix_of_a_pending_value_is_not_held() {
     let leaked = ZeroCopy::leaked_bytes();
     drop(buf); // a connection closed mid-value, after every completion
     assert_eq!(ZeroCopy::leaked_bytes(), leaked, "leaked on drop");
-    assert_eq!(
-        drops.load(Ordering::SeqCst),
-        1,
-        "the pending value is dropped"
-    );
+    assert_eq!(drops.get(), 1, "the pending value is dropped");
 }
