@@ -2,7 +2,9 @@
 //! commit or roll back, reserved length fields, pins of every owner kind, flatten threshold
 //! changes, gathers with limits and writes into a writer that takes a random prefix, advances,
 //! over-advances, clears, steals with and without a pool, water marks and their events, hard
-//! limits with the `try_` methods), checked against a simple model after each operation.
+//! limits with the `try_` methods, and zero-copy sends into a fake kernel with their completions:
+//! in order and coalesced, early, stale, flagged copied, `ENOBUFS`, the counter wrapping),
+//! checked against a simple model after each operation.
 //!
 //! The model and the operations are the fuzz target's (`fuzz/src/model.rs`, included by path), so
 //! `cargo test` alone runs the same checks as `cargo fuzz run partial_writes`; this file only
@@ -12,10 +14,16 @@
 // The model derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
 #![allow(unexpected_cfgs)]
 
+// `model.rs` uses the fake kernel as `crate::kernel`.
+#[path = "../fuzz/src/kernel.rs"]
+mod kernel;
 #[path = "../fuzz/src/model.rs"]
 mod model;
 
-use model::{Amount, FrameEnd, Header, Input, Item, Op, Order, Owner, PoolChoice, Width, Writer};
+use model::{
+    Amount, Answer, FrameEnd, Header, Input, Item, Op, Order, Owner, PoolChoice, Report, Width,
+    Writer, ZeroCopyChoice,
+};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -127,6 +135,34 @@ fn amount() -> impl Strategy<Value = Amount> {
     ]
 }
 
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        6 => any::<u32>().prop_map(Answer::Accept),
+        2 => Just(Answer::All),
+        1 => Just(Answer::WouldBlock),
+        1 => any::<u32>().prop_map(Answer::NoBufs),
+        1 => Just(Answer::OverReport),
+    ]
+}
+
+fn report() -> impl Strategy<Value = Report> {
+    // Mostly not copied: a copied completion turns zero copy off for the rest of the case.
+    let copied = || prop::bool::weighted(0.1);
+    prop_oneof![
+        4 => (any::<u8>(), copied()).prop_map(|(k, copied)| Report::InOrder { k, copied }),
+        1 => (any::<u8>(), any::<u8>(), copied())
+            .prop_map(|(back, k, copied)| Report::Overlapping { back, k, copied }),
+        2 => (any::<u8>(), any::<u8>(), copied())
+            .prop_map(|(pick, len, copied)| Report::Early { pick, len, copied }),
+        1 => (any::<u8>(), copied()).prop_map(|(back, copied)| Report::Stale { back, copied }),
+    ]
+}
+
+/// Thresholds that the pending bytes are often above and often below.
+fn zero_copy_threshold() -> impl Strategy<Value = u16> {
+    prop_oneof![Just(0u16), Just(1), 0..2048u16, Just(16 * 1024)]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let width = prop_oneof![Just(Width::U16), Just(Width::U32), Just(Width::U64)];
     let end = prop_oneof![
@@ -174,7 +210,29 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(Op::SetWatermarks),
         1 => Just(Op::TakePressureEvent),
         1 => option::of(prop_oneof![0..64u16, 0..16384u16, any::<u16>()]).prop_map(Op::SetHardLimit),
+        4 => answer().prop_map(Op::ZeroCopySend),
+        1 => (any::<u16>(), prop::bool::weighted(0.7))
+            .prop_map(|(n, zero_copy)| Op::RecordSend { n, zero_copy }),
+        4 => report().prop_map(Op::Complete),
+        1 => zero_copy_threshold().prop_map(Op::SetZeroCopyThreshold),
     ]
+}
+
+fn zero_copy() -> impl Strategy<Value = ZeroCopyChoice> {
+    (
+        prop::bool::weighted(0.9),
+        any::<u8>(),
+        zero_copy_threshold(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(enabled, first_id, threshold, stop_when_copied)| ZeroCopyChoice {
+                enabled,
+                first_id,
+                threshold,
+                stop_when_copied,
+            },
+        )
 }
 
 fn pool() -> impl Strategy<Value = PoolChoice> {
@@ -187,11 +245,14 @@ fn pool() -> impl Strategy<Value = PoolChoice> {
 
 fn input() -> impl Strategy<Value = Input> {
     let chunk = prop_oneof![0..16u16, 0..SIZES.chunk];
-    (chunk, pool(), vec(op(), 1..SIZES.ops)).prop_map(|(chunk_size, pool, ops)| Input {
-        chunk_size,
-        pool,
-        ops,
-    })
+    (chunk, pool(), zero_copy(), vec(op(), 1..SIZES.ops)).prop_map(
+        |(chunk_size, pool, zero_copy, ops)| Input {
+            chunk_size,
+            pool,
+            zero_copy,
+            ops,
+        },
+    )
 }
 
 #[test]

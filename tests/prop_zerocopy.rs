@@ -1,26 +1,32 @@
 //! Model-based property test of `ZeroCopy`'s bookkeeping, with no system call (so it also runs
-//! under Miri): a fake kernel accepts random prefixes of each send (or `EAGAIN`, or `ENOBUFS`
-//! for a zero-copy attempt), gives each zero-copy send the next value of its 32-bit counter
-//! (starting anywhere, wrapping at `u32::MAX`) and reports completions as the real one does:
-//! in order and coalesced into ranges, flagged copied or not; and, beyond what TCP does, out
-//! of order and duplicated.
+//! under Miri): the fake kernel of `fuzz/src/kernel.rs` accepts random prefixes of each send
+//! (or `EAGAIN`, or `ENOBUFS` for a zero-copy attempt), gives each zero-copy send the next value
+//! of its 32-bit counter (starting anywhere, wrapping at `u32::MAX`) and reports completions as
+//! the real one does: in order and coalesced into ranges, flagged copied or not; and, beyond
+//! what TCP does, out of order, overlapping and duplicated.
 //!
 //! After every step the buffer's invariants hold, the bytes offered to the kernel are exactly
-//! the next bytes of the stream, zero copy is asked for exactly when it should be, steals are
-//! refused while anything is pending or held, and each pinned value has been dropped at most
-//! once and *exactly* when the model says: once its last byte is sent and the zero-copy sends
-//! that read it, and all older ones, have completed (never before a send that read it
-//! completed, and not later either). At the end the kernel completes everything: every value is dropped, the
-//! buffer is empty and nothing leaked.
+//! the next bytes of the stream, zero copy is asked for exactly when it should be, the
+//! `ZeroCopy`'s counter and statistics match the kernel's, steals are refused while anything is
+//! pending or held, and each pinned value has been dropped at most once and *exactly* when the
+//! model says: once its last byte is sent and the zero-copy sends that read it, and all older
+//! ones, have completed (never before a send that read it completed, and not later either). At
+//! the end the kernel completes everything: every value is dropped, the buffer is empty and
+//! nothing leaked.
 //!
-//! The seed is fixed and nothing is persisted: every run checks the same cases.
+//! A few ops over a simple buffer; `tests/prop_model.rs` runs the same kernel interleaved with
+//! every other `WriteBuffer` operation. The seed is fixed and nothing is persisted: every run
+//! checks the same cases.
 // `len() == 0` is meant: pending bytes. `is_empty()` also counts bytes the kernel holds.
 #![allow(clippy::len_zero)]
+// The kernel derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
+#![allow(unexpected_cfgs)]
 
+#[path = "../fuzz/src/kernel.rs"]
+mod kernel;
 mod util;
 
-use std::io;
-
+use kernel::{Answer, Kernel, Report};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -44,28 +50,6 @@ enum Op {
     Steal,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Answer {
-    /// Accept `n % (offered + 1)` bytes (so sometimes none, sometimes all).
-    Accept(u32),
-    /// Accept everything offered.
-    All,
-    /// `EAGAIN`.
-    WouldBlock,
-    /// `ENOBUFS` to a zero-copy attempt, then accept `n % (offered + 1)` bytes copying.
-    NoBufs(u32),
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Report {
-    /// The oldest `1 + k % unreported` unreported sends, as one range (what TCP does).
-    InOrder { k: u8, copied: bool },
-    /// A run of `1 + len % 3` sends starting at a random unreported one: out of order.
-    Early { pick: u8, len: u8, copied: bool },
-    /// A range the kernel already reported, or values never used: must change nothing.
-    Stale { back: u8 },
-}
-
 #[derive(Debug, Clone)]
 struct Input {
     start_id: u32,
@@ -82,12 +66,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Answer::All),
         1 => Just(Answer::WouldBlock),
         1 => any::<u32>().prop_map(Answer::NoBufs),
+        1 => Just(Answer::OverReport),
     ];
     let report = prop_oneof![
         4 => (any::<u8>(), any::<bool>()).prop_map(|(k, copied)| Report::InOrder { k, copied }),
+        1 => (any::<u8>(), any::<u8>(), any::<bool>())
+            .prop_map(|(back, k, copied)| Report::Overlapping { back, k, copied }),
         2 => (any::<u8>(), any::<u8>(), any::<bool>())
             .prop_map(|(pick, len, copied)| Report::Early { pick, len, copied }),
-        1 => any::<u8>().prop_map(|back| Report::Stale { back }),
+        1 => any::<u8>().prop_map(|back| Report::Stale { back, copied: false }),
     ];
     prop_oneof![
         3 => (0..200u16).prop_map(Op::Format),
@@ -127,26 +114,13 @@ struct Value {
     drops: DropCount,
 }
 
-/// A zero-copy send the fake kernel accepted.
-struct KernelSend {
-    id: u32,
-    start: u64,
-    end: u64,
-    reported: bool,
-}
-
 struct Model {
     /// Every byte queued, in order.
     wire: Vec<u8>,
     /// Bytes the kernel accepted so far.
     sent: u64,
     values: Vec<Value>,
-    /// Zero-copy sends, oldest first.
-    kernel: Vec<KernelSend>,
-    next_id: u32,
-    copied: bool,
-    threshold: usize,
-    stop_when_copied: bool,
+    kernel: Kernel,
     /// Bytes of values and scratch generated (deterministic filler).
     fill: u8,
 }
@@ -156,30 +130,17 @@ impl Model {
     /// read any of it, the last of those and every older zero-copy send have been reported
     /// complete (the buffer releases completed sends in order).
     fn must_be_released(&self, v: &Value) -> bool {
-        let last_reader = self
-            .kernel
-            .iter()
-            .rfind(|s| s.start < v.end && v.start < s.end);
         v.end <= self.sent
-            && match last_reader {
-                None => true,
-                Some(last) => self
-                    .kernel
-                    .iter()
-                    .filter(|s| s.start <= last.start)
-                    .all(|s| s.reported),
-            }
+            && self
+                .kernel
+                .last_reader_end(v.start, v.end)
+                .is_none_or(|end| end <= self.kernel.through())
     }
 
     /// Whether value `v` may be released: no zero-copy send that read any of its bytes is
     /// still unreported.
     fn may_be_released(&self, v: &Value) -> bool {
-        v.end <= self.sent
-            && self
-                .kernel
-                .iter()
-                .filter(|s| s.start < v.end && v.start < s.end)
-                .all(|s| s.reported)
+        v.end <= self.sent && !self.kernel.reads(v.start, v.end)
     }
 
     fn bytes(&mut self, len: usize) -> Vec<u8> {
@@ -190,17 +151,18 @@ impl Model {
             })
             .collect()
     }
+
+    fn send(&mut self, buf: &mut WriteBuffer, zc: &mut ZeroCopy, answer: Answer) {
+        let pending = &self.wire[self.sent as usize..];
+        if let Some(sent) = self.kernel.send(zc, buf, self.sent, pending, answer) {
+            self.sent += sent.n as u64;
+        }
+    }
 }
 
 fn check(model: &Model, buf: &WriteBuffer, zc: &ZeroCopy) {
     buf.check_invariants();
-    assert_eq!(
-        zc.next_id(),
-        model.next_id,
-        "counter out of step with the kernel"
-    );
-    let unreported = model.kernel.iter().filter(|s| !s.reported).count();
-    assert!(zc.outstanding() >= unreported);
+    model.kernel.check(zc);
     for (i, v) in model.values.iter().enumerate() {
         let drops = v.drops.get();
         assert!(drops <= 1, "value {i} dropped {drops} times");
@@ -229,18 +191,17 @@ fn check(model: &Model, buf: &WriteBuffer, zc: &ZeroCopy) {
 fn run(input: &Input) {
     let mut buf = WriteBuffer::with_capacity(input.chunk);
     buf.set_flatten_threshold(input.flatten);
-    let mut zc = ZeroCopy::assume_enabled(input.start_id);
-    zc.set_threshold(input.threshold);
-    zc.set_stop_when_copied(input.stop_when_copied);
+    let (kernel, mut zc) = Kernel::new(
+        true,
+        input.start_id,
+        input.threshold,
+        input.stop_when_copied,
+    );
     let mut m = Model {
         wire: Vec::new(),
         sent: 0,
         values: Vec::new(),
-        kernel: Vec::new(),
-        next_id: input.start_id,
-        copied: false,
-        threshold: input.threshold,
-        stop_when_copied: input.stop_when_copied,
+        kernel,
         fill: 1,
     };
 
@@ -267,8 +228,10 @@ fn run(input: &Input) {
                     });
                 }
             }
-            Op::Send(answer) => send(&mut m, &mut buf, &mut zc, answer),
-            Op::Complete(report) => complete(&mut m, &mut buf, &mut zc, report),
+            Op::Send(answer) => m.send(&mut buf, &mut zc, answer),
+            Op::Complete(report) => {
+                m.kernel.complete(&mut zc, &mut buf, report);
+            }
             Op::Steal => {
                 let empty = buf.len() == 0 && buf.held_len() == 0;
                 match buf.steal() {
@@ -288,17 +251,10 @@ fn run(input: &Input) {
 
     // The connection winds down: everything is sent, then the kernel completes every send.
     while buf.len() > 0 {
-        send(&mut m, &mut buf, &mut zc, Answer::All);
+        m.send(&mut buf, &mut zc, Answer::All);
         check(&m, &buf, &zc);
     }
-    while m.kernel.iter().any(|s| !s.reported) {
-        let k = u8::MAX;
-        complete(
-            &mut m,
-            &mut buf,
-            &mut zc,
-            Report::InOrder { k, copied: false },
-        );
+    while m.kernel.complete(&mut zc, &mut buf, Report::ALL).is_some() {
         check(&m, &buf, &zc);
     }
     assert_eq!(zc.outstanding(), 0);
@@ -308,122 +264,6 @@ fn run(input: &Input) {
         assert_eq!(v.drops.get(), 1, "value {i} leaked");
     }
     assert!(buf.steal().is_ok());
-}
-
-fn send(m: &mut Model, buf: &mut WriteBuffer, zc: &mut ZeroCopy, answer: Answer) {
-    let pending = buf.len();
-    let expect_zc = pending >= m.threshold && !(m.copied && m.stop_when_copied);
-    let mut calls = Vec::new();
-    let sent = m.sent;
-    let wire = &m.wire;
-    let result = zc.send_with(buf, |iov, zero_copy| {
-        let offered: usize = iov.iter().map(|s| s.len()).sum();
-        // The iovecs are exactly the next bytes of the stream.
-        let mut at = sent as usize;
-        for s in iov {
-            assert_eq!(&**s, &wire[at..at + s.len()], "offered the wrong bytes");
-            at += s.len();
-        }
-        calls.push(zero_copy);
-        match answer {
-            Answer::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
-            Answer::NoBufs(_) if zero_copy => Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
-            Answer::All => Ok(offered),
-            Answer::Accept(n) | Answer::NoBufs(n) => Ok(n as usize % (offered + 1)),
-        }
-    });
-    if pending == 0 {
-        assert!(calls.is_empty(), "a send with nothing pending made a call");
-        assert_eq!(result.unwrap(), 0);
-        return;
-    }
-    match (expect_zc, answer) {
-        (true, Answer::NoBufs(_)) => assert_eq!(calls, [true, false], "ENOBUFS → copying retry"),
-        (expect, _) => assert_eq!(calls, [expect], "zero copy asked for wrongly"),
-    }
-    match result {
-        Ok(n) => {
-            let zero_copy = *calls.last().unwrap();
-            if zero_copy && n > 0 {
-                m.kernel.push(KernelSend {
-                    id: m.next_id,
-                    start: m.sent,
-                    end: m.sent + n as u64,
-                    reported: false,
-                });
-                m.next_id = m.next_id.wrapping_add(1);
-            }
-            m.sent += n as u64;
-        }
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
-    }
-}
-
-fn complete(m: &mut Model, buf: &mut WriteBuffer, zc: &mut ZeroCopy, report: Report) {
-    let unreported: Vec<usize> = (0..m.kernel.len())
-        .filter(|&i| !m.kernel[i].reported)
-        .collect();
-    let (lo, hi, copied, covered) = match report {
-        Report::InOrder { k, copied } => {
-            if unreported.is_empty() {
-                return;
-            }
-            // TCP completes in order: the oldest unreported sends, consecutive counter values.
-            let take = 1 + k as usize % unreported.len();
-            let first = unreported[0];
-            let run: Vec<usize> = (first..m.kernel.len())
-                .take_while(|&i| !m.kernel[i].reported)
-                .take(take)
-                .collect();
-            let last = *run.last().unwrap();
-            (m.kernel[first].id, m.kernel[last].id, copied, run)
-        }
-        Report::Early { pick, len, copied } => {
-            if unreported.is_empty() {
-                return;
-            }
-            let first = unreported[pick as usize % unreported.len()];
-            let run: Vec<usize> = (first..m.kernel.len())
-                .take_while(|&i| !m.kernel[i].reported)
-                .take(1 + len as usize % 3)
-                .collect();
-            let last = *run.last().unwrap();
-            (m.kernel[first].id, m.kernel[last].id, copied, run)
-        }
-        Report::Stale { back } => {
-            // Values already reported, or never handed out: must release nothing new.
-            let reported: Vec<u32> = m
-                .kernel
-                .iter()
-                .filter(|s| s.reported)
-                .map(|s| s.id)
-                .collect();
-            let id = if reported.is_empty() || back % 2 == 0 {
-                m.next_id.wrapping_add(1 + u32::from(back))
-            } else {
-                reported[back as usize % reported.len()]
-            };
-            (id, id, false, Vec::new())
-        }
-    };
-    let before: Vec<usize> = m.values.iter().map(|v| v.drops.get()).collect();
-    let ignored = zc.stats().ignored;
-    for &i in &covered {
-        m.kernel[i].reported = true;
-    }
-    if copied {
-        m.copied = true;
-    }
-    zc.complete(buf, lo, hi, copied);
-    if covered.is_empty() {
-        assert_eq!(
-            zc.stats().ignored,
-            ignored + 1,
-            "a stale value was not ignored"
-        );
-        let after: Vec<usize> = m.values.iter().map(|v| v.drops.get()).collect();
-        assert_eq!(before, after, "a stale completion released something");
-    }
 }
 
 #[test]

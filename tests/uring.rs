@@ -7,24 +7,13 @@
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use sendbuf::{BufferStealer, UringCompletion, UringEvent, UringSender, WriteBuffer};
 
-/// A pinned value that counts its drops.
-struct Counted(Vec<u8>, Arc<AtomicUsize>);
-impl AsRef<[u8]> for Counted {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.1.fetch_add(1, Ordering::SeqCst);
-    }
-}
+mod util;
+
+use util::{Counted, DropCount};
 
 /// A ring, or a loud failure naming why the kernel refused one.
 fn sender(entries: u32) -> UringSender {
@@ -46,7 +35,7 @@ struct Conn {
 
 /// `n` loopback connections with small socket buffers (so sends are partial), each with a
 /// queue of scratch headers and pinned values (sizes vary per connection) and a reader thread.
-fn connections(n: usize, rounds: usize, drops: &Arc<AtomicUsize>) -> (Vec<Conn>, usize) {
+fn connections(n: usize, rounds: usize, drops: &DropCount) -> (Vec<Conn>, usize) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut pinned = 0;
     let mut conns = Vec::new();
@@ -73,7 +62,7 @@ fn connections(n: usize, rounds: usize, drops: &Arc<AtomicUsize>) -> (Vec<Conn>,
             if len >= 1024 {
                 pinned += 1;
             }
-            buf.pin(Counted(value, drops.clone()));
+            buf.pin(Counted::counting(value, drops));
             buf.put_slice(b"\r\n");
             expected.extend_from_slice(b"\r\n");
         }
@@ -106,12 +95,7 @@ struct Seen {
 /// Drives every connection until all is sent (and released), submitting every idle
 /// connection's pending bytes together. Checks, at each step, that no value is dropped except
 /// by a copying result or a notification, and that a buffer holding bytes refuses a steal.
-fn drive(
-    sender: &mut UringSender,
-    conns: &mut [Conn],
-    zero_copy: bool,
-    drops: &AtomicUsize,
-) -> Seen {
+fn drive(sender: &mut UringSender, conns: &mut [Conn], zero_copy: bool, drops: &DropCount) -> Seen {
     let mut seen = Seen::default();
     let mut done: Vec<UringCompletion> = Vec::new();
     loop {
@@ -140,7 +124,7 @@ fn drive(
         for &c in &done {
             let conn = &mut conns[c.token() as usize];
             let before_len = conn.buf.len();
-            let drops_before = drops.load(Ordering::SeqCst);
+            let drops_before = drops.get();
             match sender.finish(c, &mut conn.buf).unwrap() {
                 UringEvent::Sent { bytes, held } => {
                     seen.sent_events += 1;
@@ -151,7 +135,7 @@ fn drive(
                     }
                     if held {
                         assert_eq!(
-                            drops.load(Ordering::SeqCst),
+                            drops.get(),
                             drops_before,
                             "a value was released by a zero-copy result, before its notification"
                         );
@@ -194,7 +178,7 @@ fn io_uring_is_available() {
 
 #[test]
 fn many_connections_copying_sends_in_shared_submissions() {
-    let drops = Arc::new(AtomicUsize::new(0));
+    let drops = DropCount::new();
     let (mut conns, pinned) = connections(24, 12, &drops);
     let mut s = sender(64);
     let seen = drive(&mut s, &mut conns, false, &drops);
@@ -211,14 +195,14 @@ fn many_connections_copying_sends_in_shared_submissions() {
     );
     assert_eq!(stats.results, stats.sends);
     // Every value (pinned or flattened) dropped exactly once.
-    assert_eq!(drops.load(Ordering::SeqCst), 24 * 12);
+    assert_eq!(drops.get(), 24 * 12);
     assert!(pinned > 0);
     assert_eq!(s.in_flight(), 0);
 }
 
 #[test]
 fn many_connections_zero_copy_released_on_notification() {
-    let drops = Arc::new(AtomicUsize::new(0));
+    let drops = DropCount::new();
     let (mut conns, _) = connections(16, 10, &drops);
     let mut s = sender(32);
     let seen = drive(&mut s, &mut conns, true, &drops);
@@ -231,7 +215,7 @@ fn many_connections_zero_copy_released_on_notification() {
         "one notification per send"
     );
     assert_eq!(seen.released_events as u64, stats.notifications);
-    assert_eq!(drops.load(Ordering::SeqCst), 16 * 10);
+    assert_eq!(drops.get(), 16 * 10);
     assert_eq!(s.in_flight(), 0);
     // On loopback the kernel copies anyway and says so (Linux 6.2+ reports usage).
     eprintln!(
@@ -242,13 +226,13 @@ fn many_connections_zero_copy_released_on_notification() {
 
 #[test]
 fn a_held_value_lives_until_its_notification_is_finished() {
-    let drops = Arc::new(AtomicUsize::new(0));
+    let drops = DropCount::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let tx = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (mut rx, _) = listener.accept().unwrap();
     let mut buf = WriteBuffer::new();
     buf.put_slice(b"head ");
-    buf.pin(Counted(vec![b'v'; 50_000], drops.clone()));
+    buf.pin(Counted::counting(vec![b'v'; 50_000], &drops));
     let total = buf.len();
     let mut s = sender(8);
     let mut done = Vec::new();
@@ -280,20 +264,16 @@ fn a_held_value_lives_until_its_notification_is_finished() {
     }
     assert_eq!(reader.join().unwrap().len(), total);
     assert_eq!((buf.len(), buf.held_len()), (0, total));
-    assert_eq!(
-        drops.load(Ordering::SeqCst),
-        0,
-        "released before its notification"
-    );
+    assert_eq!(drops.get(), 0, "released before its notification");
     assert!(buf.steal().is_err());
     for c in &notes {
         s.finish(*c, &mut buf).unwrap();
     }
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(drops.get(), 1);
     assert!(buf.is_empty());
     // Never twice: a notification finished again is refused and releases nothing.
     assert!(s.finish(notes[0], &mut buf).is_err());
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(drops.get(), 1);
 }
 
 #[test]

@@ -32,6 +32,14 @@ impl Counted {
         };
         (value, DropCount(drops))
     }
+
+    /// A value holding `bytes` whose drop increments `drops`, a counter shared by many values.
+    pub fn counting(bytes: impl Into<Vec<u8>>, drops: &DropCount) -> Counted {
+        Counted {
+            bytes: bytes.into(),
+            drops: drops.0.clone(),
+        }
+    }
 }
 
 impl AsRef<[u8]> for Counted {
@@ -51,7 +59,12 @@ impl Drop for Counted {
 pub struct DropCount(Arc<AtomicUsize>);
 
 impl DropCount {
-    /// How many times the value has been dropped so far.
+    /// A counter for [`Counted::counting`] values, at 0.
+    pub fn new() -> DropCount {
+        DropCount(Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// How many times the value (or the values sharing the counter) has been dropped so far.
     pub fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
