@@ -357,6 +357,15 @@ impl SegmentQueue {
                 Kept::Pinned(owner) => owner.release(),
             }
         }
+        if self.front_sent_held > 0 && self.front_held_end <= offset {
+            // The pending front value's first bytes went out zero-copy and that send is now
+            // complete: the kernel holds nothing of the value any more. It stays pending (its
+            // owner is released with its last byte, as for any value), but those bytes are no
+            // longer held.
+            let n = std::mem::take(&mut self.front_sent_held);
+            self.held_len -= n;
+            released += n;
+        }
         released
     }
 

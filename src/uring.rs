@@ -856,11 +856,13 @@ mod tests {
             "a buffer that never sent"
         );
         assert_eq!(buf.held_len(), 20);
-        // "head" is released; the value, 16 bytes of it sent, lives until its last byte is sent.
+        // "head" and the value's first 16 bytes are released: the kernel holds nothing now. The
+        // value itself lives until its last byte is sent.
         assert_eq!(
             book.finish(n, &mut buf).unwrap(),
-            UringEvent::Released { bytes: 4 }
+            UringEvent::Released { bytes: 20 }
         );
+        assert_eq!(buf.held_len(), 0);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         buf.advance(buf.len());
         assert_eq!(drops.load(Ordering::SeqCst), 1);

@@ -978,7 +978,10 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let mut buf = queue(&drops);
         buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the value
-        assert_eq!(buf.release_through(10), 4); // the completion: the value is still pending
+        // The completion releases the header and the value's first 6 bytes (the value itself
+        // is still pending, so it lives on) and nothing stays held.
+        assert_eq!(buf.release_through(10), 10);
+        assert_eq!(buf.held_len(), 0);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         buf.advance(94); // the rest of the value, copied
         assert_eq!(drops.load(Ordering::SeqCst), 1);

@@ -105,15 +105,10 @@ fn equal_water_marks_set_at_the_mark_back_up_once() {
 /// * water marks and the hard limit count the byte as held.
 ///
 /// Root cause, `src/segment.rs`: a pinned front segment partly sent zero-copy keeps those bytes
-/// in `front_sent_held` (ending at `front_held_end`); `release_through(offset)` only walks the
-/// `held` queue and records `released_through`, so `front_sent_held` is cleared only by the
-/// value's final `finish`. Fix: in `release_through`, after the loop, if `front_sent_held > 0 &&
-/// front_held_end <= offset`, subtract it from `held_len`, add it to `bytes_released` and to the
-/// returned count, and zero it (the owner stays pending; `finish` then sees `earlier == 0` and
-/// releases on the last send as usual). Then set `COMPLETED_PREFIX_STAYS_HELD` in
-/// `fuzz/src/model.rs` to `false` and remove the `#[ignore]`.
+/// in `front_sent_held` (ending at `front_held_end`), and `release_through(offset)` only walked
+/// the `held` queue, so `front_sent_held` was cleared only by the value's final `finish`. Fixed
+/// there: `release_through` also stops counting the front value's completed prefix.
 #[test]
-#[ignore = "bug in src/segment.rs: release_through leaves a pending value's completed zero-copy prefix held"]
 fn a_completed_zero_copy_prefix_of_a_pending_value_is_not_held() {
     use sendbuf::{WriteBuffer, ZeroCopy};
     use util::Counted;

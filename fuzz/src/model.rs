@@ -64,15 +64,6 @@ pub const MAX_PIN: usize = 8192;
 /// Largest flatten threshold an input sets (the default is 1024).
 pub const MAX_THRESHOLD: usize = 1100;
 
-/// The crate's known bug, mirrored until it is fixed (then set this to `false` and un-ignore
-/// `a_completed_zero_copy_prefix_of_a_pending_value_is_not_held` in
-/// `tests/fuzz_regressions.rs`): when the zero-copy send of a pinned value's first bytes
-/// completes while the rest of the value is still pending, those bytes stay counted in
-/// `held_len` (and in the water marks and the hard limit) until the value's last byte is sent,
-/// although the kernel holds nothing; dropping the buffer then leaks the value. The correct
-/// model (`false`) stops counting them when their send completes.
-const COMPLETED_PREFIX_STAYS_HELD: bool = true;
-
 /// A whole test case: the buffer's chunk size, then the operations.
 #[derive(Debug, Clone)]
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
@@ -567,10 +558,7 @@ impl Model {
         let (held, released) = (&mut self.held, &mut self.released);
         for p in self.pinned.iter_mut() {
             // A pending value whose zero-copy sends are all complete: nothing of it is held.
-            if !COMPLETED_PREFIX_STAYS_HELD
-                && p.end > sent
-                && p.zc_end.is_some_and(|e| e <= through)
-            {
+            if p.end > sent && p.zc_end.is_some_and(|e| e <= through) {
                 *held -= p.zc_bytes;
                 p.zc_bytes = 0;
                 p.zc_end = None;
@@ -993,17 +981,6 @@ impl Harness {
                 .complete(&mut self.zc, &mut self.buf, Report::ALL)
         {
             self.model.completed(released);
-            self.check();
-        }
-        if COMPLETED_PREFIX_STAYS_HELD && self.model.held > 0 {
-            // Only a pending value's completed zero-copy prefix is still counted (the known bug);
-            // dropping now would leak the value. Clearing sends the rest and releases it.
-            assert!(
-                self.model.held_scratch.is_empty(),
-                "held scratch after every completion"
-            );
-            self.buf.clear();
-            self.model.clear();
             self.check();
         }
         assert_eq!(self.buf.held_len(), 0, "held after every completion");
