@@ -526,7 +526,9 @@ impl UringSender {
     ///
     /// See [`cancel`](Self::cancel).
     pub fn register_eventfd(&mut self, eventfd: BorrowedFd<'_>) -> io::Result<()> {
-        self.ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        self.ring
+            .submitter()
+            .register_eventfd(eventfd.as_raw_fd())?;
         self.eventfd = true;
         Ok(())
     }
