@@ -766,6 +766,15 @@ fn idle_connections_give_their_buffers_back_on(path: SendPath) {
     finish(server, path);
 }
 
+/// Without the `io-uring` feature, `--send-path uring` is refused with a reason (and `main`
+/// exits with status 2, as for every argument it refuses).
+#[cfg(not(feature = "io-uring"))]
+#[test]
+fn the_uring_send_path_needs_the_io_uring_feature() {
+    let err = SendPath::parse("uring").unwrap_err();
+    assert!(err.contains("--features io-uring"), "{err}");
+}
+
 #[test]
 fn shutdown_closes_connections_and_joins() {
     let server = start();
