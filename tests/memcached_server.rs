@@ -829,3 +829,38 @@ fn shutdown_with_a_send_in_flight_to_a_never_reading_peer_uring() {
     );
     assert!(closed_by_server(&mut hog));
 }
+
+/// A peer whose responses wait in the kernel (a 4 KiB window, and less than the high water
+/// mark queued, so the server still reads from it) resets the connection: the waiting
+/// io_uring send fails, the connection is closed and its buffers freed only after that
+/// result. Nothing leaks, every result is reaped, the connection is gone, others are served.
+#[cfg(feature = "io-uring")]
+#[test]
+fn a_peer_resetting_with_a_send_in_flight_is_closed_uring() {
+    let server = start_with(SendPath::Uring);
+    let value = vec![b'r'; 512 * 1024];
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    for _ in 0..4 {
+        let hog = connect_small_rcvbuf(&server, 4096);
+        // 7 responses of 512 KiB: more than the socket takes, below the 4 MiB high mark.
+        let before = server.stats().sum(|c| &c.bytes_written);
+        let batch: Vec<u8> = (0..7).flat_map(|_| bin_get(b"big")).collect();
+        (&hog).write_all(&batch).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let written = server.stats().sum(|c| &c.bytes_written) - before;
+        assert!(
+            written < 7 * 512 * 1024,
+            "no send left waiting ({written} written)"
+        );
+        socket2::SockRef::from(&hog)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(hog); // a reset
+    }
+    wait_connections(&server, 1);
+    served(&server);
+    drop(setup);
+    finish(server, SendPath::Uring);
+}

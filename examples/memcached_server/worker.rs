@@ -51,10 +51,12 @@
 //! in flight: that costs the worker nothing (the other connections' sends are separate
 //! requests, and the loop never waits for a completion), the connection stops being read at
 //! its high mark as on the other paths, and sends completed later wake the loop through an
-//! eventfd registered with the ring and with the `Poll`. A connection closed with its send in
-//! flight (reset, read error, shutdown) cancels it (`IORING_OP_ASYNC_CANCEL`) and waits on the
-//! draining list for its result before its buffers are recycled (leaked after
-//! [`DRAIN_TIMEOUT`], never freed); the slot is not reused before.
+//! eventfd registered with the ring and with the `Poll`. A peer's reset fails its waiting send,
+//! which closes the connection. A connection closed by the server with its send in flight (a
+//! read error, or the server shutting down) cancels it (`IORING_OP_ASYNC_CANCEL`) and waits
+//! on the draining list for its result before its buffers are recycled (leaked after
+//! [`DRAIN_TIMEOUT`], or [`SHUTDOWN_DRAIN`] when shutting down, never freed); the slot is not
+//! reused before.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -509,7 +511,7 @@ impl Worker {
         }
         // Shutdown: dropping the connections closes their sockets, once the kernel holds
         // nothing of their buffers (a buffer dropped while it does leaks those bytes instead).
-        self.uring_shutdown();
+        self.uring_shutdown(&mut trim);
         for conn in self.conns.iter_mut().flatten() {
             if let (Some(zc), Some(bufs)) = (conn.zc.as_deref_mut(), conn.bufs.as_deref_mut()) {
                 if bufs.wb.held_len() > 0 {
@@ -954,43 +956,37 @@ impl Worker {
         self.stats.connection_closed();
     }
 
-    /// Shutdown: cancels every send in flight and waits (at most [`SHUTDOWN_DRAIN`]) for their
-    /// results, so that no buffer is dropped while the kernel reads it; the buffers of
-    /// connections whose send still did not come back are leaked.
-    fn uring_shutdown(&mut self) {
-        let Some(u) = self.uring.as_mut() else {
+    /// Shutdown: closes every connection with a send in flight as [`close`](Self::close)
+    /// does (cancel, drain), and waits (at most [`SHUTDOWN_DRAIN`]) for their results, so
+    /// that no buffer is dropped while the kernel reads it; the buffers of connections whose
+    /// send still did not come back are leaked.
+    fn uring_shutdown(&mut self, trim: &mut TrimTracker) {
+        let Some(u) = self.uring.as_ref() else {
             return;
         };
+        self.ctx.to_send.clear(); // nothing new goes out
         let busy = |u: &UringLoop, conns: &[Option<Conn>]| -> Vec<usize> {
             (0..conns.len())
                 .filter(|&i| conns[i].is_some() && u.sender.outstanding(i as u64) > 0)
                 .collect()
         };
         for i in busy(u, &self.conns) {
-            if u.sender.cancel(i as u64).is_ok() {
-                u.unsubmitted = true;
-            }
+            self.uring_close(i);
         }
         let deadline = Instant::now() + SHUTDOWN_DRAIN;
         loop {
-            if std::mem::take(&mut u.unsubmitted) {
-                let _ = u.sender.flush();
-            }
-            let mut done = Vec::new();
-            u.sender.reap(&mut done);
-            for c in done {
-                if let Some(Some(Conn {
-                    bufs: Some(bufs), ..
-                })) = self.conns.get_mut(c.token() as usize)
-                {
-                    let _ = u.sender.finish(c, &mut bufs.wb);
-                }
-            }
+            self.uring_round(trim);
+            let Some(u) = self.uring.as_ref() else {
+                return;
+            };
             if busy(u, &self.conns).is_empty() || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        let Some(u) = self.uring.as_mut() else {
+            return;
+        };
         for i in busy(u, &self.conns) {
             if let Some(bufs) = self.conns[i].as_mut().and_then(|c| c.bufs.take()) {
                 std::mem::forget(bufs); // the kernel may still read them
@@ -1020,7 +1016,7 @@ impl Worker {
 
     fn uring_give_up(&mut self, _i: usize, _trim: &mut TrimTracker) {}
 
-    fn uring_shutdown(&mut self) {
+    fn uring_shutdown(&mut self, _trim: &mut TrimTracker) {
         let _ = &self.uring_totals;
     }
 }
