@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs libmemcached's protocol suite (memccapable, binary then ASCII) against the example server
-# and fails unless every test passes. Installs memcached and libmemcached-tools with apt if
+# Runs libmemcached's protocol suite (memccapable, binary then ASCII) against the example server,
+# once per send path (copy, zerocopy, uring: built with --features io-uring), and fails unless
+# every test passes. Installs memcached and libmemcached-tools with apt if
 # memccapable is missing. The server listens on a free port (it binds port 0 and prints the
 # address) and is always stopped, whatever happens.
 set -euo pipefail
@@ -13,7 +14,7 @@ if ! command -v memccapable >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq memcached libmemcached-tools >/dev/null
 fi
 
-cargo build --release --example memcached_server
+cargo build --release --example memcached_server --features io-uring
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 server="$target_dir/release/examples/memcached_server"
 
@@ -42,6 +43,9 @@ trap cleanup EXIT INT TERM
 # Runs both suites against a fresh server sending with send path $1.
 run_suite() {
 local path="$1"
+# Emptied here, not by the redirection below: that one happens in the background child, and
+# the loop reading the port could still find the previous server's address.
+: >"$work/out"
 "$server" --listen 127.0.0.1:0 --threads 2 --send-path "$path" >"$work/out" 2>"$work/err" &
 server_pid=$!
 
@@ -79,7 +83,7 @@ server_pid=""
 }
 
 failed=0
-for path in copy zerocopy; do
+for path in copy zerocopy uring; do
     run_suite "$path"
 done
 exit "$failed"

@@ -29,6 +29,9 @@ use crate::write_buffer::WriteBuffer;
 const IORING_SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 /// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the data was copied.
 const IORING_NOTIF_USAGE_ZC_COPIED: i32 = 1 << 31;
+/// The `user_data` of `IORING_OP_ASYNC_CANCEL` requests: sends' serials start at 1, so no send
+/// has it, and the cancel's own completion is recognised and dropped by `reap`.
+const CANCEL_USER_DATA: u64 = 0;
 
 /// One completion taken from the ring, for the connection [`token`](Self::token): pass it with
 /// that connection's buffer to [`UringSender::finish`].
@@ -120,6 +123,8 @@ pub struct UringStats {
     pub copied: u64,
     /// Completions that matched no send (never expected; counted rather than trusted).
     pub ignored: u64,
+    /// Cancellations queued by [`cancel`](UringSender::cancel).
+    pub cancels: u64,
 }
 
 /// One send the kernel has not finished with.
@@ -317,6 +322,11 @@ impl Book {
         }
     }
 
+    /// The serial of `token`'s send awaiting its result, if any.
+    fn in_flight(&self, token: u64) -> Option<u64> {
+        self.tokens.get(&token).and_then(|s| s.in_flight)
+    }
+
     /// Sends (results or notifications) the kernel still owes for `token`.
     fn outstanding(&self, token: u64) -> usize {
         self.tokens
@@ -416,6 +426,8 @@ pub struct UringSender {
     #[allow(clippy::vec_box)] // boxes move between `msgs` and here without moving the msghdr
     spare: Vec<Box<Msg>>,
     stats: UringStats,
+    /// Whether an eventfd is registered (see [`register_eventfd`](Self::register_eventfd)).
+    eventfd: bool,
 }
 
 impl std::fmt::Debug for UringSender {
@@ -453,6 +465,7 @@ impl UringSender {
             msgs: HashMap::new(),
             spare: Vec::new(),
             stats: UringStats::default(),
+            eventfd: false,
         })
     }
 
@@ -492,6 +505,102 @@ impl UringSender {
     /// ```
     pub fn outstanding(&self, token: u64) -> usize {
         self.book.outstanding(token)
+    }
+
+    /// Has the kernel signal `eventfd` (an `eventfd(2)`, kept open while the sender lives) when
+    /// it posts completions, so a caller that waits in `epoll` learns of sends that finish
+    /// later: a send to a full socket waits in the kernel and completes when the peer reads.
+    /// Completions posted during this sender's own `io_uring_enter` ([`flush`](Self::flush),
+    /// [`submit_and_wait`](Self::submit_and_wait), [`submit`](Self::submit) on a full queue)
+    /// do not signal: reap after each of those calls and after each signal.
+    ///
+    /// The kernel may, rarely, post a completion just as the signal is re-enabled after an
+    /// enter without signalling it; a caller that must not miss one also reaps now and then
+    /// while [`in_flight`](Self::in_flight) is not 0.
+    ///
+    /// # Errors
+    ///
+    /// The `io_uring_register` error (`EBUSY`: an eventfd is already registered).
+    ///
+    /// # Examples
+    ///
+    /// See [`cancel`](Self::cancel).
+    pub fn register_eventfd(&mut self, eventfd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ring
+            .submitter()
+            .register_eventfd(eventfd.as_raw_fd())?;
+        self.eventfd = true;
+        Ok(())
+    }
+
+    /// Queues an `IORING_OP_ASYNC_CANCEL` for `token`'s send awaiting its result (submitted by
+    /// the next [`flush`](Self::flush)). Returns false, queueing nothing, if it has none.
+    ///
+    /// The send's result still comes, and must still be reaped and
+    /// [`finish`](Self::finish)ed before the buffer is cleared, dropped or stolen: usually
+    /// `ECANCELED` (the buffer unchanged), or the bytes sent if the kernel got there first.
+    /// This is how to close a connection whose peer never reads: its send waits in the kernel
+    /// for room that never comes, and the socket's iovecs point into the buffer until then.
+    ///
+    /// # Errors
+    ///
+    /// An `io_uring_enter` error if the submission queue was full and could not be submitted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // io_uring is FFI
+    /// use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    /// use std::os::unix::net::UnixStream;
+    /// use sendbuf::{UringSender, WriteBuffer};
+    ///
+    /// let mut sender = UringSender::new(8).unwrap();
+    /// // SAFETY: eventfd returns a new descriptor (checked), owned from here on.
+    /// let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    /// assert!(efd >= 0);
+    /// let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    /// sender.register_eventfd(efd.as_fd()).unwrap();
+    ///
+    /// let (a, _peer) = UnixStream::pair().unwrap(); // a peer that never reads
+    /// a.set_nonblocking(true).unwrap();
+    /// let mut buf = WriteBuffer::new();
+    /// buf.put_slice(&vec![7u8; 8 << 20]); // far more than the socket holds
+    /// let mut done = Vec::new();
+    /// // The first send takes what fits; the next one waits in the kernel for room.
+    /// while sender.outstanding(1) == 0 || !done.is_empty() {
+    ///     for c in done.drain(..) {
+    ///         sender.finish(c, &mut buf).unwrap();
+    ///     }
+    ///     sender.submit(1, &buf, a.as_fd(), false).unwrap();
+    ///     sender.flush().unwrap();
+    ///     std::thread::sleep(std::time::Duration::from_millis(10));
+    ///     sender.reap(&mut done);
+    /// }
+    /// assert!(sender.cancel(1).unwrap());
+    /// sender.submit_and_wait(1).unwrap();
+    /// sender.reap(&mut done);
+    /// let err = sender.finish(done[0], &mut buf).unwrap_err();
+    /// assert_eq!(err.raw_os_error(), Some(libc::ECANCELED));
+    /// assert_eq!(sender.in_flight(), 0); // now the buffer may go
+    /// assert!(!sender.cancel(1).unwrap(), "nothing left to cancel");
+    /// # }
+    /// ```
+    pub fn cancel(&mut self, token: u64) -> io::Result<bool> {
+        let Some(serial) = self.book.in_flight(token) else {
+            return Ok(false);
+        };
+        let entry = opcode::AsyncCancel::new(serial)
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        if self.ring.submission().is_full() {
+            self.enter(0)?;
+        }
+        // SAFETY: a cancel SQE points at no memory: it names the send by its user_data.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            return Err(io::Error::other("io_uring submission queue full"));
+        }
+        self.stats.cancels += 1;
+        Ok(true)
     }
 
     /// Queues one send of `buf`'s pending bytes (at most `IOV_MAX` iovecs) on `fd` for `token`:
@@ -576,13 +685,24 @@ impl UringSender {
     }
 
     fn enter(&mut self, want: usize) -> io::Result<usize> {
-        loop {
+        // Completions posted while this thread is inside io_uring_enter (most sends complete
+        // there) are reaped by the caller right after it: an eventfd signal for them would only
+        // wake the caller's poll for nothing. Re-enabled before returning, so a completion
+        // posted from now on signals, and one posted meanwhile is in the queue the caller reaps.
+        if self.eventfd {
+            self.ring.completion().disable_eventfd();
+        }
+        let result = loop {
             self.stats.enters += 1;
             match self.ring.submit_and_wait(want) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+                other => break other,
             }
+        };
+        if self.eventfd {
+            self.ring.completion().enable_eventfd();
         }
+        result
     }
 
     /// Submits every queued send with one `io_uring_enter`, without waiting. Returns how many
@@ -626,6 +746,9 @@ impl UringSender {
         cq.sync();
         for cqe in &mut cq {
             let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            if user_data == CANCEL_USER_DATA {
+                continue; // a cancel's own result; the cancelled send's result says what happened
+            }
             match self.book.cqe(user_data, res, flags) {
                 Some(c) => {
                     match c.kind {

@@ -55,18 +55,33 @@ fn config(path: SendPath) -> Config {
 
 /// Shuts the server down and checks its send path: on the zero-copy path, large responses
 /// were really sent zero-copy and completed, and no buffer was dropped while the kernel held
-/// bytes of it; on the copy path, no zero-copy machinery ran.
-fn finish(server: ServerHandle, path: SendPath) {
-    let zc = server.shutdown();
+/// bytes of it; on the io_uring path, responses went through the ring, every send's result
+/// came back (none was left in the kernel with its buffers) and no buffer was leaked; on the
+/// copy path, neither machinery ran.
+fn finish(server: ServerHandle, path: SendPath) -> server::SendTotals {
+    let totals = server.shutdown();
+    let (zc, u) = (totals.zero_copy, totals.uring);
+    if path != SendPath::ZeroCopy {
+        assert_eq!(zc, sendbuf::ZeroCopyStats::default());
+    }
     match path {
-        SendPath::Copy => assert_eq!(zc, sendbuf::ZeroCopyStats::default()),
+        SendPath::Copy => assert_eq!(u, worker::UringCounts::default()),
         SendPath::ZeroCopy => {
             assert!(zc.zero_copy_sends > 0, "no zero-copy send: {zc:?}");
             assert!(zc.completions > 0, "no completion: {zc:?}");
             assert_eq!(zc.ignored, 0, "completions matching no send: {zc:?}");
+            assert_eq!(u, worker::UringCounts::default());
+        }
+        #[cfg(feature = "io-uring")]
+        SendPath::Uring => {
+            assert!(u.sends > 0, "no io_uring send: {u:?}");
+            assert_eq!(u.results, u.sends, "sends without a result: {u:?}");
+            assert_eq!(u.ignored, 0, "completions matching no send: {u:?}");
+            assert_eq!(u.leaked_buffers, 0, "buffers leaked: {u:?}");
         }
     }
     assert_eq!(sendbuf::ZeroCopy::leaked_bytes(), 0, "held bytes leaked");
+    totals
 }
 
 fn connect(server: &ServerHandle) -> TcpStream {
@@ -441,6 +456,12 @@ fn a_peer_closing_mid_response_is_dropped_zerocopy() {
     a_peer_closing_mid_response_is_dropped_on(SendPath::ZeroCopy);
 }
 
+#[cfg(feature = "io-uring")]
+#[test]
+fn a_peer_closing_mid_response_is_dropped_uring() {
+    a_peer_closing_mid_response_is_dropped_on(SendPath::Uring);
+}
+
 fn a_peer_closing_mid_response_is_dropped_on(path: SendPath) {
     let server = start_with(path);
     let value = vec![b'z'; 512 * 1024];
@@ -480,6 +501,12 @@ fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from() {
 #[test]
 fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from_zerocopy() {
     a_client_pipelining_large_gets_and_never_reading_is_not_read_from_on(SendPath::ZeroCopy);
+}
+
+#[cfg(feature = "io-uring")]
+#[test]
+fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from_uring() {
+    a_client_pipelining_large_gets_and_never_reading_is_not_read_from_on(SendPath::Uring);
 }
 
 fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from_on(path: SendPath) {
@@ -557,10 +584,16 @@ fn a_slow_reader_gets_every_byte_while_others_are_served_zerocopy() {
     a_slow_reader_gets_every_byte_while_others_are_served_on(SendPath::ZeroCopy);
 }
 
+#[cfg(feature = "io-uring")]
+#[test]
+fn a_slow_reader_gets_every_byte_while_others_are_served_uring() {
+    a_slow_reader_gets_every_byte_while_others_are_served_on(SendPath::Uring);
+}
+
 fn a_slow_reader_gets_every_byte_while_others_are_served_on(path: SendPath) {
     let server = start_with(path);
     // Fewer on the zero-copy path, which the copy path's run already covers in size.
-    let pairs: usize = if path == SendPath::Copy { 200 } else { 60 };
+    let pairs: usize = if path == SendPath::ZeroCopy { 60 } else { 200 };
     const SIZE: usize = 512 * 1024;
     // Distinct values (the index at both ends, so a response for the wrong request shows).
     let base: Vec<u8> = (0..SIZE).map(|j| (j % 251) as u8).collect();
@@ -628,6 +661,12 @@ fn pipelined_large_gets_are_all_answered_zerocopy() {
     pipelined_large_gets_are_all_answered_on(SendPath::ZeroCopy);
 }
 
+#[cfg(feature = "io-uring")]
+#[test]
+fn pipelined_large_gets_are_all_answered_uring() {
+    pipelined_large_gets_are_all_answered_on(SendPath::Uring);
+}
+
 /// 40 GETs of values from 64 to 512 KiB in one write (about 11 MiB of responses, well past
 /// the 4 MiB high water mark while the requests are still buffered), read back in full and
 /// checked byte for byte; twice on one connection.
@@ -676,6 +715,12 @@ fn idle_connections_give_their_buffers_back_zerocopy() {
     idle_connections_give_their_buffers_back_on(SendPath::ZeroCopy);
 }
 
+#[cfg(feature = "io-uring")]
+#[test]
+fn idle_connections_give_their_buffers_back_uring() {
+    idle_connections_give_their_buffers_back_on(SendPath::Uring);
+}
+
 fn idle_connections_give_their_buffers_back_on(path: SendPath) {
     let server = start_with(path);
     let value: Vec<u8> = (0..64 * 1024).map(|i| (i % 253) as u8).collect();
@@ -721,6 +766,15 @@ fn idle_connections_give_their_buffers_back_on(path: SendPath) {
     finish(server, path);
 }
 
+/// Without the `io-uring` feature, `--send-path uring` is refused with a reason (and `main`
+/// exits with status 2, as for every argument it refuses).
+#[cfg(not(feature = "io-uring"))]
+#[test]
+fn the_uring_send_path_needs_the_io_uring_feature() {
+    let err = SendPath::parse("uring").unwrap_err();
+    assert!(err.contains("--features io-uring"), "{err}");
+}
+
 #[test]
 fn shutdown_closes_connections_and_joins() {
     let server = start();
@@ -729,4 +783,84 @@ fn shutdown_closes_connections_and_joins() {
     assert!(read_line(&mut c).starts_with("VERSION "));
     server.shutdown();
     assert!(closed_by_server(&mut c));
+}
+
+/// A peer that pipelines large GETs and never reads keeps the worker's io_uring send to it
+/// waiting in the kernel (no EAGAIN on io_uring). Shutting the server down meanwhile cancels
+/// that send and waits for its result before the connection's buffers go: prompt, nothing
+/// leaked, every send's result reaped.
+#[cfg(feature = "io-uring")]
+#[test]
+fn shutdown_with_a_send_in_flight_to_a_never_reading_peer_uring() {
+    let server = start_with(SendPath::Uring);
+    let value = vec![b'q'; 512 * 1024];
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    let mut hog = connect_small_rcvbuf(&server, 4096);
+    let batch: Vec<u8> = (0..16).flat_map(|_| bin_get(b"big")).collect();
+    hog.write_all(&batch).unwrap();
+    // Wait until the server has written what the socket takes and its send waits.
+    let written = || server.stats().sum(|c| &c.bytes_written);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = written();
+    loop {
+        thread::sleep(Duration::from_millis(100));
+        let now = written();
+        if now == last && now > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never settled");
+        last = now;
+    }
+    // Others are still served meanwhile.
+    let rtt = served(&server);
+    assert!(rtt < Duration::from_millis(250), "answered in {rtt:?}");
+    let t = Instant::now();
+    let totals = finish(server, SendPath::Uring);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        totals.uring.cancels >= 1,
+        "no send was cancelled: {totals:?}"
+    );
+    assert!(closed_by_server(&mut hog));
+}
+
+/// A peer whose responses wait in the kernel (a 4 KiB window, and less than the high water
+/// mark queued, so the server still reads from it) resets the connection: the waiting
+/// io_uring send fails, the connection is closed and its buffers freed only after that
+/// result. Nothing leaks, every result is reaped, the connection is gone, others are served.
+#[cfg(feature = "io-uring")]
+#[test]
+fn a_peer_resetting_with_a_send_in_flight_is_closed_uring() {
+    let server = start_with(SendPath::Uring);
+    let value = vec![b'r'; 512 * 1024];
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    for _ in 0..4 {
+        let hog = connect_small_rcvbuf(&server, 4096);
+        // 7 responses of 512 KiB: more than the socket takes, below the 4 MiB high mark.
+        let before = server.stats().sum(|c| &c.bytes_written);
+        let batch: Vec<u8> = (0..7).flat_map(|_| bin_get(b"big")).collect();
+        (&hog).write_all(&batch).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let written = server.stats().sum(|c| &c.bytes_written) - before;
+        assert!(
+            written < 7 * 512 * 1024,
+            "no send left waiting ({written} written)"
+        );
+        socket2::SockRef::from(&hog)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(hog); // a reset
+    }
+    wait_connections(&server, 1);
+    served(&server);
+    drop(setup);
+    finish(server, SendPath::Uring);
 }

@@ -44,8 +44,10 @@ options:
   --memory-limit MIB       cache memory limit in MiB, least recently used items are evicted
                            (default 64)
   --max-item-size BYTES    largest value accepted (default 1048576)
-  --send-path PATH         how responses are sent: copy (copying sendmsg, the default) or
+  --send-path PATH         how responses are sent: copy (copying sendmsg, the default),
                            zerocopy (MSG_ZEROCOPY, values held until the kernel's completion)
+                           or uring (one io_uring_enter per event-loop turn for every
+                           connection's sends; builds with --features io-uring only)
   --zerocopy-always        with zerocopy: keep sending zero-copy even after the kernel reports
                            that it copied (it always does on loopback; for tests and measurement)
   --help                   print this help
@@ -184,6 +186,8 @@ fn main() -> ExitCode {
         (SendPath::Copy, _) => "copy",
         (SendPath::ZeroCopy, true) => "zerocopy",
         (SendPath::ZeroCopy, false) => "zerocopy (always)",
+        #[cfg(feature = "io-uring")]
+        (SendPath::Uring, _) => "uring",
     };
     let server = match server::start(cfg) {
         Ok(server) => server,
@@ -211,12 +215,20 @@ fn main() -> ExitCode {
         }
     }
     eprintln!("memcached_server: shutting down");
-    let zc = server.shutdown();
+    let totals = server.shutdown();
+    let zc = totals.zero_copy;
     if zc != sendbuf::ZeroCopyStats::default() {
         eprintln!(
             "memcached_server: zero-copy sends {}, copying sends {}, completions {} ({} copied), \
              ENOBUFS {}",
             zc.zero_copy_sends, zc.copying_sends, zc.completions, zc.copied, zc.enobufs
+        );
+    }
+    let u = totals.uring;
+    if u.sends > 0 {
+        eprintln!(
+            "memcached_server: io_uring sends {}, io_uring_enter calls {}, cancels {}",
+            u.sends, u.enters, u.cancels
         );
     }
     ExitCode::SUCCESS

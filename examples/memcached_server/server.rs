@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::protocol::Limits;
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::worker::{SendOptions, Worker, ZeroCopyTotals};
+use crate::worker::{SendOptions, UringCounts, UringTotals, Worker, ZeroCopyTotals};
 
 /// What the command line configures.
 #[derive(Debug, Clone)]
@@ -53,6 +53,10 @@ pub enum SendPath {
     /// `MSG_ZEROCOPY` through [`sendbuf::ZeroCopy`]: large sends are held until the kernel's
     /// completion (read on the socket's error readiness) says it no longer reads them.
     ZeroCopy,
+    /// io_uring through one [`sendbuf::UringSender`] per worker: the sends of every connection
+    /// that produced output in an event-loop turn enter the kernel in one `io_uring_enter`.
+    #[cfg(feature = "io-uring")]
+    Uring,
 }
 
 impl SendPath {
@@ -61,12 +65,25 @@ impl SendPath {
         match value {
             "copy" => Ok(SendPath::Copy),
             "zerocopy" => Ok(SendPath::ZeroCopy),
-            // No io_uring backend in sendbuf yet (no `io-uring` feature to build one with).
+            #[cfg(feature = "io-uring")]
+            "uring" => Ok(SendPath::Uring),
+            #[cfg(not(feature = "io-uring"))]
+            "uring" => Err("--send-path uring: this build has no io_uring backend \
+                            (build with --features io-uring)"
+                .to_string()),
             _ => Err(format!(
-                "--send-path: unknown send path '{value}' (this build knows copy, zerocopy)"
+                "--send-path: unknown send path '{value}' (this build knows {})",
+                SendPath::KNOWN
             )),
         }
     }
+
+    /// The values [`parse`](Self::parse) accepts in this build.
+    #[cfg(feature = "io-uring")]
+    pub const KNOWN: &'static str = "copy, zerocopy, uring";
+    /// The values [`parse`](Self::parse) accepts in this build.
+    #[cfg(not(feature = "io-uring"))]
+    pub const KNOWN: &'static str = "copy, zerocopy";
 }
 
 impl Default for Config {
@@ -97,6 +114,17 @@ pub struct ServerHandle {
     store: Arc<Store>,
     buffered: Arc<AtomicUsize>,
     zerocopy: Arc<ZeroCopyTotals>,
+    uring: Arc<UringTotals>,
+}
+
+/// What the workers' send machinery did, summed over the server (see
+/// [`ServerHandle::shutdown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendTotals {
+    /// The connections' zero-copy senders (all zero unless the send path is zerocopy).
+    pub zero_copy: sendbuf::ZeroCopyStats,
+    /// The workers' io_uring senders (all zero unless the send path is uring).
+    pub uring: UringCounts,
 }
 
 /// Binds `cfg.listen` and starts the acceptor and `cfg.threads` workers.
@@ -111,6 +139,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let buffered = Arc::new(AtomicUsize::new(0));
     let zerocopy = Arc::new(ZeroCopyTotals::default());
+    let uring = Arc::new(UringTotals::default());
     let send = SendOptions {
         path: cfg.send_path,
         stop_when_copied: cfg.zerocopy_stop_when_copied,
@@ -135,6 +164,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         store: store.clone(),
         buffered: buffered.clone(),
         zerocopy: zerocopy.clone(),
+        uring: uring.clone(),
     };
     // On any error below, dropping `handle` stops the threads already started.
     let mut to_workers = Vec::with_capacity(threads);
@@ -154,7 +184,8 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
             buffered.clone(),
             send,
             zerocopy.clone(),
-        );
+            uring.clone(),
+        )?;
         handle.worker_wakers.push(waker.clone());
         handle.threads.push(
             thread::Builder::new()
@@ -205,10 +236,13 @@ impl ServerHandle {
     }
 
     /// Stops accepting, closes every connection and joins every thread. Returns what the
-    /// connections' zero-copy senders did, summed (all zero on the copy path).
-    pub fn shutdown(mut self) -> sendbuf::ZeroCopyStats {
+    /// zero-copy and io_uring senders did, summed (all zero on the copy path).
+    pub fn shutdown(mut self) -> SendTotals {
         self.stop_and_join();
-        self.zerocopy.snapshot()
+        SendTotals {
+            zero_copy: self.zerocopy.snapshot(),
+            uring: self.uring.snapshot(),
+        }
     }
 
     fn stop_and_join(&mut self) {

@@ -39,6 +39,24 @@
 //! memory is leaked, never freed). The copy path pays one branch per send for all this. A
 //! peer whose receive window is tiny when accepted gets copying sends even on this path
 //! ([`DEFAULT_ZEROCOPY_MIN_WINDOW`] says why).
+//!
+//! With `SendPath::Uring` (feature `io-uring`) step 2 only queues the connection: after
+//! handling every event of a turn, the worker submits one send per queued connection to its
+//! [`sendbuf::UringSender`] and enters the kernel **once** for all of them; most complete
+//! inside that call and are reaped at once (advance, release, drive the connection again:
+//! resume its requests below the low mark, send the rest of a partial send, close on an
+//! error). While its send is in flight a connection's buffer only grows (nothing queued
+//! moves), is never idle, stolen or freed. Reads stay on epoll. A send to a full socket waits
+//! in the kernel (no `EAGAIN`) until the peer reads, so a never-reading peer keeps its one send
+//! in flight: that costs the worker nothing (the other connections' sends are separate
+//! requests, and the loop never waits for a completion), the connection stops being read at
+//! its high mark as on the other paths, and sends completed later wake the loop through an
+//! eventfd registered with the ring and with the `Poll`. A peer's reset fails its waiting send,
+//! which closes the connection. A connection closed by the server with its send in flight (a
+//! read error, or the server shutting down) cancels it (`IORING_OP_ASYNC_CANCEL`) and waits
+//! on the draining list for its result before its buffers are recycled (leaked after
+//! [`DRAIN_TIMEOUT`], or [`SHUTDOWN_DRAIN`] when shutting down, never freed); the slot is not
+//! reused before.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -53,6 +71,8 @@ use sendbuf::{
     BufferStealer, GatherLimit, LocalPool, Pool, PoolLimits, ReadBuffer, Watermarks, WriteBuffer,
     ZeroCopy, ZeroCopyStats,
 };
+#[cfg(feature = "io-uring")]
+use sendbuf::{UringCompletion, UringEvent, UringSender};
 
 use crate::protocol::{Limits, Session};
 use crate::server::SendPath;
@@ -61,6 +81,13 @@ use crate::store::Store;
 
 /// The token of a worker's `mio::Waker` (connections use their slot index).
 pub const WAKE: Token = Token(usize::MAX);
+/// The token of the eventfd the worker's io_uring signals for completions posted later.
+#[cfg(feature = "io-uring")]
+const URING: Token = Token(usize::MAX - 1);
+/// Submission queue slots of a worker's io_uring (more sends than that enter it in several
+/// calls).
+#[cfg(feature = "io-uring")]
+const URING_ENTRIES: u32 = 512;
 
 /// A connection's write buffer stops its reading at this many bytes queued...
 pub const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -153,6 +180,61 @@ impl ZeroCopyTotals {
     }
 }
 
+/// What the workers' [`sendbuf::UringSender`]s did, summed over the server; a worker adds its
+/// counts when it exits.
+#[derive(Debug, Default)]
+pub struct UringTotals {
+    enters: AtomicU64,
+    sends: AtomicU64,
+    results: AtomicU64,
+    cancels: AtomicU64,
+    ignored: AtomicU64,
+    leaked_buffers: AtomicU64,
+}
+
+/// A snapshot of [`UringTotals`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UringCounts {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Sends submitted.
+    pub sends: u64,
+    /// Send results reaped.
+    pub results: u64,
+    /// Cancellations of sends in flight (closing or shutting down with a send in flight).
+    pub cancels: u64,
+    /// Completions matching no send.
+    pub ignored: u64,
+    /// Buffer pairs leaked because the kernel did not give a send back in time.
+    pub leaked_buffers: u64,
+}
+
+impl UringTotals {
+    #[cfg(feature = "io-uring")]
+    fn add(&self, s: sendbuf::UringStats, leaked_buffers: u64) {
+        let r = Ordering::Relaxed;
+        self.enters.fetch_add(s.enters, r);
+        self.sends.fetch_add(s.sends, r);
+        self.results.fetch_add(s.results, r);
+        self.cancels.fetch_add(s.cancels, r);
+        self.ignored.fetch_add(s.ignored, r);
+        self.leaked_buffers.fetch_add(leaked_buffers, r);
+    }
+
+    /// The sums of every worker exited so far.
+    pub fn snapshot(&self) -> UringCounts {
+        let r = Ordering::Relaxed;
+        UringCounts {
+            enters: self.enters.load(r),
+            sends: self.sends.load(r),
+            results: self.results.load(r),
+            cancels: self.cancels.load(r),
+            ignored: self.ignored.load(r),
+            leaked_buffers: self.leaked_buffers.load(r),
+        }
+    }
+}
+
 /// Reads one pass over a connection makes before the worker turns to the others; a connection
 /// with more to read is driven again after the current batch of events (memcached's
 /// `reqs_per_event`).
@@ -187,8 +269,12 @@ const LISTED_IDLE: u8 = 8;
 const PEER_DONE: u8 = 16;
 /// Read from since the last idle sweep.
 const USED: u8 = 32;
-/// Closed, but the kernel still holds bytes of its zero-copy sends: on the draining list.
+/// Closed, but the kernel still holds bytes of its zero-copy sends, or has its io_uring send
+/// in flight: on the draining list.
 const DRAINING: u8 = 64;
+/// io_uring path: queued for this turn's submission, or its send is in flight; cleared by the
+/// send's result.
+const SENDING: u8 = 128;
 
 struct Conn {
     stream: TcpStream,
@@ -234,8 +320,29 @@ pub struct Worker {
     ctx: Ctx,
     send: SendOptions,
     zerocopy: Arc<ZeroCopyTotals>,
-    /// Closed connections waiting for zero-copy completions, with their deadlines.
+    /// Closed connections waiting for zero-copy completions or io_uring results, with their
+    /// deadlines.
     draining: Vec<(usize, Instant)>,
+    /// The io_uring send path's state (`None` on the other paths).
+    #[cfg(feature = "io-uring")]
+    uring: Option<UringLoop>,
+    uring_totals: Arc<UringTotals>,
+}
+
+/// A worker's io_uring: one sender for all its connections (token: the slot index).
+#[cfg(feature = "io-uring")]
+struct UringLoop {
+    sender: UringSender,
+    /// Registered with the ring and with the `Poll` (token [`URING`]): the kernel signals it
+    /// for completions posted outside the worker's own `io_uring_enter`. Never read: epoll is
+    /// edge-triggered, and each signal is a new edge.
+    _eventfd: std::os::fd::OwnedFd,
+    /// Sends or cancels queued since the last enter.
+    unsubmitted: bool,
+    /// Completions reaped, kept for its capacity.
+    done: Vec<UringCompletion>,
+    /// Buffer pairs leaked (see [`DRAIN_TIMEOUT`]).
+    leaked: u64,
 }
 
 /// What `drive` needs besides the connection.
@@ -255,10 +362,18 @@ struct Ctx {
     stats: Arc<Stats>,
     read_max: usize,
     iov_max: usize,
+    /// The io_uring path: step 2 of `drive` queues the connection on `to_send`.
+    uring: bool,
+    /// Connections (slots) whose output waits for this turn's io_uring submission.
+    to_send: Vec<usize>,
 }
 
 impl Worker {
     /// A worker that will serve the connections arriving on `incoming`.
+    ///
+    /// # Errors
+    ///
+    /// On the io_uring path: the ring or its eventfd could not be set up.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         poll: Poll,
@@ -270,13 +385,23 @@ impl Worker {
         buffered: Arc<AtomicUsize>,
         send: SendOptions,
         zerocopy: Arc<ZeroCopyTotals>,
-    ) -> Worker {
+        uring_totals: Arc<UringTotals>,
+    ) -> io::Result<Worker> {
         let pool: Arc<dyn Pool> = LocalPool::new(
             PoolLimits::new()
                 .with_max_buffers(POOL_BUFFERS)
                 .with_max_buffer_size(64 * 1024),
         );
-        Worker {
+        #[cfg(feature = "io-uring")]
+        let uring = match send.path {
+            SendPath::Uring => Some(UringLoop::new(&poll)?),
+            _ => None,
+        };
+        #[cfg(feature = "io-uring")]
+        let on_uring = uring.is_some();
+        #[cfg(not(feature = "io-uring"))]
+        let on_uring = false;
+        Ok(Worker {
             poll,
             incoming,
             stop,
@@ -295,11 +420,16 @@ impl Worker {
                 stats,
                 read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
                 iov_max: GatherLimit::default().iovecs(),
+                uring: on_uring,
+                to_send: Vec::new(),
             },
             send,
             zerocopy,
             draining: Vec::new(),
-        }
+            #[cfg(feature = "io-uring")]
+            uring,
+            uring_totals,
+        })
     }
 
     /// The event loop; returns when the server's stop flag is set.
@@ -311,9 +441,12 @@ impl Worker {
         let mut sweep_at: Option<Instant> = None;
         let mut trim = TrimTracker::default();
         while !self.stop.load(Ordering::Relaxed) {
-            let timeout = if !self.ctx.yielded.is_empty() {
+            let timeout = if !self.ctx.yielded.is_empty() || self.uring_pending() {
                 Some(Duration::ZERO)
-            } else if self.ctx.idle.is_empty() && self.draining.is_empty() {
+            } else if self.ctx.idle.is_empty()
+                && self.draining.is_empty()
+                && !self.uring_in_flight()
+            {
                 None
             } else {
                 Some(SWEEP_INTERVAL)
@@ -329,6 +462,10 @@ impl Worker {
                 if event.token() == WAKE {
                     self.register_new();
                     continue;
+                }
+                #[cfg(feature = "io-uring")]
+                if event.token() == URING {
+                    continue; // completions posted later: reaped by `uring_round` below
                 }
                 let i = event.token().0;
                 // Errors and hang-ups: the next read or send reports them and closes. On the
@@ -355,6 +492,7 @@ impl Worker {
             for &i in &yielded {
                 self.ready(i, 0, false, &mut trim);
             }
+            self.uring_round(&mut trim);
             if !self.draining.is_empty() {
                 self.check_draining(&mut trim);
             }
@@ -373,6 +511,7 @@ impl Worker {
         }
         // Shutdown: dropping the connections closes their sockets, once the kernel holds
         // nothing of their buffers (a buffer dropped while it does leaks those bytes instead).
+        self.uring_shutdown(&mut trim);
         for conn in self.conns.iter_mut().flatten() {
             if let (Some(zc), Some(bufs)) = (conn.zc.as_deref_mut(), conn.bufs.as_deref_mut()) {
                 if bufs.wb.held_len() > 0 {
@@ -418,6 +557,14 @@ impl Worker {
         let now = Instant::now();
         let mut draining = std::mem::take(&mut self.draining);
         draining.retain(|&(i, deadline)| {
+            if self.ctx.uring {
+                // Finished (and unlisted) by its send's result, or given up on here.
+                if now >= deadline {
+                    self.uring_give_up(i, trim);
+                    return false;
+                }
+                return true;
+            }
             let Some(Some(conn)) = self.conns.get_mut(i) else {
                 return false;
             };
@@ -454,11 +601,18 @@ impl Worker {
                 self.conns.len() - 1
             });
             // Registered once for both directions, edge-triggered: no epoll_ctl per request.
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(slot),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            // io_uring sends wait for room in the kernel: no writable edges needed (nor the
+            // wake-ups they cost).
+            let interest = if self.ctx.uring {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(slot), interest)
+            {
                 eprintln!("memcached_server: cannot register a connection: {e}");
                 self.free_slots.push(slot);
                 continue;
@@ -472,6 +626,8 @@ impl Worker {
             );
             let zc = match self.send.path {
                 SendPath::Copy => None,
+                #[cfg(feature = "io-uring")]
+                SendPath::Uring => None,
                 SendPath::ZeroCopy => {
                     let mut zc = ZeroCopy::new();
                     zc.set_stop_when_copied(self.send.stop_when_copied);
@@ -513,6 +669,9 @@ impl Worker {
     }
 
     fn close(&mut self, i: usize, trim: &mut TrimTracker) {
+        if self.uring_close(i) {
+            return; // draining until its send's result
+        }
         let Some(Some(conn)) = self.conns.get_mut(i) else {
             return;
         };
@@ -578,7 +737,7 @@ impl Worker {
                 return true;
             }
             conn.flags &= !LISTED_IDLE;
-            let quiet = conn.flags & (WAIT_WRITABLE | CLOSING) == 0;
+            let quiet = conn.flags & (WAIT_WRITABLE | CLOSING | SENDING) == 0;
             if let (true, Some(bufs)) = (quiet, conn.bufs.as_ref()) {
                 if bufs.rb.is_empty() && bufs.wb.is_empty() {
                     let bufs = conn.bufs.take().expect("checked above");
@@ -589,6 +748,276 @@ impl Worker {
         });
         self.ctx.idle = idle;
         trim.maybe_trim(&*self.ctx.pool);
+    }
+}
+
+#[cfg(feature = "io-uring")]
+impl UringLoop {
+    fn new(poll: &Poll) -> io::Result<UringLoop> {
+        use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+        let unavailable = |e: io::Error| io::Error::new(e.kind(), format!("io_uring: {e}"));
+        let mut sender = UringSender::new(URING_ENTRIES).map_err(unavailable)?;
+        // SAFETY: eventfd(2) has no memory arguments; it returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        sender
+            .register_eventfd(eventfd.as_fd())
+            .map_err(unavailable)?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&eventfd.as_raw_fd()),
+            URING,
+            Interest::READABLE,
+        )?;
+        Ok(UringLoop {
+            sender,
+            _eventfd: eventfd,
+            unsubmitted: false,
+            done: Vec::new(),
+            leaked: 0,
+        })
+    }
+}
+
+/// The io_uring send path (see the module docs).
+#[cfg(feature = "io-uring")]
+impl Worker {
+    /// Sends or cancels wait for an `io_uring_enter`: poll without blocking.
+    fn uring_pending(&self) -> bool {
+        !self.ctx.to_send.is_empty() || self.uring.as_ref().is_some_and(|u| u.unsubmitted)
+    }
+
+    /// Sends are in flight: poll with a timeout, so that a completion whose eventfd signal was
+    /// missed (see `UringSender::register_eventfd`) is reaped by the next turn anyway.
+    fn uring_in_flight(&self) -> bool {
+        self.uring
+            .as_ref()
+            .is_some_and(|u| u.sender.in_flight() > 0)
+    }
+
+    /// One turn's sends: submits every queued connection's pending bytes, enters the kernel
+    /// once, and applies every completion ready (those of this enter and any posted since the
+    /// last turn).
+    fn uring_round(&mut self, trim: &mut TrimTracker) {
+        let Some(u) = self.uring.as_mut() else {
+            return;
+        };
+        let mut failed = Vec::new();
+        for i in self.ctx.to_send.drain(..) {
+            let Some(Some(conn)) = self.conns.get_mut(i) else {
+                continue;
+            };
+            // A slot closed and taken by a new connection since it was queued may be listed
+            // twice: submit once.
+            if conn.flags & SENDING == 0 || u.sender.outstanding(i as u64) > 0 {
+                continue;
+            }
+            let Some(bufs) = conn.bufs.as_deref() else {
+                conn.flags &= !SENDING;
+                continue;
+            };
+            use std::os::fd::AsFd;
+            match u
+                .sender
+                .submit(i as u64, &bufs.wb, conn.stream.as_fd(), false)
+            {
+                Ok(0) => conn.flags &= !SENDING,
+                Ok(_) => u.unsubmitted = true,
+                Err(e) => {
+                    eprintln!("memcached_server: io_uring submit failed: {e}");
+                    conn.flags &= !SENDING;
+                    failed.push(i);
+                }
+            }
+        }
+        if u.unsubmitted {
+            match u.sender.flush() {
+                Ok(_) => u.unsubmitted = false,
+                // EBUSY: the completion queue overflowed; reaping below makes room, and the
+                // zero poll timeout brings the next try at once.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    eprintln!("memcached_server: io_uring_enter failed: {e}");
+                    u.unsubmitted = false;
+                }
+            }
+        }
+        let mut done = std::mem::take(&mut u.done);
+        u.sender.reap(&mut done);
+        for c in done.drain(..) {
+            self.uring_completion(c, trim);
+        }
+        if let Some(u) = self.uring.as_mut() {
+            u.done = done;
+        }
+        for i in failed {
+            self.close(i, trim);
+        }
+    }
+
+    /// Applies one completion to its connection's buffer, then drives the connection on.
+    fn uring_completion(&mut self, c: UringCompletion, trim: &mut TrimTracker) {
+        let Some(u) = self.uring.as_mut() else {
+            return;
+        };
+        let i = c.token() as usize;
+        // Gone only if given up on (its buffers leaked, so nothing is left to apply this to).
+        let Some(Some(conn)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let Some(bufs) = conn.bufs.as_deref_mut() else {
+            return; // unreachable: a connection keeps its buffers while a send is in flight
+        };
+        let result = u.sender.finish(c, &mut bufs.wb);
+        if conn.flags & DRAINING != 0 {
+            if u.sender.outstanding(i as u64) == 0 {
+                self.draining.retain(|&(j, _)| j != i);
+                self.finish_close(i, trim);
+            }
+            return;
+        }
+        conn.flags &= !SENDING;
+        match result {
+            Ok(UringEvent::Sent { bytes, .. }) => {
+                self.ctx.stats.written(bytes);
+                // Sends the rest of a partial send, resumes requests held back at the high
+                // mark, reads on, or closes once everything is sent.
+                if let Outcome::Close = drive(conn, i, &mut self.ctx) {
+                    self.close(i, trim);
+                }
+            }
+            Ok(UringEvent::Released { .. }) => {} // zero-copy only; this path sends copying
+            // The kernel waits for room rather than say EAGAIN; should it say so, try again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.flags |= SENDING;
+                self.ctx.to_send.push(i);
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::InvalidInput {
+                    eprintln!("memcached_server: io_uring bookkeeping refused a result: {e}");
+                }
+                self.close(i, trim); // nothing in flight any more: closes at once
+            }
+        }
+    }
+
+    /// Closing connection `i` while its send is in flight: cancels the send and keeps the
+    /// connection (socket, buffers, slot) on the draining list until its result. Returns false
+    /// if nothing is in flight (close as usual).
+    fn uring_close(&mut self, i: usize) -> bool {
+        let Some(u) = self.uring.as_mut() else {
+            return false;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(i) else {
+            return false;
+        };
+        if conn.flags & DRAINING != 0 {
+            return true;
+        }
+        if u.sender.outstanding(i as u64) == 0 {
+            return false;
+        }
+        if let Some(bufs) = conn.bufs.as_deref_mut() {
+            bufs.rb.clear(); // the write buffer stays whole: the kernel reads its pending bytes
+        }
+        match u.sender.cancel(i as u64) {
+            Ok(_) => u.unsubmitted = true,
+            // The send still completes when the peer reads or resets; or it is given up on.
+            Err(e) => eprintln!("memcached_server: io_uring cancel failed: {e}"),
+        }
+        conn.flags = DRAINING;
+        self.draining.push((i, Instant::now() + DRAIN_TIMEOUT));
+        true
+    }
+
+    /// A closed connection's send did not come back within [`DRAIN_TIMEOUT`]: close its socket
+    /// but leak its buffers (the kernel may still read them) and never reuse its slot (its
+    /// token may still complete).
+    fn uring_give_up(&mut self, i: usize, trim: &mut TrimTracker) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        eprintln!(
+            "memcached_server: a closed connection's io_uring send did not end in \
+             {DRAIN_TIMEOUT:?}; leaking its buffers"
+        );
+        if let Some(bufs) = conn.bufs {
+            std::mem::forget(bufs);
+            self.ctx.active -= 1;
+            self.ctx.buffered.fetch_sub(1, Ordering::Relaxed);
+            if let Some(u) = self.uring.as_mut() {
+                u.leaked += 1;
+            }
+        }
+        trim.closed += 1;
+        self.stats.connection_closed();
+    }
+
+    /// Shutdown: closes every connection with a send in flight as [`close`](Self::close)
+    /// does (cancel, drain), and waits (at most [`SHUTDOWN_DRAIN`]) for their results, so
+    /// that no buffer is dropped while the kernel reads it; the buffers of connections whose
+    /// send still did not come back are leaked.
+    fn uring_shutdown(&mut self, trim: &mut TrimTracker) {
+        let Some(u) = self.uring.as_ref() else {
+            return;
+        };
+        self.ctx.to_send.clear(); // nothing new goes out
+        let busy = |u: &UringLoop, conns: &[Option<Conn>]| -> Vec<usize> {
+            (0..conns.len())
+                .filter(|&i| conns[i].is_some() && u.sender.outstanding(i as u64) > 0)
+                .collect()
+        };
+        for i in busy(u, &self.conns) {
+            self.uring_close(i);
+        }
+        let deadline = Instant::now() + SHUTDOWN_DRAIN;
+        loop {
+            self.uring_round(trim);
+            let Some(u) = self.uring.as_ref() else {
+                return;
+            };
+            if busy(u, &self.conns).is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let Some(u) = self.uring.as_mut() else {
+            return;
+        };
+        for i in busy(u, &self.conns) {
+            if let Some(bufs) = self.conns[i].as_mut().and_then(|c| c.bufs.take()) {
+                std::mem::forget(bufs); // the kernel may still read them
+                u.leaked += 1;
+            }
+        }
+        self.uring_totals.add(u.sender.stats(), u.leaked);
+    }
+}
+
+/// Without the `io-uring` feature there is no io_uring path: these do nothing.
+#[cfg(not(feature = "io-uring"))]
+impl Worker {
+    fn uring_pending(&self) -> bool {
+        false
+    }
+
+    fn uring_in_flight(&self) -> bool {
+        false
+    }
+
+    fn uring_round(&mut self, _trim: &mut TrimTracker) {}
+
+    fn uring_close(&mut self, _i: usize) -> bool {
+        false
+    }
+
+    fn uring_give_up(&mut self, _i: usize, _trim: &mut TrimTracker) {}
+
+    fn uring_shutdown(&mut self, _trim: &mut TrimTracker) {
+        let _ = &self.uring_totals;
     }
 }
 
@@ -723,7 +1152,12 @@ fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
         // Requests left in the read buffer because the output is over its high water mark.
         let waiting = conn.flags & CLOSING == 0 && bufs.wb.is_backed_up() && !bufs.rb.is_empty();
         // 2. Everything queued, in one sendmsg.
-        if unsent(&bufs.wb) > 0 && conn.flags & WAIT_WRITABLE == 0 {
+        if unsent(&bufs.wb) > 0 && conn.flags & (WAIT_WRITABLE | SENDING) == 0 && ctx.uring {
+            // Sent with every other queued connection's output in this turn's one
+            // io_uring_enter (`Worker::uring_round`).
+            conn.flags |= SENDING;
+            ctx.to_send.push(slot);
+        } else if unsent(&bufs.wb) > 0 && conn.flags & (WAIT_WRITABLE | SENDING) == 0 {
             let sent = match conn.zc.as_deref_mut() {
                 None => flush(&mut bufs.wb, &conn.stream, ctx),
                 Some(zc) => flush_zero_copy(&mut bufs.wb, zc, &conn.stream, ctx),
