@@ -28,6 +28,8 @@
 #   STRACE [1]: syscalls per op of both servers (strace -c, pinned, 100 B and 64 KiB)
 #   KEYS [1000]  B [example]: the server under test; B=memcached compares three memcacheds
 #   (A/A only), for working on this script without the example server.
+#   B_ARGS [""]: extra arguments for the example server, e.g. B_ARGS="--send-path zerocopy"
+#   FEATURES [""]: cargo features for the build, e.g. FEATURES=io-uring (for --send-path uring)
 #   CARGO_TARGET_DIR [target]; LOG [a temp dir]: every raw output line is kept there;
 #   SRC_REV: the revision to print when the tree is not a git checkout.
 # Every process the script starts is stopped on exit (trap), by PID.
@@ -117,8 +119,9 @@ start_server() {
         "$@" memcached "${user[@]}" -t "$threads" -m "$MEM_MIB" -p "$port" -l 127.0.0.1 \
             -c 16384 >>"$LOG/servers.log" 2>&1 &
     else
+        # shellcheck disable=SC2086 # B_ARGS is a list of words
         "$@" "$SERVER" --listen "127.0.0.1:$port" --threads "$threads" \
-            --memory-limit "$MEM_MIB" >>"$LOG/servers.log" 2>&1 &
+            --memory-limit "$MEM_MIB" ${B_ARGS:-} >>"$LOG/servers.log" 2>&1 &
     fi
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
@@ -293,10 +296,11 @@ server_stats() { # port -> a few counters from the ASCII `stats` command
 # ---- build -----------------------------------------------------------------------------------
 REV=${SRC_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
 say "# vs_memcached $(date -u '+%Y-%m-%d %H:%M UTC') at $REV"
-say "# PAIRS=$PAIRS SECS=$SECS WARMUP=$WARMUP AA=$AA AA_PAIRS=$AA_PAIRS SIZES='$SIZES' SHAPES='$SHAPES' MODES='$MODES' KEYS=$KEYS B=$B; raw output in $LOG"
+say "# PAIRS=$PAIRS SECS=$SECS WARMUP=$WARMUP AA=$AA AA_PAIRS=$AA_PAIRS SIZES='$SIZES' SHAPES='$SHAPES' MODES='$MODES' KEYS=$KEYS B=$B B_ARGS='${B_ARGS:-}' FEATURES='${FEATURES:-}'; raw output in $LOG"
 say "# machine: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg); memcached $(memcached -V | cut -d' ' -f2)"
 if [ "$B" = example ]; then
-    cargo build --release --example loadgen --example memcached_server >"$LOG/build.log" 2>&1 \
+    cargo build --release ${FEATURES:+--features "$FEATURES"} --example loadgen \
+        --example memcached_server >"$LOG/build.log" 2>&1 \
         || { tail -20 "$LOG/build.log" >&2; die "build failed"; }
 else
     cargo build --release --example loadgen >"$LOG/build.log" 2>&1 \

@@ -11,8 +11,10 @@ use std::sync::Arc;
 /// The owner of a pinned value's bytes.
 pub(crate) enum Owner {
     Static(&'static [u8]),
+    /// Also a `Box<[u8]>` (`into_vec` is free) and a `String`: a `Box` is a unique pointer,
+    /// which moving the owner would retag under Rust's aliasing model, invalidating the
+    /// pointer the kernel may still read during a zero-copy send; a `Vec`'s pointer is not.
     Vec(Vec<u8>),
-    Boxed(Box<[u8]>),
     Arc(Arc<[u8]>),
     /// `bytes::Bytes` (and a frozen `BytesMut`): its data never moves with the handle.
     #[cfg(feature = "bytes")]
@@ -39,7 +41,7 @@ impl Owner {
             return Owner::Arc(v);
         }
         if let Some(v) = take_as::<Box<[u8]>, V>(&mut slot) {
-            return Owner::Boxed(v);
+            return Owner::Vec(v.into_vec());
         }
         if let Some(v) = take_as::<&'static [u8], V>(&mut slot) {
             return Owner::Static(v);
@@ -68,7 +70,6 @@ impl Owner {
         match self {
             Owner::Static(s) => s,
             Owner::Vec(v) => v,
-            Owner::Boxed(b) => b,
             Owner::Arc(a) => a,
             #[cfg(feature = "bytes")]
             Owner::Bytes(b) => b,
@@ -97,7 +98,7 @@ impl Owner {
             Owner::Static(_) | Owner::Arc(_) => true,
             #[cfg(feature = "bytes")]
             Owner::Bytes(_) => true,
-            Owner::Vec(_) | Owner::Boxed(_) | Owner::Other(_) => false,
+            Owner::Vec(_) | Owner::Other(_) => false,
         }
     }
 
@@ -105,7 +106,6 @@ impl Owner {
         match self {
             Owner::Static(_) => "static",
             Owner::Vec(_) => "Vec<u8>",
-            Owner::Boxed(_) => "Box<[u8]>",
             Owner::Arc(_) => "Arc<[u8]>",
             #[cfg(feature = "bytes")]
             Owner::Bytes(_) => "Bytes",
@@ -134,10 +134,11 @@ mod tests {
             Owner::new(Arc::<[u8]>::from(&b"ab"[..])),
             Owner::Arc(_)
         ));
-        assert!(matches!(
-            Owner::new(Box::<[u8]>::from(&b"ab"[..])),
-            Owner::Boxed(_)
-        ));
+        let boxed = Box::<[u8]>::from(&b"ab"[..]);
+        let ptr = boxed.as_ptr();
+        let owner = Owner::new(boxed);
+        assert!(matches!(owner, Owner::Vec(_)), "a box is kept as a Vec");
+        assert_eq!(owner.bytes().as_ptr(), ptr, "without copying");
         assert!(matches!(Owner::new(&b"ab"[..]), Owner::Static(_)));
         assert!(matches!(Owner::new(String::from("ab")), Owner::Vec(_)));
         let cow: std::borrow::Cow<'static, [u8]> = vec![1u8].into();

@@ -978,8 +978,8 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let mut buf = queue(&drops);
         buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the value
-        // The completion releases the header and the value's first 6 bytes (the value itself
-        // is still pending, so it lives on) and nothing stays held.
+                                                              // The completion releases the header and the value's first 6 bytes (the value itself
+                                                              // is still pending, so it lives on) and nothing stays held.
         assert_eq!(buf.release_through(10), 10);
         assert_eq!(buf.held_len(), 0);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
