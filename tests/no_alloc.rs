@@ -338,9 +338,10 @@ fn pinning_the_inline_owner_kinds_does_not_allocate() {
     assert_eq!(Arc::strong_count(&arc), 1);
 }
 
-/// A write with more iovecs pending than the builder keeps inline borrows the queue's own
-/// array instead of copying it into a heap-allocated one (it used to allocate once per write
-/// when more than 64 segments were pending, i.e. once per `sendmsg` of a pipelined batch).
+/// A write with more iovecs pending than `IoVecBuilder` keeps inline borrows the queue's own
+/// array instead of copying it into a heap-allocated one: through `write_to` (which passes the
+/// array directly) and through a hand-made `IoVecBuilder::gather` (which copied it, and so
+/// allocated once per write with more than 64 segments pending, until it learnt to borrow).
 #[test]
 fn writing_hundreds_of_segments_does_not_allocate() {
     let values: Vec<Arc<[u8]>> = (0..200u8).map(|i| vec![i; 2048].into()).collect();
@@ -358,8 +359,19 @@ fn writing_hundreds_of_segments_does_not_allocate() {
             buf.pin_cloned(v);
         }
         assert_eq!(buf.segments(), 400);
+        let mut by_hand = false;
         while !buf.is_empty() {
-            buf.write_to(sink).unwrap();
+            if by_hand {
+                let n = {
+                    let mut iov = IoVecBuilder::new();
+                    iov.gather(buf);
+                    sink.write_vectored(iov.as_slices()).unwrap()
+                };
+                buf.advance(n);
+            } else {
+                buf.write_to(sink).unwrap();
+            }
+            by_hand = !by_hand;
         }
     };
     run(&mut buf, &mut sink); // warm up: the queue's arrays grow once
