@@ -406,12 +406,6 @@ impl SegmentQueue {
             + self.held.capacity() * core::mem::size_of::<Held>()
     }
 
-    /// Drops every pending segment as if its bytes had been copied out. Held segments stay until
-    /// their completion: the kernel may still be reading them.
-    pub(crate) fn clear(&mut self, scratch: &mut Scratch) {
-        self.advance(self.len(), scratch, Release::OnSend);
-    }
-
     /// O(1) emptiness, or `Err` when the counts and the queues disagree.
     #[inline]
     pub(crate) fn quick_empty(&self) -> Result<bool, String> {

@@ -152,18 +152,13 @@ impl WriteBuffer {
     }
 
     /// Calls `f` with the pending iovecs within `limit` and returns its result and the bytes
-    /// offered. Without a byte budget the buffer's own iovec array is passed as it is: no copy.
+    /// offered. Without a byte budget the builder passes the buffer's own iovec array as it is:
+    /// no copy.
     fn with_gathered<R>(
         &self,
         limit: GatherLimit,
         f: impl FnOnce(&[IoSlice<'_>]) -> R,
     ) -> (R, usize) {
-        let all = self.io_slices();
-        if limit.bytes() == usize::MAX {
-            let iov = &all[..all.len().min(limit.iovecs())];
-            let offered = iov.iter().map(|s| s.len()).sum();
-            return (f(iov), offered);
-        }
         let mut builder = IoVecBuilder::with_limit(limit);
         let offered = builder.gather(self);
         (f(builder.as_slices()), offered)

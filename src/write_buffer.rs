@@ -448,10 +448,7 @@ impl WriteBuffer {
         if len == 0 {
             return Ok(());
         }
-        let held = self.held_bytes();
-        self.backpressure.admit(held, len)?;
-        self.push_pinned(value, len, held);
-        Ok(())
+        self.try_push_pinned(len, || value)
     }
 
     /// Queues `value` like [`pin`](Self::pin), but from a borrow: a value shorter than the
@@ -519,23 +516,27 @@ impl WriteBuffer {
         if len < self.flatten_below || len == 0 {
             return self.try_put_slice(value.as_ref());
         }
-        let held = self.held_bytes();
-        self.backpressure.admit(held, len)?;
-        self.push_pinned(value.clone(), len, held);
-        Ok(())
+        self.try_push_pinned(len, || value.clone())
     }
 
-    /// Queues a value of `len > 0` bytes by reference; `held` is what the buffer held before,
-    /// and `len` already fits under the hard limit.
+    /// Queues by reference the value of `len > 0` bytes that `value` makes, if it fits under
+    /// the hard limit (otherwise `value` is never called).
     #[inline]
-    fn push_pinned<V>(&mut self, value: V, len: usize, held: usize)
+    fn try_push_pinned<V>(
+        &mut self,
+        len: usize,
+        value: impl FnOnce() -> V,
+    ) -> Result<(), LimitError>
     where
         V: AsRef<[u8]> + Send + 'static,
     {
-        let owner = Owner::new(value);
+        let held = self.held_bytes();
+        self.backpressure.admit(held, len)?;
+        let owner = Owner::new(value());
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
         self.backpressure.grew(len, held + len);
+        Ok(())
     }
 
     /// The first pending contiguous run of bytes (empty if nothing is pending), as in
@@ -700,7 +701,8 @@ impl WriteBuffer {
     }
 
     /// Drops everything pending, as if sent: pinned values are released now and scratch becomes
-    /// reusable. The buffer keeps its memory.
+    /// reusable. Bytes the kernel still holds (zero-copy sends) stay held until their
+    /// completion. The buffer keeps its memory.
     ///
     /// # Examples
     ///
@@ -712,10 +714,8 @@ impl WriteBuffer {
     /// assert!(buf.is_empty());
     /// ```
     pub fn clear(&mut self) {
-        let before = self.held_bytes();
-        self.queue.clear(&mut self.scratch);
-        let after = self.held_bytes();
-        self.backpressure.drained(before - after, after);
+        self.advance_with(self.len(), Release::OnSend)
+            .expect("advancing by what is pending");
     }
 
     #[inline]
@@ -978,8 +978,8 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let mut buf = queue(&drops);
         buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the value
-                                                              // The completion releases the header and the value's first 6 bytes (the value itself
-                                                              // is still pending, so it lives on) and nothing stays held.
+                                                              // The completion releases the header and the value's first 6 bytes (the value itself is
+                                                              // still pending, so it lives on) and nothing stays held.
         assert_eq!(buf.release_through(10), 10);
         assert_eq!(buf.held_len(), 0);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
