@@ -1435,3 +1435,30 @@ fn store_is_consistent_under_threads() {
     store.flush_all(0);
     assert_eq!(store.bytes(), 0);
 }
+
+#[test]
+fn hit_answers_what_get_does_and_the_tick_does_not_hide_a_moved_clock() {
+    let store = Store::new(64 << 20, MAX_ITEM);
+    store.tick();
+    store.store(Mode::Set, b"k", b"value", 5, 0, 0);
+    store.store(Mode::Set, b"e", b"soon gone", 0, 2, 0);
+    let item = store.get(b"k").unwrap();
+    let hit = store.hit(b"k").unwrap();
+    assert_eq!((hit.flags, hit.cas), (item.flags, item.cas));
+    assert!(Arc::ptr_eq(&hit.value, &item.value), "the item's own value");
+    assert!(store.hit(b"missing").is_none());
+    // The tick worked the time out once; moving the clock after it must still count.
+    assert!(store.hit(b"e").is_some());
+    store.advance_clock(3);
+    assert!(
+        store.hit(b"e").is_none(),
+        "expired once the clock moved past it"
+    );
+    // A second store on the same thread ticks for itself and still sees its own clock.
+    let other = Store::new(64 << 20, MAX_ITEM);
+    other.store(Mode::Set, b"e", b"x", 0, 2, 0);
+    other.tick();
+    store.tick();
+    assert!(other.hit(b"e").is_some());
+    assert!(store.hit(b"k").is_some());
+}

@@ -12,7 +12,7 @@ use sendbuf::{LimitError, WriteBuffer};
 
 use crate::protocol::{pin, put, put_dec, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
 use crate::stats::{bump, VERSION};
-use crate::store::{DeleteResult, DeltaResult, Mode, StoreResult};
+use crate::store::{DeleteResult, DeltaResult, Hit, Mode, StoreResult};
 
 /// Most tokens a line is split into (memcached's `MAX_TOKENS` less its terminal token); `get`
 /// lines may have any number of keys.
@@ -230,7 +230,10 @@ fn get(
         let item = match touch {
             Some(exptime) => {
                 bump(&stats.cmd_touch);
-                let item = env.store.touch(key, i64::from(exptime));
+                let item = env
+                    .store
+                    .touch(key, i64::from(exptime))
+                    .map(|item| Hit::of(&item));
                 bump(if item.is_some() {
                     &stats.touch_hits
                 } else {
@@ -240,7 +243,7 @@ fn get(
             }
             None => {
                 bump(&stats.cmd_get);
-                let item = env.store.get(key);
+                let item = env.store.hit(key);
                 bump(if item.is_some() {
                     &stats.get_hits
                 } else {
@@ -276,7 +279,7 @@ fn get(
         f.try_commit()?;
         crlf = !copy;
         if !copy {
-            pin(out, item.value.clone())?;
+            pin(out, item.value)?;
         }
     }
     put(out, if crlf { b"\r\nEND\r\n" } else { b"END\r\n" })

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::protocol::{pin, Env, Step, KEY_MAX};
 use crate::stats::{bump, VERSION};
-use crate::store::{DeleteResult, DeltaResult, Mode, StoreResult};
+use crate::store::{DeleteResult, DeltaResult, Hit, Mode, StoreResult};
 
 /// First byte of every request.
 pub const REQ_MAGIC: u8 = 0x80;
@@ -134,9 +134,9 @@ fn respond(
     extras: &[u8],
     key: &[u8],
     body: &[u8],
-    value: Option<&Arc<[u8]>>,
+    value: Option<Arc<[u8]>>,
 ) -> Result<(), LimitError> {
-    let value_len = value.map_or(0, |v| v.len());
+    let value_len = value.as_ref().map_or(0, |v| v.len());
     let bodylen = extras.len() + key.len() + body.len() + value_len;
     let mut head = [0u8; HEADER_LEN];
     head[0] = RES_MAGIC;
@@ -154,12 +154,12 @@ fn respond(
     f.put_slice(extras);
     f.put_slice(key);
     f.put_slice(body);
-    if let (true, Some(v)) = (copy_value, value) {
+    if let (true, Some(v)) = (copy_value, &value) {
         f.put_slice(v);
     }
     f.try_commit()?;
     match value {
-        Some(v) if !copy_value => pin(out, v.clone()),
+        Some(v) if !copy_value => pin(out, v),
         _ => Ok(()),
     }
 }
@@ -302,10 +302,12 @@ fn execute(
             let with_key = matches!(cmd, op::GETK | op::GATK);
             let item = if touch {
                 bump(&stats.cmd_touch);
-                store.touch(key, i64::from(be32(extras)))
+                store
+                    .touch(key, i64::from(be32(extras)))
+                    .map(|item| Hit::of(&item))
             } else {
                 bump(&stats.cmd_get);
-                store.get(key)
+                store.hit(key)
             };
             let hit = item.is_some();
             match (touch, hit) {
@@ -318,7 +320,7 @@ fn execute(
                 Some(item) => {
                     let flags = item.flags.to_be_bytes();
                     let rkey = if with_key { key } else { &[][..] };
-                    let value = (cmd != op::TOUCH).then_some(&item.value);
+                    let value = (cmd != op::TOUCH).then_some(item.value);
                     respond(out, h, status::SUCCESS, item.cas, &flags, rkey, &[], value)?;
                 }
                 None if quiet => {}
