@@ -50,6 +50,7 @@ fn config(path: SendPath) -> Config {
         send_path: path,
         zerocopy_stop_when_copied: false,
         zerocopy_min_window: worker::DEFAULT_ZEROCOPY_MIN_WINDOW,
+        stall_timeout: worker::STALL_TIMEOUT,
     }
 }
 
@@ -134,6 +135,7 @@ mod op {
     pub const GET: u8 = 0x00;
     pub const SET: u8 = 0x01;
     pub const NOOP: u8 = 0x0a;
+    pub const QUIT: u8 = 0x07;
 }
 
 /// A binary request; `body_len` overrides the true body length (to lie about it).
@@ -572,6 +574,108 @@ fn a_client_pipelining_large_gets_and_never_reading_is_not_read_from_on(path: Se
     wait_connections(&server, 1);
     drop(setup);
     finish(server, path);
+}
+
+#[test]
+fn peers_that_never_read_are_closed_after_the_stall_timeout() {
+    peers_that_never_read_are_closed_after_the_stall_timeout_on(SendPath::Copy);
+}
+
+#[test]
+fn peers_that_never_read_are_closed_after_the_stall_timeout_zerocopy() {
+    peers_that_never_read_are_closed_after_the_stall_timeout_on(SendPath::ZeroCopy);
+}
+
+#[cfg(feature = "io-uring")]
+#[test]
+fn peers_that_never_read_are_closed_after_the_stall_timeout_uring() {
+    peers_that_never_read_are_closed_after_the_stall_timeout_on(SendPath::Uring);
+}
+
+/// Peers the server waits on to read, and which never do: one that quits after requests whose
+/// responses outgrow the kernel's socket buffer (the connection is to close once they are
+/// sent, which never happens), and one that pipelines large GETs (it is not read from once
+/// its output passes the high water mark). Each is closed once it has taken none of its
+/// output for `stall_timeout`, and not before; a peer that does both and reads slowly, each
+/// pause shorter than the timeout, still gets every byte.
+fn peers_that_never_read_are_closed_after_the_stall_timeout_on(path: SendPath) {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    let server = server::start(Config {
+        stall_timeout: TIMEOUT,
+        ..config(path)
+    })
+    .expect("server starts");
+    let value: Vec<u8> = (0..1000 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    let closed_stalled = |server: &ServerHandle| server.stats().sum(|c| &c.closed_stalled);
+    let gets_then_quit = |gets: usize| {
+        let mut r: Vec<u8> = (0..gets).flat_map(|_| bin_get(b"big")).collect();
+        r.extend(bin_request(0x80, op::QUIT, &[], &[], &[], None));
+        r
+    };
+
+    // A slow reader first: ten responses (over the high water mark, then a quit), read with
+    // pauses of 100 ms, well under the timeout.
+    let mut slow = connect_small_rcvbuf(&server, 4096);
+    slow.write_all(&gets_then_quit(10)).unwrap();
+    for _ in 0..10 {
+        let r = read_slowly(&mut slow, 24 + 4 + value.len());
+        assert_eq!(&r[..2], &[0x81, op::GET]);
+        assert_eq!(&r[28..], &value[..], "every byte of the value");
+    }
+    let quit = read_bin(&mut slow);
+    assert_eq!((quit.opcode, quit.status), (op::QUIT, 0));
+    assert!(closed_by_server(&mut slow));
+    assert_eq!(closed_stalled(&server), 0, "a reading peer is not cut off");
+    wait_connections(&server, 1);
+
+    // Then the two that never read: four responses (under the high water mark, so the quit
+    // is read at once) and quit; forty GETs.
+    let mut quitter = connect_small_rcvbuf(&server, 4096);
+    quitter.write_all(&gets_then_quit(4)).unwrap();
+    let mut hog = connect_small_rcvbuf(&server, 4096);
+    let forty: Vec<u8> = (0..40).flat_map(|_| bin_get(b"big")).collect();
+    hog.write_all(&forty).unwrap();
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(10);
+    while closed_stalled(&server) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "closed {} of the 2 after 10 s",
+            closed_stalled(&server)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let waited = t.elapsed();
+    assert!(
+        waited >= TIMEOUT,
+        "closed after {waited:?}, before the timeout"
+    );
+    wait_connections(&server, 1);
+    assert!(closed_by_server(&mut quitter));
+    assert!(closed_by_server(&mut hog));
+    // The others are served.
+    let rtt = served(&server);
+    assert!(rtt < Duration::from_millis(250), "answered in {rtt:?}");
+    assert_eq!(closed_stalled(&server), 2);
+    // And a reader with a normal window gets the large value (zero-copy on that path).
+    setup.write_all(&bin_get(b"big")).unwrap();
+    assert_eq!(read_bin(&mut setup).value(), &value[..]);
+    drop(setup);
+    finish(server, path);
+}
+
+/// Reads `n` bytes in pieces of at most 512 KiB with a 100 ms pause after each.
+fn read_slowly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let piece = (n - out.len()).min(512 * 1024);
+        out.extend(read_exactly(s, piece));
+        thread::sleep(Duration::from_millis(100));
+    }
+    out
 }
 
 #[test]

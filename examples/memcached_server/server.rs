@@ -43,6 +43,12 @@ pub struct Config {
     /// this many bytes when it is accepted gets copying sends (see
     /// `worker::DEFAULT_ZEROCOPY_MIN_WINDOW` for why); 0 makes every connection zero-copy.
     pub zerocopy_min_window: usize,
+    /// A connection that waits on its peer to read is closed if the peer takes none of its
+    /// responses for this long: one that is to close once they are sent (after `quit`, the
+    /// peer's end of stream or a fatal protocol error), or one not read from because its
+    /// output is over the high water mark. So a peer that never reads cannot hold a
+    /// connection and its buffers for ever. Default `worker::STALL_TIMEOUT`.
+    pub stall_timeout: Duration,
 }
 
 /// How a worker sends its connections' responses (`--send-path`).
@@ -96,6 +102,7 @@ impl Default for Config {
             send_path: SendPath::Copy,
             zerocopy_stop_when_copied: true,
             zerocopy_min_window: crate::worker::DEFAULT_ZEROCOPY_MIN_WINDOW,
+            stall_timeout: crate::worker::STALL_TIMEOUT,
         }
     }
 }
@@ -144,6 +151,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         path: cfg.send_path,
         stop_when_copied: cfg.zerocopy_stop_when_copied,
         min_window: cfg.zerocopy_min_window,
+        stall_timeout: cfg.stall_timeout,
     };
 
     let mut listener = TcpListener::bind(cfg.listen)?;

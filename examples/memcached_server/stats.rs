@@ -58,6 +58,9 @@ pub struct Counters {
     pub bytes_read: AtomicU64,
     /// Bytes written to the network.
     pub bytes_written: AtomicU64,
+    /// Connections closed with responses unsent because the peer took none of them for
+    /// `Config::stall_timeout` while the server waited on it to read.
+    pub closed_stalled: AtomicU64,
 }
 
 /// Server-wide statistics, shared by every worker as `Arc<Stats>`. Every counter is a relaxed
@@ -189,6 +192,7 @@ impl Stats {
             ("touch_misses", sum(|c| &c.touch_misses)),
             ("bytes_read", sum(|c| &c.bytes_read)),
             ("bytes_written", sum(|c| &c.bytes_written)),
+            ("closed_stalled", sum(|c| &c.closed_stalled)),
             ("limit_maxbytes", store.memory_limit().to_string()),
             ("threads", get(&self.threads)),
             ("bytes", store.bytes().to_string()),

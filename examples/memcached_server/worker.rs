@@ -19,7 +19,9 @@
 //! A connection over its high water mark is not read from (the peer's requests wait in its own
 //! socket buffers, so a client that pipelines and never reads costs the server a bounded amount
 //! of memory). When it drains below the low mark, the loop handles what is left in the read
-//! buffer and reads again.
+//! buffer and reads again. Such a connection, and one that is to close once its output is
+//! sent, waits on its peer: if the peer takes none of that output (counting the kernel's send
+//! queue) for `Config::stall_timeout`, the connection is closed (stat `closed_stalled`).
 //!
 //! Connections idle (both buffers empty, nothing read) for a whole [`SWEEP_INTERVAL`] give
 //! their storage back through [`BufferStealer`] at the next sweep and hand their (now empty)
@@ -76,7 +78,7 @@ use sendbuf::{UringCompletion, UringEvent, UringSender};
 
 use crate::protocol::{Limits, Session};
 use crate::server::SendPath;
-use crate::stats::Stats;
+use crate::stats::{bump, Stats};
 use crate::store::Store;
 
 /// The token of a worker's `mio::Waker` (connections use their slot index).
@@ -114,6 +116,9 @@ pub const KEEP_ACTIVE: usize = 64;
 /// How long a connection closed with bytes still held by the kernel waits for their
 /// completions before its buffers are leaked rather than freed.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `Config::stall_timeout`: how long a peer that the server waits on to read may take
+/// none of its responses before its connection is closed.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a worker shutting down waits for each connection's outstanding completions.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
 
@@ -126,6 +131,8 @@ pub struct SendOptions {
     pub stop_when_copied: bool,
     /// See `Config::zerocopy_min_window`.
     pub min_window: usize,
+    /// See `Config::stall_timeout`.
+    pub stall_timeout: Duration,
 }
 
 /// A peer whose receive window is below this when its connection is accepted gets copying
@@ -286,6 +293,9 @@ struct Conn {
     /// outstanding send refers to an old pair's offsets.
     zc: Option<Box<ZeroCopy>>,
     flags: u8,
+    /// Waiting on the peer to read (see `Worker::watch`): the bytes it had yet to take (ours
+    /// and the kernel's) when last seen, and when that last fell (the `stall_timeout` runs from there). Set while on the stalled list.
+    linger: Option<(usize, Instant)>,
 }
 
 enum Outcome {
@@ -323,6 +333,13 @@ pub struct Worker {
     /// Closed connections waiting for zero-copy completions or io_uring results, with their
     /// deadlines.
     draining: Vec<(usize, Instant)>,
+    /// Connections waiting on their peers to read (their `linger` is set; see
+    /// [`watch`](Self::watch)), checked for progress each turn; may list a slot twice or list
+    /// one since closed (both skipped).
+    stalled: Vec<usize>,
+    /// When `stalled` is next checked (at most once per [`SWEEP_INTERVAL`]: one `ioctl` per
+    /// listed connection).
+    stall_check_at: Instant,
     /// The io_uring send path's state (`None` on the other paths).
     #[cfg(feature = "io-uring")]
     uring: Option<UringLoop>,
@@ -426,6 +443,8 @@ impl Worker {
             send,
             zerocopy,
             draining: Vec::new(),
+            stalled: Vec::new(),
+            stall_check_at: Instant::now(),
             #[cfg(feature = "io-uring")]
             uring,
             uring_totals,
@@ -445,6 +464,7 @@ impl Worker {
                 Some(Duration::ZERO)
             } else if self.ctx.idle.is_empty()
                 && self.draining.is_empty()
+                && self.stalled.is_empty()
                 && !self.uring_in_flight()
             {
                 None
@@ -495,6 +515,9 @@ impl Worker {
             self.uring_round(&mut trim);
             if !self.draining.is_empty() {
                 self.check_draining(&mut trim);
+            }
+            if !self.stalled.is_empty() {
+                self.check_stalled(&mut trim);
             }
             if self.ctx.idle.is_empty() {
                 continue;
@@ -647,6 +670,7 @@ impl Worker {
                 bufs: None,
                 zc,
                 flags: 0,
+                linger: None,
             });
             self.stats.connection_opened();
         }
@@ -663,7 +687,78 @@ impl Worker {
         if writable {
             conn.flags &= !WAIT_WRITABLE;
         }
-        if let Outcome::Close = drive(conn, i, &mut self.ctx) {
+        match drive(conn, i, &mut self.ctx) {
+            Outcome::Close => self.close(i, trim),
+            Outcome::Open => self.watch(i),
+        }
+    }
+
+    /// After a pass over connection `i` that left it open: if it waits on its peer to read
+    /// (closing once its output is sent, or not read from until that output drains below the
+    /// low water mark), puts it on the stalled list, from where [`check_stalled`] closes it if
+    /// the peer takes none of that output for `stall_timeout`.
+    ///
+    /// [`check_stalled`]: Self::check_stalled
+    fn watch(&mut self, i: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let Some(bufs) = conn.bufs.as_deref() else {
+            return;
+        };
+        if conn.linger.is_none() && (conn.flags & CLOSING != 0 || bufs.wb.is_backed_up()) {
+            let left = unsent(&bufs.wb) + kernel_unsent(&conn.stream);
+            conn.linger = Some((left, Instant::now()));
+            self.stalled.push(i);
+        }
+    }
+
+    /// Closes the connections on the stalled list whose peers took none of their output for
+    /// `stall_timeout`; drops from the list those that closed or no longer wait.
+    fn check_stalled(&mut self, trim: &mut TrimTracker) {
+        let now = Instant::now();
+        if now < self.stall_check_at {
+            return;
+        }
+        self.stall_check_at = now + SWEEP_INTERVAL;
+        let mut stalled = std::mem::take(&mut self.stalled);
+        let mut expired = Vec::new();
+        stalled.retain(|&i| {
+            let Some(Some(conn)) = self.conns.get_mut(i) else {
+                return false;
+            };
+            let Some((seen, since)) = conn.linger else {
+                return false; // a new connection in a closed one's slot
+            };
+            if conn.flags & DRAINING != 0 {
+                return false; // closed; the draining list has it
+            }
+            let waits = conn.bufs.as_deref().is_some_and(|b| {
+                (conn.flags & CLOSING != 0 || b.wb.is_backed_up()) && unsent(&b.wb) > 0
+            });
+            if !waits {
+                conn.linger = None; // sent, or drained below the low water mark
+                return false;
+            }
+            // What the peer has yet to take: ours and the kernel's (a peer that reads drains
+            // the kernel's first, and ours only moves when that has room).
+            let left =
+                conn.bufs.as_deref().map_or(0, |b| unsent(&b.wb)) + kernel_unsent(&conn.stream);
+            // Fewer left: the peer took some. More: it took enough for the output to drain
+            // below the low water mark, so that later requests were answered.
+            if left != seen {
+                conn.linger = Some((left, now));
+            } else if now.duration_since(since) >= self.send.stall_timeout {
+                conn.linger = None;
+                expired.push(i);
+                return false;
+            }
+            true
+        });
+        // `close` may not add to the list, so nothing is lost by replacing it.
+        self.stalled = stalled;
+        for i in expired {
+            bump(&self.stats.local().closed_stalled);
             self.close(i, trim);
         }
     }
@@ -885,8 +980,9 @@ impl Worker {
                 self.ctx.stats.written(bytes);
                 // Sends the rest of a partial send, resumes requests held back at the high
                 // mark, reads on, or closes once everything is sent.
-                if let Outcome::Close = drive(conn, i, &mut self.ctx) {
-                    self.close(i, trim);
+                match drive(conn, i, &mut self.ctx) {
+                    Outcome::Close => self.close(i, trim),
+                    Outcome::Open => self.watch(i),
                 }
             }
             Ok(UringEvent::Released { .. }) => {} // zero-copy only; this path sends copying
@@ -1103,6 +1199,26 @@ fn peer_window(stream: &TcpStream) -> Option<usize> {
 #[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn peer_window(_stream: &TcpStream) -> Option<usize> {
     None
+}
+
+/// Bytes the kernel holds in `stream`'s send queue, not yet acknowledged by the peer
+/// (`SIOCOUTQ`); 0 if it does not say.
+#[cfg(target_os = "linux")]
+fn kernel_unsent(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int to the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if rc == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_unsent(_stream: &TcpStream) -> usize {
+    0
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
