@@ -34,7 +34,9 @@
 //!
 //! With `--cpu-pid PID` it also reads the server's user+system CPU time from `/proc/PID/stat` at
 //! the start and end of the counted window and prints `server_cpu_us_per_op=…` (tick resolution
-//! 10 ms: use runs of a few seconds).
+//! 10 ms: use runs of a few seconds), and the CPU time of the server and of the load generator
+//! itself over the window as fractions of one CPU (`server_cpu_util=…`, `client_cpu_util=…`):
+//! the side near 1.0 per thread is the one that limits the run.
 //!
 //! Two helper modes for `bench/vs_memcached.sh`:
 //! * `--stream-ceiling`: the loopback TCP ceiling of this machine, `--streams` senders writing
@@ -934,12 +936,15 @@ fn load(args: &Args) -> io::Result<ExitCode> {
             let count_from = start + Duration::from_secs_f64(args.warmup);
             let stop = count_from + Duration::from_secs_f64(args.duration);
             thread::sleep(count_from.saturating_duration_since(Instant::now()));
-            let before = process_cpu(pid);
+            let me = std::process::id();
+            let (before, mine_before) = (process_cpu(pid), process_cpu(me));
             thread::sleep(stop.saturating_duration_since(Instant::now()));
-            let after = process_cpu(pid);
-            match (before, after) {
-                (Ok(b), Ok(a)) => Some(a.saturating_sub(b)),
-                (Err(e), _) | (_, Err(e)) => {
+            let (after, mine_after) = (process_cpu(pid), process_cpu(me));
+            match (before, after, mine_before, mine_after) {
+                (Ok(b), Ok(a), Ok(mb), Ok(ma)) => {
+                    Some((a.saturating_sub(b), ma.saturating_sub(mb)))
+                }
+                (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
                     eprintln!("loadgen: --cpu-pid {pid}: {e}");
                     None
                 }
@@ -988,10 +993,14 @@ fn load(args: &Args) -> io::Result<ExitCode> {
     let ops = total.ops();
     let secs = args.duration;
     let e = total.errors;
+    // Each side's CPU time over the window, as a fraction of one CPU: a side near 1.0 (or
+    // near its thread count) is what limits the run.
     let cpu_field = match cpu {
-        Some(d) if ops > 0 => format!(
-            " server_cpu_us_per_op={:.3}",
-            d.as_secs_f64() * 1e6 / ops as f64
+        Some((server, client)) if ops > 0 => format!(
+            " server_cpu_us_per_op={:.3} server_cpu_util={:.2} client_cpu_util={:.2}",
+            server.as_secs_f64() * 1e6 / ops as f64,
+            server.as_secs_f64() / secs,
+            client.as_secs_f64() / secs
         ),
         _ => String::new(),
     };
