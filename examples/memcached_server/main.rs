@@ -50,6 +50,9 @@ options:
                            connection's sends; builds with --features io-uring only)
   --zerocopy-always        with zerocopy: keep sending zero-copy even after the kernel reports
                            that it copied (it always does on loopback; for tests and measurement)
+  --stall-timeout SECS     close a connection whose peer takes none of its responses for this
+                           long while the server waits on it to read (after quit or its end of
+                           stream, or with output over the high water mark) (default 30)
   --help                   print this help
 ";
 
@@ -77,7 +80,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         }
         if !matches!(
             name.as_str(),
-            "--listen" | "--threads" | "--memory-limit" | "--max-item-size" | "--send-path"
+            "--listen"
+                | "--threads"
+                | "--memory-limit"
+                | "--max-item-size"
+                | "--send-path"
+                | "--stall-timeout"
         ) {
             return Err(format!("unknown argument '{arg}'"));
         }
@@ -93,6 +101,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 cfg.memory_limit = mib << 20;
             }
             "--send-path" => cfg.send_path = SendPath::parse(&value)?,
+            "--stall-timeout" => {
+                let secs = parse_number(&name, &value, 1, 24 * 60 * 60)?;
+                cfg.stall_timeout = std::time::Duration::from_secs(secs as u64);
+            }
             _ => cfg.max_item_size = parse_number(&name, &value, 1, 1 << 30)?,
         }
     }
@@ -182,6 +194,7 @@ fn main() -> ExitCode {
         }
     };
     let (threads, memory_mib, max_item) = (cfg.threads, cfg.memory_limit >> 20, cfg.max_item_size);
+    let stall = cfg.stall_timeout.as_secs();
     let send_path = match (cfg.send_path, cfg.zerocopy_stop_when_copied) {
         (SendPath::Copy, _) => "copy",
         (SendPath::ZeroCopy, true) => "zerocopy",
@@ -198,7 +211,7 @@ fn main() -> ExitCode {
     };
     println!(
         "memcached_server listening on {} (threads {threads}, memory limit {memory_mib} MiB, \
-         max item size {max_item} bytes, send path {send_path})",
+         max item size {max_item} bytes, send path {send_path}, stall timeout {stall} s)",
         server.local_addr()
     );
     let _ = std::io::stdout().flush();
