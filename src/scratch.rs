@@ -240,9 +240,10 @@ impl Scratch {
     #[inline]
     pub(crate) fn reserve(&mut self, cur: &mut Cursor, n: usize) -> &mut [u8] {
         if cur.cap - cur.pos < n {
-            // By value, so the caller's cursor does not escape into the cold call and can live
-            // in registers on the hot path.
-            *cur = self.relocate(*cur, n);
+            // The position as scalars, not the cursor: a `Cursor` (five words) would be passed
+            // through memory, which keeps the caller's guard in a stack slot on the hot path
+            // too; this way it lives in registers (`BENCHMARKS.md`, callgrind).
+            *cur = self.relocate(cur.chunk, cur.start, cur.pos, n);
         }
         debug_assert_eq!(
             self.chunks[cur.chunk as usize].ptr, cur.base,
@@ -267,8 +268,8 @@ impl Scratch {
 
     #[cold]
     #[inline(never)]
-    fn relocate(&mut self, cur: Cursor, n: usize) -> Cursor {
-        let used = cur.pos - cur.start;
+    fn relocate(&mut self, chunk: ChunkId, start: usize, pos: usize, n: usize) -> Cursor {
+        let used = pos - start;
         let need = used
             .checked_add(n)
             .expect("format guard length overflows usize");
@@ -278,10 +279,10 @@ impl Scratch {
             need.next_power_of_two()
         };
         let new = self.acquire(cap);
-        let (from, to) = self.pair_mut(cur.chunk, new);
+        let (from, to) = self.pair_mut(chunk, new);
         to.bytes_mut(0, used)
-            .copy_from_slice(from.bytes(cur.start, used));
-        let old = cur.chunk;
+            .copy_from_slice(from.bytes(start, used));
+        let old = chunk;
         let c = &self.chunks[new as usize];
         let moved = Cursor {
             chunk: new,
