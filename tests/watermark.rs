@@ -123,6 +123,38 @@ fn the_hard_limit_errs_and_leaves_the_buffer_usable() {
 }
 
 #[test]
+fn a_refused_guard_that_moved_to_a_larger_chunk_gives_that_chunk_back() {
+    // 64-byte chunks: the guard's bytes do not fit behind the 40 pending ones, move to a new
+    // chunk, then to a 128-byte one; the hard limit refuses the commit.
+    let mut buf = WriteBuffer::with_capacity(64);
+    buf.set_hard_limit(Some(100));
+    buf.put_slice(&[b'a'; 40]);
+    let mut f = buf.format();
+    f.put_slice(&[b'b'; 30]);
+    f.put_slice(&[b'c'; 80]);
+    assert_eq!(f.len(), 110);
+    let err = f.try_commit().unwrap_err();
+    assert_eq!((err.requested, err.held), (110, 40));
+    assert_eq!(pending(&buf), vec![b'a'; 40]);
+    buf.check_invariants();
+    assert!(
+        buf.capacity() < 64 + 128,
+        "the oversized chunk the guard moved to is kept: {} bytes of scratch",
+        buf.capacity()
+    );
+
+    // The tail is still the one the pending bytes are in: the next commit extends them.
+    buf.put_slice(&[b'd'; 20]);
+    assert_eq!(buf.segments(), 1);
+    let mut expected = vec![b'a'; 40];
+    expected.extend_from_slice(&[b'd'; 20]);
+    assert_eq!(pending(&buf), expected);
+    buf.advance(60);
+    assert!(buf.is_empty());
+    buf.check_invariants();
+}
+
+#[test]
 #[should_panic(expected = "would pass its hard limit of 8 bytes (use the try_ methods")]
 fn infallible_commit_past_the_hard_limit_panics() {
     let mut buf = WriteBuffer::new();
