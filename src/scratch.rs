@@ -324,6 +324,30 @@ impl Scratch {
         }
     }
 
+    /// Copies `src` (not empty) behind the tail's committed bytes and commits it, as a guard's
+    /// `open`, `put_slice` and `commit` would, in one step; returns the committed cursor.
+    /// `None` (and nothing changed) if there is no tail or `src` does not fit in it.
+    #[inline(always)]
+    pub(crate) fn append(&mut self, src: &[u8]) -> Option<Cursor> {
+        let chunk = self.tail;
+        let c = self.chunks.get_mut(chunk as usize)?;
+        let (start, n) = (c.filled, src.len());
+        if c.cap - start < n {
+            return None;
+        }
+        // Past `filled`: no segment points there (`bytes_mut`'s contract).
+        c.bytes_mut(start, n).copy_from_slice(src);
+        c.filled = start + n;
+        self.unsent += n;
+        Some(Cursor {
+            chunk,
+            start,
+            pos: start + n,
+            base: c.ptr,
+            cap: c.cap,
+        })
+    }
+
     /// Drops an open guard's bytes.
     #[inline(always)]
     pub(crate) fn abandon(&mut self, cur: &Cursor) {

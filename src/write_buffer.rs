@@ -374,10 +374,27 @@ impl WriteBuffer {
     /// ```
     #[inline]
     pub fn try_put_slice(&mut self, src: &[u8]) -> Result<(), LimitError> {
-        if src.is_empty() {
+        let n = src.len();
+        if n == 0 {
             return Ok(());
         }
-        // The guard's commit is the one hard-limit check; on failure it rolls the bytes back.
+        let held = self.held_bytes();
+        self.backpressure.admit(held, n)?;
+        // Straight into the tail, without a guard: this is how every small value that
+        // `pin`/`pin_cloned` flattens is copied.
+        let Some(cur) = self.scratch.append(src) else {
+            return self.put_slice_through_guard(src);
+        };
+        self.queue.push_scratch(&self.scratch, &cur);
+        self.backpressure.grew(n, held + n);
+        Ok(())
+    }
+
+    /// [`try_put_slice`](Self::try_put_slice) when `src` does not fit in the tail chunk (or
+    /// there is none): a guard moves the bytes to a new chunk.
+    #[inline(never)]
+    fn put_slice_through_guard(&mut self, src: &[u8]) -> Result<(), LimitError> {
+        // The guard's commit checks the hard limit again; on failure it rolls the bytes back.
         let mut f = self.format();
         f.put_slice(src);
         f.try_commit()
