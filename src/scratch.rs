@@ -373,19 +373,23 @@ impl Scratch {
         }
     }
 
-    /// Copies `src` (not empty) behind the tail's committed bytes and commits it, as a guard's
-    /// `open`, `put_slice` and `commit` would, in one step; returns the committed cursor.
-    /// `None` (and nothing changed) if there is no tail or `src` does not fit in it.
+    /// True if `n` bytes fit behind the tail's committed bytes (false without a tail).
     #[inline(always)]
-    pub(crate) fn append(&mut self, src: &[u8]) -> Option<Cursor> {
-        let mut cur = self.window;
+    pub(crate) fn fits_in_tail(&self, n: usize) -> bool {
         // Without a tail the window has room for nothing.
-        if cur.cap - cur.pos < src.len() {
-            return None;
-        }
+        self.window.cap - self.window.pos >= n
+    }
+
+    /// Copies `src` (not empty, and it [fits](Self::fits_in_tail)) behind the tail's committed
+    /// bytes and commits it, as a guard's `open`, `put_slice` and `commit` would, in one step;
+    /// returns the committed cursor.
+    #[inline(always)]
+    pub(crate) fn append(&mut self, src: &[u8]) -> Cursor {
+        debug_assert!(!src.is_empty() && self.fits_in_tail(src.len()));
+        let mut cur = self.window;
         self.reserve(&mut cur, src.len()).copy_from_slice(src);
         self.commit(&cur);
-        Some(cur)
+        cur
     }
 
     /// Drops an open guard's bytes.

@@ -378,15 +378,14 @@ impl WriteBuffer {
         if n == 0 {
             return Ok(());
         }
-        let held = self.held_bytes();
-        self.backpressure.admit(held, n)?;
         // Straight into the tail, without a guard: this is how every small value that
         // `pin`/`pin_cloned` flattens is copied.
-        let Some(cur) = self.scratch.append(src) else {
+        if !self.scratch.fits_in_tail(n) {
             return self.put_slice_through_guard(src);
-        };
+        }
+        self.backpressure.grow(self.held_bytes(), n)?;
+        let cur = self.scratch.append(src);
         self.queue.push_scratch(&self.scratch, &cur);
-        self.backpressure.grew(n, held + n);
         Ok(())
     }
 
@@ -547,12 +546,10 @@ impl WriteBuffer {
     where
         V: AsRef<[u8]> + Send + 'static,
     {
-        let held = self.held_bytes();
-        self.backpressure.admit(held, len)?;
+        self.backpressure.grow(self.held_bytes(), len)?;
         let owner = Owner::new(value());
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
-        self.backpressure.grew(len, held + len);
         Ok(())
     }
 
@@ -763,12 +760,10 @@ impl WriteBuffer {
     /// Queues the bytes of a committing guard (not empty) if they fit under the hard limit.
     #[inline(always)]
     pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), LimitError> {
-        let n = cur.pos - cur.start;
-        let held = self.held_bytes();
-        self.backpressure.admit(held, n)?;
+        self.backpressure
+            .grow(self.held_bytes(), cur.pos - cur.start)?;
         self.scratch.commit(cur);
         self.queue.push_scratch(&self.scratch, cur);
-        self.backpressure.grew(n, held + n);
         Ok(())
     }
 }
