@@ -386,9 +386,22 @@ impl Scratch {
     #[inline(always)]
     pub(crate) fn append(&mut self, src: &[u8]) -> Cursor {
         debug_assert!(!src.is_empty() && self.fits_in_tail(src.len()));
-        let mut cur = self.window;
+        // Field by field: a copy of the whole window went through a stack slot here (and
+        // the room was checked twice).
+        let w = &self.window;
+        let mut cur = Cursor {
+            chunk: w.chunk,
+            start: w.pos,
+            pos: w.pos,
+            base: w.base,
+            cap: w.cap,
+        };
         self.reserve(&mut cur, src.len()).copy_from_slice(src);
-        self.commit(&cur);
+        // `commit` without its test for a relocated guard: the bytes are the tail's. (After the
+        // copy the compiler could not reuse the tail id it loaded before.)
+        self.window.start = cur.pos;
+        self.window.pos = cur.pos;
+        self.unsent += src.len();
         cur
     }
 

@@ -380,10 +380,13 @@ impl WriteBuffer {
         }
         // Straight into the tail, without a guard: this is how every small value that
         // `pin`/`pin_cloned` flattens is copied.
+        // Limits first: their rare out-of-line path would otherwise make the compiler check
+        // the tail's room twice.
+        self.backpressure.grow(self.held_bytes(), n)?;
         if !self.scratch.fits_in_tail(n) {
+            // Admitted already; the guard's commit admits the same bytes again.
             return self.put_slice_through_guard(src);
         }
-        self.backpressure.grow(self.held_bytes(), n)?;
         let cur = self.scratch.append(src);
         self.queue.push_scratch(&self.scratch, &cur);
         Ok(())
