@@ -546,7 +546,10 @@ impl WriteBuffer {
         V: AsRef<[u8]> + Clone + Send + 'static,
     {
         let len = value.as_ref().len();
-        if len < self.flatten_below || len == 0 {
+        if len == 0 {
+            return Ok(());
+        }
+        if len < self.flatten_below {
             return self.try_put_slice(value.as_ref());
         }
         self.try_push_pinned(len, || value.clone())
