@@ -121,11 +121,15 @@ impl Drop for Chunk {
 /// Where an open format guard writes: `chunk[start..pos]` holds its uncommitted bytes.
 ///
 /// It also caches the chunk's base pointer and capacity, so that writing through a guard costs
-/// one comparison and no lookup in the slab. Invariant (kept by [`Scratch::open`] and
-/// [`Scratch::reserve`], the only places that make or move a cursor): `base` and `cap` are
-/// those of the live chunk `chunk` of the scratch that made the cursor, and `start <= pos <=
-/// cap`. A cursor is used only with that scratch, and only while its guard is open: the guard
-/// borrows the buffer mutably, so no chunk is freed or reused meanwhile.
+/// one comparison and no lookup in the slab. Invariant (kept by [`Scratch::set_tail`], which
+/// makes the scratch's own window onto its tail, and by [`Scratch::open`],
+/// [`Scratch::append`] and [`Scratch::reserve`], which copy that window or move a cursor):
+/// `base` and `cap` are those of the live chunk `chunk` of the scratch that made the cursor,
+/// and `start <= pos <= cap`. The one exception is the window while there is no tail
+/// (`NO_WINDOW`: no chunk, capacity 0), which is never handed out: `open` makes a tail first,
+/// and `append` needs room. A cursor is used only with that scratch, and only while its guard
+/// is open (or within `append`): the guard borrows the buffer mutably, so no chunk is freed or
+/// reused meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cursor {
     pub(crate) chunk: ChunkId,
