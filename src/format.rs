@@ -2,6 +2,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
 
 use crate::scratch::Cursor;
 use crate::write_buffer::WriteBuffer;
@@ -469,13 +470,21 @@ impl<'a> FormatGuard<'a> {
             panic_unfilled(self.unfilled);
         }
         let n = self.len();
+        // From here on the guard's `Drop` would have nothing left to do: an empty guard never
+        // relocated (only a write moves it), and a committed guard's chunk is the tail.
+        // Skipping it saves its tail comparison on every commit.
+        let mut guard = ManuallyDrop::new(self);
         if n == 0 {
-            // Nothing to queue (and nothing was relocated: only a write moves a guard).
             return Ok(());
         }
-        // Committed, `Drop` sees the cursor's chunk as the tail and does nothing; refused by
-        // the hard limit, it rolls the bytes back.
-        self.buf.commit_scratch(&self.cur)
+        let cur = guard.cur;
+        let buf = &mut *guard.buf;
+        let result = buf.commit_scratch(&cur);
+        if result.is_err() {
+            // Refused by the hard limit: roll the bytes back, as `Drop` would have.
+            buf.scratch_mut().abandon(&cur);
+        }
+        result
     }
 }
 

@@ -60,6 +60,7 @@ impl GatherLimit {
     /// let limit = sendbuf::GatherLimit::default().max_iovecs(16);
     /// assert_eq!(limit.iovecs(), 16);
     /// ```
+    #[inline]
     pub fn max_iovecs(mut self, n: usize) -> Self {
         self.max_iovecs = n.clamp(1, sys::iov_max());
         self
@@ -73,6 +74,7 @@ impl GatherLimit {
     /// let limit = sendbuf::GatherLimit::default().max_bytes(64 * 1024);
     /// assert_eq!(limit.bytes(), 64 * 1024);
     /// ```
+    #[inline]
     pub fn max_bytes(mut self, n: usize) -> Self {
         self.max_bytes = n.max(1);
         self
@@ -85,6 +87,7 @@ impl GatherLimit {
     /// ```
     /// assert!(sendbuf::GatherLimit::default().iovecs() >= 16);
     /// ```
+    #[inline]
     pub fn iovecs(&self) -> usize {
         self.max_iovecs
     }
@@ -141,6 +144,7 @@ pub struct IoVecBuilder<'a> {
 }
 
 impl Default for IoVecBuilder<'_> {
+    #[inline]
     fn default() -> Self {
         Self::new()
     }
@@ -155,6 +159,7 @@ impl<'a> IoVecBuilder<'a> {
     /// let iov = sendbuf::IoVecBuilder::new();
     /// assert!(iov.as_slices().is_empty());
     /// ```
+    #[inline]
     pub fn new() -> Self {
         Self::with_limit(GatherLimit::default())
     }
@@ -168,6 +173,7 @@ impl<'a> IoVecBuilder<'a> {
     /// let iov = IoVecBuilder::with_limit(GatherLimit::default().max_iovecs(8));
     /// assert_eq!(iov.limit().iovecs(), 8);
     /// ```
+    #[inline]
     pub fn with_limit(limit: GatherLimit) -> Self {
         IoVecBuilder {
             slices: SmallVec::new(),
@@ -183,6 +189,7 @@ impl<'a> IoVecBuilder<'a> {
     /// ```
     /// assert_eq!(sendbuf::IoVecBuilder::new().limit(), sendbuf::GatherLimit::default());
     /// ```
+    #[inline]
     pub fn limit(&self) -> GatherLimit {
         self.limit
     }

@@ -31,8 +31,17 @@ use crate::pool::Pool;
 /// Index of a chunk in the slab.
 pub(crate) type ChunkId = u32;
 
-/// `Scratch::tail` when there is no tail chunk.
+/// The tail's id when there is no tail chunk.
 const NO_TAIL: ChunkId = ChunkId::MAX;
+
+/// `Scratch::window` when there is no tail chunk: room for nothing.
+const NO_WINDOW: Cursor = Cursor {
+    chunk: NO_TAIL,
+    start: 0,
+    pos: 0,
+    base: NonNull::dangling(),
+    cap: 0,
+};
 
 /// Default size of one scratch chunk.
 ///
@@ -112,11 +121,15 @@ impl Drop for Chunk {
 /// Where an open format guard writes: `chunk[start..pos]` holds its uncommitted bytes.
 ///
 /// It also caches the chunk's base pointer and capacity, so that writing through a guard costs
-/// one comparison and no lookup in the slab. Invariant (kept by [`Scratch::open`] and
-/// [`Scratch::reserve`], the only places that make or move a cursor): `base` and `cap` are
-/// those of the live chunk `chunk` of the scratch that made the cursor, and `start <= pos <=
-/// cap`. A cursor is used only with that scratch, and only while its guard is open: the guard
-/// borrows the buffer mutably, so no chunk is freed or reused meanwhile.
+/// one comparison and no lookup in the slab. Invariant (kept by [`Scratch::set_tail`], which
+/// makes the scratch's own window onto its tail, and by [`Scratch::open`],
+/// [`Scratch::append`] and [`Scratch::reserve`], which copy that window or move a cursor):
+/// `base` and `cap` are those of the live chunk `chunk` of the scratch that made the cursor,
+/// and `start <= pos <= cap`. The one exception is the window while there is no tail
+/// (`NO_WINDOW`: no chunk, capacity 0), which is never handed out: `open` makes a tail first,
+/// and `append` needs room. A cursor is used only with that scratch, and only while its guard
+/// is open (or within `append`): the guard borrows the buffer mutably, so no chunk is freed or
+/// reused meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cursor {
     pub(crate) chunk: ChunkId,
@@ -142,10 +155,15 @@ impl Cursor {
 
 pub(crate) struct Scratch {
     chunks: Vec<Chunk>,
-    /// Chunks no segment references, ready for reuse. Never contains `tail`.
+    /// Chunks no segment references, ready for reuse. Never contains the tail.
     free: Vec<ChunkId>,
-    /// The chunk guards write to, or `NO_TAIL`.
-    tail: ChunkId,
+    /// The tail, the chunk guards write to, as the cursor a guard opened now would get:
+    /// `window.chunk` is the tail's id (`NO_TAIL`: none, then the rest is empty), `base` and
+    /// `cap` its memory, `start == pos` its `filled` cursor. Kept here so that opening and
+    /// committing a guard touch no slab entry; while a chunk is the tail its own `filled`
+    /// field is stale (read it with [`filled`](Self::filled)), and it is written back when the
+    /// chunk stops being the tail ([`set_tail`](Self::set_tail)).
+    window: Cursor,
     chunk_size: usize,
     /// Σ (filled − sent) over all chunks.
     unsent: usize,
@@ -160,7 +178,7 @@ impl Scratch {
         Scratch {
             chunks: Vec::new(),
             free: Vec::new(),
-            tail: NO_TAIL,
+            window: NO_WINDOW,
             chunk_size: chunk_size.max(1),
             unsent: 0,
             held: 0,
@@ -188,7 +206,8 @@ impl Scratch {
             }
         }
         self.free = Vec::new();
-        self.tail = NO_TAIL;
+        // The chunks are gone: nothing to write the tail's `filled` back to.
+        self.window = NO_WINDOW;
         bytes
     }
 
@@ -203,8 +222,8 @@ impl Scratch {
 
     /// True when no committed byte is unsent or unreleased and the tail's cursors are at rest.
     pub(crate) fn is_idle(&self) -> bool {
-        let tail_at_rest = match self.chunks.get(self.tail as usize) {
-            Some(c) => c.filled == 0 && c.sent == 0 && c.released == 0,
+        let tail_at_rest = match self.chunks.get(self.tail() as usize) {
+            Some(c) => self.window.pos == 0 && c.sent == 0 && c.released == 0,
             None => true,
         };
         self.unsent == 0 && self.held == 0 && tail_at_rest
@@ -221,18 +240,51 @@ impl Scratch {
     /// Starts a guard at the end of the tail chunk, creating the tail if there is none.
     #[inline]
     pub(crate) fn open(&mut self) -> Cursor {
-        if self.tail == NO_TAIL {
-            self.tail = self.acquire(self.chunk_size);
+        if self.tail() == NO_TAIL {
+            self.new_tail();
         }
-        let chunk = self.tail;
-        let c = &self.chunks[chunk as usize];
-        Cursor {
-            chunk,
-            start: c.filled,
-            pos: c.filled,
-            base: c.ptr,
-            cap: c.cap,
+        self.window
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_tail(&mut self) {
+        let id = self.acquire(self.chunk_size);
+        self.set_tail(id);
+    }
+
+    /// The tail chunk's id, or `NO_TAIL`.
+    #[inline]
+    fn tail(&self) -> ChunkId {
+        self.window.chunk
+    }
+
+    /// Bytes of `chunk` committed so far (its `filled` cursor).
+    #[inline]
+    fn filled(&self, chunk: ChunkId) -> usize {
+        if chunk == self.tail() {
+            self.window.pos
+        } else {
+            self.chunks[chunk as usize].filled
         }
+    }
+
+    /// Makes `new` (a live chunk, or `NO_TAIL`) the tail, writing the old tail's `filled`
+    /// cursor back to its chunk.
+    fn set_tail(&mut self, new: ChunkId) {
+        if let Some(old) = self.chunks.get_mut(self.window.chunk as usize) {
+            old.filled = self.window.pos;
+        }
+        self.window = match self.chunks.get(new as usize) {
+            Some(c) => Cursor {
+                chunk: new,
+                start: c.filled,
+                pos: c.filled,
+                base: c.ptr,
+                cap: c.cap,
+            },
+            None => NO_WINDOW,
+        };
     }
 
     /// The writable bytes `cur.pos .. cur.pos + n`, moving the guard's uncommitted bytes to a larger
@@ -240,9 +292,10 @@ impl Scratch {
     #[inline]
     pub(crate) fn reserve(&mut self, cur: &mut Cursor, n: usize) -> &mut [u8] {
         if cur.cap - cur.pos < n {
-            // By value, so the caller's cursor does not escape into the cold call and can live
-            // in registers on the hot path.
-            *cur = self.relocate(*cur, n);
+            // The position as scalars, not the cursor: a `Cursor` (five words) would be passed
+            // through memory, which keeps the caller's guard in a stack slot on the hot path
+            // too; this way it lives in registers (`BENCHMARKS.md`, callgrind).
+            *cur = self.relocate(cur.chunk, cur.start, cur.pos, n);
         }
         debug_assert_eq!(
             self.chunks[cur.chunk as usize].ptr, cur.base,
@@ -267,8 +320,8 @@ impl Scratch {
 
     #[cold]
     #[inline(never)]
-    fn relocate(&mut self, cur: Cursor, n: usize) -> Cursor {
-        let used = cur.pos - cur.start;
+    fn relocate(&mut self, chunk: ChunkId, start: usize, pos: usize, n: usize) -> Cursor {
+        let used = pos - start;
         let need = used
             .checked_add(n)
             .expect("format guard length overflows usize");
@@ -278,10 +331,10 @@ impl Scratch {
             need.next_power_of_two()
         };
         let new = self.acquire(cap);
-        let (from, to) = self.pair_mut(cur.chunk, new);
+        let (from, to) = self.pair_mut(chunk, new);
         to.bytes_mut(0, used)
-            .copy_from_slice(from.bytes(cur.start, used));
-        let old = cur.chunk;
+            .copy_from_slice(from.bytes(start, used));
+        let old = chunk;
         let c = &self.chunks[new as usize];
         let moved = Cursor {
             chunk: new,
@@ -290,7 +343,7 @@ impl Scratch {
             base: c.ptr,
             cap: c.cap,
         };
-        if old != self.tail {
+        if old != self.tail() {
             // An earlier relocation's chunk: only this guard used it.
             self.recycle(old);
         }
@@ -300,12 +353,12 @@ impl Scratch {
     /// Makes the guard's bytes `cur.chunk[cur.start..cur.pos]` committed.
     #[inline(always)]
     pub(crate) fn commit(&mut self, cur: &Cursor) {
-        if cur.chunk != self.tail {
+        if cur.chunk != self.tail() {
             self.retire_tail(cur.chunk);
         }
-        let c = &mut self.chunks[cur.chunk as usize];
-        debug_assert_eq!(c.filled, cur.start, "tail moved under an open guard");
-        c.filled = cur.pos;
+        debug_assert_eq!(self.window.pos, cur.start, "tail moved under an open guard");
+        self.window.start = cur.pos;
+        self.window.pos = cur.pos;
         self.unsent += cur.pos - cur.start;
     }
 
@@ -315,7 +368,8 @@ impl Scratch {
     #[cold]
     #[inline(never)]
     fn retire_tail(&mut self, new: ChunkId) {
-        let old = core::mem::replace(&mut self.tail, new);
+        let old = self.tail();
+        self.set_tail(new);
         if let Some(c) = self.chunks.get(old as usize) {
             if c.released == c.filled {
                 self.recycle(old);
@@ -323,10 +377,42 @@ impl Scratch {
         }
     }
 
+    /// True if `n` bytes fit behind the tail's committed bytes (false without a tail).
+    #[inline(always)]
+    pub(crate) fn fits_in_tail(&self, n: usize) -> bool {
+        // Without a tail the window has room for nothing.
+        self.window.cap - self.window.pos >= n
+    }
+
+    /// Copies `src` (not empty, and it [fits](Self::fits_in_tail)) behind the tail's committed
+    /// bytes and commits it, as a guard's `open`, `put_slice` and `commit` would, in one step;
+    /// returns the committed cursor.
+    #[inline(always)]
+    pub(crate) fn append(&mut self, src: &[u8]) -> Cursor {
+        debug_assert!(!src.is_empty() && self.fits_in_tail(src.len()));
+        // Field by field: a copy of the whole window went through a stack slot here (and
+        // the room was checked twice).
+        let w = &self.window;
+        let mut cur = Cursor {
+            chunk: w.chunk,
+            start: w.pos,
+            pos: w.pos,
+            base: w.base,
+            cap: w.cap,
+        };
+        self.reserve(&mut cur, src.len()).copy_from_slice(src);
+        // `commit` without its test for a relocated guard: the bytes are the tail's. (After the
+        // copy the compiler could not reuse the tail id it loaded before.)
+        self.window.start = cur.pos;
+        self.window.pos = cur.pos;
+        self.unsent += src.len();
+        cur
+    }
+
     /// Drops an open guard's bytes.
     #[inline(always)]
     pub(crate) fn abandon(&mut self, cur: &Cursor) {
-        if cur.chunk != self.tail {
+        if cur.chunk != self.tail() {
             self.recycle(cur.chunk);
         }
     }
@@ -350,7 +436,7 @@ impl Scratch {
     /// released, so reading them meanwhile is sound.
     #[inline]
     pub(crate) unsafe fn committed_iovec(&self, cur: &Cursor, from: usize) -> IoSlice<'static> {
-        debug_assert!(from <= cur.start && cur.pos <= self.chunks[cur.chunk as usize].filled);
+        debug_assert!(from <= cur.start && cur.pos <= self.filled(cur.chunk));
         // SAFETY: `from..cur.pos` lies in the live chunk `cur.chunk` (`pos <= cap` by the
         // `Cursor` invariant) and is committed (caller's contract); the pointer derives from the
         // chunk's raw base pointer, so later writes past `filled` do not invalidate it.
@@ -362,15 +448,16 @@ impl Scratch {
     /// `n` bytes of `chunk` were copied by the kernel: sent and released in one step.
     #[inline]
     pub(crate) fn consume(&mut self, chunk: ChunkId, n: usize) {
+        let filled = self.filled(chunk);
         let c = &mut self.chunks[chunk as usize];
         c.sent += n;
         c.released += n;
         debug_assert!(
-            c.sent <= c.filled,
+            c.sent <= filled,
             "scratch chunk sent past its filled cursor"
         );
         self.unsent -= n;
-        if c.released == c.filled {
+        if c.released == filled {
             self.drained(chunk);
         }
     }
@@ -378,10 +465,11 @@ impl Scratch {
     /// `n` bytes of `chunk` were accepted by the kernel and it keeps reading them until released.
     #[inline]
     pub(crate) fn mark_sent(&mut self, chunk: ChunkId, n: usize) {
+        let filled = self.filled(chunk);
         let c = &mut self.chunks[chunk as usize];
         c.sent += n;
         debug_assert!(
-            c.sent <= c.filled,
+            c.sent <= filled,
             "scratch chunk sent past its filled cursor"
         );
         self.unsent -= n;
@@ -391,6 +479,7 @@ impl Scratch {
     /// `n` sent bytes of `chunk` are no longer read by anyone; reuses the chunk once all are.
     #[inline]
     pub(crate) fn mark_released(&mut self, chunk: ChunkId, n: usize) {
+        let filled = self.filled(chunk);
         let c = &mut self.chunks[chunk as usize];
         c.released += n;
         debug_assert!(
@@ -398,7 +487,7 @@ impl Scratch {
             "scratch chunk released past its sent cursor"
         );
         self.held -= n;
-        if c.released == c.filled {
+        if c.released == filled {
             self.drained(chunk);
         }
     }
@@ -406,15 +495,17 @@ impl Scratch {
     /// Every committed byte of `chunk` is released: reuse it.
     #[inline]
     fn drained(&mut self, chunk: ChunkId) {
-        if chunk == self.tail && self.chunks[chunk as usize].cap <= self.chunk_size {
+        if chunk == self.tail() && self.chunks[chunk as usize].cap <= self.chunk_size {
             let c = &mut self.chunks[chunk as usize];
             c.filled = 0;
             c.sent = 0;
             c.released = 0;
+            self.window.start = 0;
+            self.window.pos = 0;
         } else {
-            if chunk == self.tail {
+            if chunk == self.tail() {
                 // An oversized tail (one large format): free it; the next guard opens a new tail.
-                self.tail = NO_TAIL;
+                self.set_tail(NO_TAIL);
             }
             self.recycle(chunk);
         }
@@ -425,13 +516,14 @@ impl Scratch {
         let mut unsent = 0;
         let mut held = 0;
         for (i, c) in self.chunks.iter().enumerate() {
-            if !(c.released <= c.sent && c.sent <= c.filled && c.filled <= c.cap) {
+            let filled = self.filled(i as ChunkId);
+            if !(c.released <= c.sent && c.sent <= filled && filled <= c.cap) {
                 return Err(format!(
-                    "scratch chunk {i}: cursors out of order (released {}, sent {}, filled {}, capacity {})",
-                    c.released, c.sent, c.filled, c.cap
+                    "scratch chunk {i}: cursors out of order (released {}, sent {}, filled {filled}, capacity {})",
+                    c.released, c.sent, c.cap
                 ));
             }
-            unsent += c.filled - c.sent;
+            unsent += filled - c.sent;
             held += c.sent - c.released;
         }
         if unsent != self.unsent || held != self.held {
@@ -440,8 +532,19 @@ impl Scratch {
                 self.unsent, self.held
             ));
         }
-        if self.tail != NO_TAIL && self.free.contains(&self.tail) {
-            return Err(format!("tail chunk {} is on the free list", self.tail));
+        let tail = self.tail();
+        if tail != NO_TAIL {
+            if self.free.contains(&tail) {
+                return Err(format!("tail chunk {tail} is on the free list"));
+            }
+            let c = &self.chunks[tail as usize];
+            let w = &self.window;
+            if (w.base, w.cap, w.start) != (c.ptr, c.cap, w.pos) {
+                return Err(format!(
+                    "tail window (base {:p}, capacity {}, {}..{}) is not chunk {tail} (base {:p}, capacity {})",
+                    w.base, w.cap, w.start, w.pos, c.ptr, c.cap
+                ));
+            }
         }
         Ok(())
     }
@@ -522,10 +625,11 @@ impl fmt::Debug for Scratch {
         let cursors: Vec<_> = self
             .chunks
             .iter()
-            .map(|c| (c.released, c.sent, c.filled, c.cap))
+            .enumerate()
+            .map(|(i, c)| (c.released, c.sent, self.filled(i as ChunkId), c.cap))
             .collect();
         f.debug_struct("Scratch")
-            .field("tail", &self.tail)
+            .field("tail", &self.tail())
             .field("free", &self.free)
             .field("unsent", &self.unsent)
             .field("held", &self.held)

@@ -249,32 +249,49 @@ impl SegmentQueue {
             self.head += 1;
             // The copying case releases the segment now, with nothing earlier held for it.
             let now = mode == Release::OnSend && self.front_sent_held == 0;
-            let meta = self.metas[h];
-            let owner = match meta {
-                Meta::Scratch(chunk) => {
-                    if now {
-                        scratch.consume(chunk, rem);
-                    }
-                    None
-                }
-                Meta::Pinned => Some(self.owners.pop_front().expect("a pinned segment's owner")),
-            };
-            if self.head == self.iovs.len() {
-                self.iovs.clear();
-                self.metas.clear();
-                self.head = 0;
-                self.run = NO_RUN;
-            }
             // Counted out and off the queue before a pinned value's `Drop` runs, so a panicking
-            // `Drop` leaves the queue consistent.
-            if now {
-                if let Some(owner) = owner {
+            // `Drop` leaves the queue consistent. (Each arm takes its owner itself: an
+            // `Option<Owner>` carried across cost a discriminant test per segment.)
+            let meta = self.metas[h];
+            match (meta, now) {
+                (Meta::Scratch(chunk), true) => {
+                    scratch.consume(chunk, rem);
+                    self.reset_if_drained();
+                }
+                (Meta::Pinned, true) => {
+                    let owner = self.pop_owner();
+                    self.reset_if_drained();
                     owner.release();
                 }
-            } else {
-                self.finish(meta, owner, rem, scratch, mode);
+                (Meta::Scratch(_), false) => {
+                    self.reset_if_drained();
+                    self.finish(meta, None, rem, scratch, mode);
+                }
+                (Meta::Pinned, false) => {
+                    let owner = self.pop_owner();
+                    self.reset_if_drained();
+                    self.finish(meta, Some(owner), rem, scratch, mode);
+                }
             }
         }
+    }
+
+    /// Empties the arrays once every pending segment is advanced past, so they are reused from
+    /// the start.
+    #[inline]
+    fn reset_if_drained(&mut self) {
+        if self.head == self.iovs.len() {
+            self.iovs.clear();
+            self.metas.clear();
+            self.head = 0;
+            self.run = NO_RUN;
+        }
+    }
+
+    /// The owner of the pinned segment just advanced past: the front of `owners`.
+    #[inline]
+    fn pop_owner(&mut self) -> Owner {
+        self.owners.pop_front().expect("a pinned segment's owner")
     }
 
     /// Accounts for `step` bytes sent from inside the front segment `h`.

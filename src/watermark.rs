@@ -146,6 +146,10 @@ pub(crate) struct Backpressure {
     /// `usize::MAX` while backed up or without marks. One compare on the hot path.
     high: usize,
     hard_limit: usize,
+    /// `min(high, hard_limit + 1)`: growing to less than this passes the hard limit and reaches
+    /// no high mark, so the usual commit or pin is one compare ([`grow`](Self::grow)).
+    /// Refreshed wherever `high` or `hard_limit` change.
+    quiet_below: usize,
     backed_up: bool,
     event: Option<Pressure>,
 }
@@ -156,6 +160,7 @@ impl Default for Backpressure {
             marks: None,
             high: usize::MAX,
             hard_limit: usize::MAX,
+            quiet_below: usize::MAX,
             backed_up: false,
             event: None,
         }
@@ -163,6 +168,37 @@ impl Default for Backpressure {
 }
 
 impl Backpressure {
+    /// Admits `n > 0` more bytes into a buffer that holds `held`: refuses them if they would
+    /// pass the hard limit (nothing changes then), and raises `High` if they reach the high
+    /// mark. Checks both on every call; below both (the usual case) that is one compare.
+    #[inline(always)]
+    pub(crate) fn grow(&mut self, held: usize, n: usize) -> Result<(), LimitError> {
+        debug_assert!(n > 0, "growing by nothing");
+        match held.checked_add(n) {
+            Some(total) if total < self.quiet_below => Ok(()),
+            _ => self.grow_near_a_limit(held, n),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_near_a_limit(&mut self, held: usize, n: usize) -> Result<(), LimitError> {
+        self.admit(held, n)?;
+        // Admitted, so `held + n <= hard_limit` does not overflow.
+        self.grew(n, held + n);
+        Ok(())
+    }
+
+    /// Sets the hard limit (`usize::MAX`: none).
+    pub(crate) fn set_hard_limit(&mut self, limit: usize) {
+        self.hard_limit = limit;
+        self.refresh();
+    }
+
+    fn refresh(&mut self) {
+        self.quiet_below = self.high.min(self.hard_limit.saturating_add(1));
+    }
+
     /// `added` bytes arrived; the buffer now holds `held`.
     ///
     /// Nothing happens when nothing was added: a crossing needs a change, so an empty commit
@@ -184,6 +220,7 @@ impl Backpressure {
                 if held <= marks.low {
                     self.backed_up = false;
                     self.high = marks.high;
+                    self.refresh();
                     self.event = Some(Pressure::Low);
                 }
             }
@@ -194,6 +231,7 @@ impl Backpressure {
     fn rise(&mut self) {
         self.backed_up = true;
         self.high = usize::MAX;
+        self.refresh();
         self.event = Some(Pressure::High);
     }
 
@@ -220,6 +258,7 @@ impl Backpressure {
             Some(m) if !backed_up => m.high,
             _ => usize::MAX,
         };
+        self.refresh();
     }
 
     /// Checks that `n` more bytes fit under the hard limit.
@@ -306,7 +345,8 @@ impl WriteBuffer {
     /// assert_eq!(buf.hard_limit(), Some(1 << 20));
     /// ```
     pub fn set_hard_limit(&mut self, limit: Option<usize>) {
-        self.backpressure_mut().hard_limit = limit.unwrap_or(usize::MAX);
+        self.backpressure_mut()
+            .set_hard_limit(limit.unwrap_or(usize::MAX));
     }
 
     /// The hard limit, if set.

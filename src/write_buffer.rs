@@ -265,6 +265,19 @@ impl WriteBuffer {
     #[inline]
     fn emptiness(&self) -> Result<bool, String> {
         let empty = self.queue.quick_empty()?;
+        if !empty && !cfg!(debug_assertions) {
+            // Answering "not empty" needs no proof: a disagreement found below would answer
+            // "not empty" too in a release build, so there the cross-check runs only before
+            // claiming emptiness. Debug builds run it always, to report a disagreement, and
+            // `check_invariants` always does.
+            return Ok(false);
+        }
+        self.cross_check(empty)
+    }
+
+    /// The scratch cursors against the queue's counts, given the queue's answer `empty`.
+    #[inline]
+    fn cross_check(&self, empty: bool) -> Result<bool, String> {
         if self.scratch.unsent() > self.queue.len() || self.scratch.held() > self.queue.held_len() {
             return Err(format!(
                 "scratch has {} unsent / {} held bytes but the queue has {} / {}",
@@ -309,7 +322,8 @@ impl WriteBuffer {
             .queue
             .audit()
             .and_then(|()| self.scratch.audit())
-            .and_then(|()| self.emptiness().map(|_| ()));
+            .and_then(|()| self.queue.quick_empty())
+            .and_then(|empty| self.cross_check(empty).map(|_| ()));
         if let Err(why) = result {
             panic!("sendbuf: WriteBuffer invariant broken: {why}\nstate: {self:#?}");
         }
@@ -374,10 +388,29 @@ impl WriteBuffer {
     /// ```
     #[inline]
     pub fn try_put_slice(&mut self, src: &[u8]) -> Result<(), LimitError> {
-        if src.is_empty() {
+        let n = src.len();
+        if n == 0 {
             return Ok(());
         }
-        // The guard's commit is the one hard-limit check; on failure it rolls the bytes back.
+        // Straight into the tail, without a guard: this is how every small value that
+        // `pin`/`pin_cloned` flattens is copied.
+        // Limits first: their rare out-of-line path would otherwise make the compiler check
+        // the tail's room twice.
+        self.backpressure.grow(self.held_bytes(), n)?;
+        if !self.scratch.fits_in_tail(n) {
+            // Admitted already; the guard's commit admits the same bytes again.
+            return self.put_slice_through_guard(src);
+        }
+        let cur = self.scratch.append(src);
+        self.queue.push_scratch(&self.scratch, &cur);
+        Ok(())
+    }
+
+    /// [`try_put_slice`](Self::try_put_slice) when `src` does not fit in the tail chunk (or
+    /// there is none): a guard moves the bytes to a new chunk.
+    #[inline(never)]
+    fn put_slice_through_guard(&mut self, src: &[u8]) -> Result<(), LimitError> {
+        // The guard's commit checks the hard limit again; on failure it rolls the bytes back.
         let mut f = self.format();
         f.put_slice(src);
         f.try_commit()
@@ -513,7 +546,10 @@ impl WriteBuffer {
         V: AsRef<[u8]> + Clone + Send + 'static,
     {
         let len = value.as_ref().len();
-        if len < self.flatten_below || len == 0 {
+        if len == 0 {
+            return Ok(());
+        }
+        if len < self.flatten_below {
             return self.try_put_slice(value.as_ref());
         }
         self.try_push_pinned(len, || value.clone())
@@ -530,12 +566,10 @@ impl WriteBuffer {
     where
         V: AsRef<[u8]> + Send + 'static,
     {
-        let held = self.held_bytes();
-        self.backpressure.admit(held, len)?;
+        self.backpressure.grow(self.held_bytes(), len)?;
         let owner = Owner::new(value());
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
-        self.backpressure.grew(len, held + len);
         Ok(())
     }
 
@@ -746,12 +780,10 @@ impl WriteBuffer {
     /// Queues the bytes of a committing guard (not empty) if they fit under the hard limit.
     #[inline(always)]
     pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), LimitError> {
-        let n = cur.pos - cur.start;
-        let held = self.held_bytes();
-        self.backpressure.admit(held, n)?;
+        self.backpressure
+            .grow(self.held_bytes(), cur.pos - cur.start)?;
         self.scratch.commit(cur);
         self.queue.push_scratch(&self.scratch, cur);
-        self.backpressure.grew(n, held + n);
         Ok(())
     }
 }

@@ -243,6 +243,39 @@ fn headers_that_cross_a_chunk_stay_whole() {
     }
 }
 
+#[test]
+fn put_slice_extends_the_pending_run_until_the_chunk_is_full_then_moves_on() {
+    let mut buf = WriteBuffer::with_capacity(64);
+    buf.put_slice(&[1; 40]);
+    buf.put_slice(&[2; 24]); // fills the chunk exactly: the same iovec
+    assert_eq!(chunk_list(&buf), [[[1; 40].as_slice(), &[2; 24]].concat()]);
+    buf.put_slice(&[3; 10]); // does not fit behind: a new chunk, a new iovec
+    assert_eq!(buf.segments(), 2);
+    buf.put_slice(&[4; 5]); // behind it
+    assert_eq!(chunk_list(&buf)[1], [[3; 10].as_slice(), &[4; 5]].concat());
+    buf.check_invariants();
+
+    // A pinned value ends the run: what follows is a new iovec even in the same chunk.
+    buf.pin(vec![5u8; 2000]); // above the flatten threshold
+    buf.put_slice(&[6; 3]);
+    assert_eq!(buf.segments(), 4);
+    assert_eq!(chunk_list(&buf)[3], [6; 3]);
+
+    // After a partial write the run's rest is still extended in place.
+    buf.advance(64 + 15 + 2000 + 1);
+    buf.put_slice(&[7; 2]);
+    assert_eq!(chunk_list(&buf), [vec![6, 6, 7, 7]]);
+    buf.advance(4);
+    assert!(buf.is_empty());
+    buf.check_invariants();
+
+    // A slice larger than a chunk gets a chunk of its own size.
+    buf.put_slice(&[8; 200]);
+    assert_eq!(pending(&buf), [8; 200]);
+    assert_eq!(drain(&mut buf), [8; 200]);
+    assert!(buf.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Text.
 // ---------------------------------------------------------------------------------------------

@@ -123,6 +123,92 @@ fn the_hard_limit_errs_and_leaves_the_buffer_usable() {
 }
 
 #[test]
+fn the_hard_limit_and_the_high_mark_are_each_checked_whichever_comes_first() {
+    // Every way bytes arrive: a guard's commit, `put_slice` (copied straight into the tail),
+    // a small value copied by `pin`, a pinned value.
+    let mut buf = marked(10, 2000);
+    buf.set_hard_limit(Some(1500));
+    buf.put_slice(&[1; 400]);
+    let mut f = buf.format();
+    f.put_slice(&[2; 99]);
+    f.commit();
+    buf.pin(vec![3u8; 1000]); // pinned: 1499
+    buf.pin(vec![4u8; 1]); // copied: 1500, exactly the limit
+    assert_eq!(buf.len(), 1500);
+    assert_eq!(buf.take_pressure_event(), None, "below the high mark");
+    assert!(buf.try_put_slice(&[5; 1]).is_err());
+    assert!(buf.try_pin(vec![5u8; 1]).is_err());
+    assert!(buf.try_pin(vec![5u8; 2000]).is_err());
+    let mut f = buf.format();
+    f.put_u8(5);
+    assert!(f.try_commit().is_err());
+    assert_eq!(buf.len(), 1500);
+
+    // The limit raised above the mark: reaching the mark raises `High`, and the limit still
+    // holds while backed up.
+    buf.set_hard_limit(Some(3000));
+    buf.put_slice(&[6; 499]);
+    assert_eq!(buf.take_pressure_event(), None);
+    buf.put_slice(&[6; 1]); // 2000
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+    buf.pin(vec![7u8; 1000]); // 3000
+    assert_eq!(buf.take_pressure_event(), None);
+    assert!(buf.try_put_slice(&[8; 1]).is_err());
+
+    // Drained to the low mark: `Low`, and the high mark is armed again.
+    buf.advance(2990);
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+    buf.put_slice(&[9; 1989]); // 1999
+    assert_eq!(buf.take_pressure_event(), None);
+    let mut f = buf.format();
+    f.put_u8(9); // 2000
+    f.commit();
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+
+    // Without a limit and marks, anything fits and nothing is reported.
+    buf.set_hard_limit(None);
+    buf.set_watermarks(None);
+    assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+    buf.pin(vec![0u8; 100_000]);
+    buf.put_slice(&[0; 10_000]);
+    assert_eq!(buf.take_pressure_event(), None);
+    assert_eq!(buf.len(), 112_000);
+    buf.check_invariants();
+}
+
+#[test]
+fn a_refused_guard_that_moved_to_a_larger_chunk_gives_that_chunk_back() {
+    // 64-byte chunks: the guard's bytes do not fit behind the 40 pending ones, move to a new
+    // chunk, then to a 128-byte one; the hard limit refuses the commit.
+    let mut buf = WriteBuffer::with_capacity(64);
+    buf.set_hard_limit(Some(100));
+    buf.put_slice(&[b'a'; 40]);
+    let mut f = buf.format();
+    f.put_slice(&[b'b'; 30]);
+    f.put_slice(&[b'c'; 80]);
+    assert_eq!(f.len(), 110);
+    let err = f.try_commit().unwrap_err();
+    assert_eq!((err.requested, err.held), (110, 40));
+    assert_eq!(pending(&buf), vec![b'a'; 40]);
+    buf.check_invariants();
+    assert!(
+        buf.capacity() < 64 + 128,
+        "the oversized chunk the guard moved to is kept: {} bytes of scratch",
+        buf.capacity()
+    );
+
+    // The tail is still the one the pending bytes are in: the next commit extends them.
+    buf.put_slice(&[b'd'; 20]);
+    assert_eq!(buf.segments(), 1);
+    let mut expected = vec![b'a'; 40];
+    expected.extend_from_slice(&[b'd'; 20]);
+    assert_eq!(pending(&buf), expected);
+    buf.advance(60);
+    assert!(buf.is_empty());
+    buf.check_invariants();
+}
+
+#[test]
 #[should_panic(expected = "would pass its hard limit of 8 bytes (use the try_ methods")]
 fn infallible_commit_past_the_hard_limit_panics() {
     let mut buf = WriteBuffer::new();
