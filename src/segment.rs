@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::mem::ManuallyDrop;
 
 use crate::pinned::Owner;
 use crate::scratch::{ChunkId, Cursor, Scratch};
@@ -72,7 +73,7 @@ pub(crate) struct SegmentQueue {
     iovs: Vec<IoSlice<'static>>,
     metas: Vec<Meta>,
     /// Owners of the pending pinned segments, in queue order.
-    owners: VecDeque<Owner>,
+    owners: OwnerFifo,
     head: usize,
     held: VecDeque<Held>,
     /// Bytes sent but not released.
@@ -103,7 +104,7 @@ impl Default for SegmentQueue {
         SegmentQueue {
             iovs: Vec::new(),
             metas: Vec::new(),
-            owners: VecDeque::new(),
+            owners: OwnerFifo::default(),
             head: 0,
             held: VecDeque::new(),
             held_len: 0,
@@ -187,12 +188,12 @@ impl SegmentQueue {
             // compile time when `pin` is inlined, which skips a `match` on the stored owner).
             let bytes = owner.bytes();
             let raw = (bytes.as_ptr(), bytes.len());
-            self.owners.push_back(owner);
+            self.owners.push(owner);
             raw
         } else {
             // Take the pointer only once the owner sits where it stays until released.
-            self.owners.push_back(owner);
-            let bytes = self.owners.back().expect("just pushed an owner").bytes();
+            self.owners.push(owner);
+            let bytes = self.owners.back().bytes();
             (bytes.as_ptr(), bytes.len())
         };
         // SAFETY: the bytes are owned by (or `'static` for) `owner`, which stays in `owners`
@@ -259,9 +260,10 @@ impl SegmentQueue {
                     self.reset_if_drained();
                 }
                 (Meta::Pinned, true) => {
-                    let owner = self.pop_owner();
+                    // Released where it sits (no move through the stack); the arrays are
+                    // reset after, and a panicking `Drop` leaves them consistent, if unreset.
+                    self.owners.release_front();
                     self.reset_if_drained();
-                    owner.release();
                 }
                 (Meta::Scratch(_), false) => {
                     self.reset_if_drained();
@@ -285,13 +287,15 @@ impl SegmentQueue {
             self.metas.clear();
             self.head = 0;
             self.run = NO_RUN;
+            // Every pending pinned segment is advanced past, so every owner was popped.
+            self.owners.reset();
         }
     }
 
     /// The owner of the pinned segment just advanced past: the front of `owners`.
     #[inline]
     fn pop_owner(&mut self) -> Owner {
-        self.owners.pop_front().expect("a pinned segment's owner")
+        self.owners.pop()
     }
 
     /// Accounts for `step` bytes sent from inside the front segment `h`.
@@ -397,7 +401,7 @@ impl SegmentQueue {
         if self.front_sent_held > 0 {
             // The partly sent front segment is pinned, so its owner is the first one.
             debug_assert_eq!(self.metas[self.head], Meta::Pinned);
-            core::mem::forget(self.owners.pop_front());
+            core::mem::forget(self.owners.pop());
             self.front_sent_held = 0;
         }
         self.held_len = 0;
@@ -409,7 +413,7 @@ impl SegmentQueue {
         debug_assert!(self.quick_empty() == Ok(true));
         self.iovs = Vec::new();
         self.metas = Vec::new();
-        self.owners = VecDeque::new();
+        self.owners = OwnerFifo::default();
         self.head = 0;
         self.run = NO_RUN;
         self.held = VecDeque::new();
@@ -474,7 +478,7 @@ impl SegmentQueue {
             .iter()
             .zip(self.io_slices())
             .filter(|(m, _)| **m == Meta::Pinned)
-            .zip(&self.owners)
+            .zip(self.owners.iter())
             .all(|((_, iov), owner)| {
                 let bytes = owner.bytes();
                 let (start, end) = (bytes.as_ptr().addr(), bytes.as_ptr().addr() + bytes.len());
@@ -508,5 +512,184 @@ impl SegmentQueue {
             ));
         }
         self.quick_empty().map(|_| ())
+    }
+}
+
+/// The owners of the pending pinned values, first in, first out: a `Vec` and the index of its
+/// front, so a push is a `Vec::push` and a pop a read and an increment (a `VecDeque` wraps its
+/// index on both). Spent slots are reclaimed when the queue drains ([`reset`](Self::reset)) or,
+/// on a queue that never drains, by compaction when the `Vec` is full, as for the iovecs.
+///
+/// Invariant: `slots[head..]` are live owners; `slots[..head]` were moved out by
+/// [`pop`](Self::pop) and are never read or dropped again (hence `ManuallyDrop`).
+#[derive(Debug, Default)]
+struct OwnerFifo {
+    slots: Vec<ManuallyDrop<Owner>>,
+    head: usize,
+}
+
+impl OwnerFifo {
+    #[inline]
+    fn len(&self) -> usize {
+        self.slots.len() - self.head
+    }
+
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Appends `owner`.
+    #[inline]
+    fn push(&mut self, owner: Owner) {
+        if self.slots.len() == self.slots.capacity() && self.head * 2 >= self.slots.len() {
+            self.compact();
+        }
+        self.slots.push(ManuallyDrop::new(owner));
+    }
+
+    /// The owner pushed last.
+    #[inline]
+    fn back(&self) -> &Owner {
+        self.slots.last().expect("an owner is queued")
+    }
+
+    /// Drops the spent front slots (owners already moved out: nothing runs) instead of growing.
+    #[cold]
+    #[inline(never)]
+    fn compact(&mut self) {
+        self.slots.drain(..self.head);
+        self.head = 0;
+    }
+
+    /// Takes the front owner.
+    ///
+    /// # Panics
+    ///
+    /// If no owner is queued (a bug of the segment queue: a pinned segment without its owner).
+    #[inline]
+    fn pop(&mut self) -> Owner {
+        let slot = &mut self.slots[self.head];
+        // SAFETY: `slots[head]` is live (the invariant, and the index is in bounds); moving
+        // `head` past it right after marks it spent, so it is never read or dropped again.
+        let owner = unsafe { ManuallyDrop::take(slot) };
+        self.head += 1;
+        owner
+    }
+
+    /// Releases the front owner where it sits, after marking its slot spent: a panicking
+    /// `Drop` leaves the FIFO consistent.
+    ///
+    /// # Panics
+    ///
+    /// If no owner is queued (a bug of the segment queue), or if the value's `Drop` panics.
+    #[inline]
+    fn release_front(&mut self) {
+        let h = self.head;
+        let slot = &mut self.slots[h];
+        self.head = h + 1;
+        match &mut **slot {
+            Owner::Static(_) => {}
+            // SAFETY (both arms): `slots[h]` was live (the invariant, and the index is in
+            // bounds) and is spent now that `head` is past it, so it is dropped exactly once
+            // and never read again. (The `Arc` arm drops inline, as `Owner::release` does.)
+            Owner::Arc(arc) => unsafe { core::ptr::drop_in_place(arc) },
+            _ => unsafe { ManuallyDrop::drop(slot) },
+        }
+    }
+
+    /// Forgets the spent slots once every owner is popped, so the `Vec` is reused from the start.
+    #[inline]
+    fn reset(&mut self) {
+        debug_assert_eq!(self.len(), 0, "owners left in a drained queue");
+        // `ManuallyDrop` slots: clearing runs no drop (and every slot is spent anyway).
+        self.slots.clear();
+        self.head = 0;
+    }
+
+    /// The live owners, front first.
+    fn iter(&self) -> impl Iterator<Item = &Owner> + '_ {
+        self.slots[self.head..].iter().map(|o| &**o)
+    }
+}
+
+impl Drop for OwnerFifo {
+    fn drop(&mut self) {
+        for slot in &mut self.slots[self.head..] {
+            // SAFETY: `slots[head..]` are live and, being dropped with the queue, never used
+            // again; `slots[..head]` (moved out) are not touched.
+            unsafe { ManuallyDrop::drop(slot) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn arc(byte: u8) -> Arc<[u8]> {
+        Arc::from(&[byte; 8][..])
+    }
+
+    #[test]
+    fn owner_fifo_is_first_in_first_out_and_drops_each_owner_once() {
+        let values: Vec<Arc<[u8]>> = (0..5).map(arc).collect();
+        let mut fifo = OwnerFifo::default();
+        for v in &values {
+            fifo.push(Owner::new(Arc::clone(v)));
+        }
+        assert_eq!(fifo.back().bytes(), &values[4][..]);
+        assert_eq!(fifo.pop().bytes(), &values[0][..]);
+        fifo.release_front();
+        assert_eq!(Arc::strong_count(&values[1]), 1, "released in place");
+        assert_eq!(fifo.len(), 3);
+        let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
+        assert_eq!(live, [&values[2][..], &values[3][..], &values[4][..]]);
+        // Dropping the FIFO drops the live owners only (the popped one was dropped by the test).
+        drop(fifo);
+        for v in &values {
+            assert_eq!(Arc::strong_count(v), 1, "every owner dropped exactly once");
+        }
+    }
+
+    #[test]
+    fn owner_fifo_compacts_instead_of_growing_when_it_never_drains() {
+        let value = arc(7);
+        let mut fifo = OwnerFifo::default();
+        for _ in 0..4 {
+            fifo.push(Owner::new(Arc::clone(&value)));
+        }
+        let capacity = fifo.capacity();
+        let mut next = 4usize;
+        for _ in 0..10 * capacity {
+            fifo.release_front();
+            fifo.push(Owner::Static(if next % 2 == 0 { b"even" } else { b"odd" }));
+            next += 1;
+        }
+        // Compaction waits until the spent slots are half the `Vec`: at most one doubling.
+        let bounded = fifo.capacity();
+        assert!(
+            bounded <= 2 * capacity,
+            "grew to {bounded} for 4 live owners"
+        );
+        assert_eq!(fifo.len(), 4);
+        let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
+        let want: Vec<&[u8]> = (next - 4..next)
+            .map(|i| {
+                if i % 2 == 0 {
+                    &b"even"[..]
+                } else {
+                    &b"odd"[..]
+                }
+            })
+            .collect();
+        assert_eq!(live, want, "order kept across compactions");
+        assert_eq!(Arc::strong_count(&value), 1, "the first four released");
+        for _ in 0..4 {
+            fifo.release_front();
+        }
+        fifo.reset();
+        assert_eq!((fifo.len(), fifo.capacity()), (0, bounded));
     }
 }
