@@ -236,6 +236,12 @@ impl SegmentQueue {
     #[inline]
     pub(crate) fn advance(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
         debug_assert!(n <= self.len());
+        if mode == Release::OnSend && self.front_sent_held == 0 {
+            // The copying case: every segment passed is released now, and nothing in this
+            // loop can make a later one partly held.
+            self.advance_copied(n, scratch);
+            return;
+        }
         while n > 0 {
             let h = self.head;
             let rem = self.iovs[h].len();
@@ -276,6 +282,47 @@ impl SegmentQueue {
                 }
             }
         }
+    }
+
+    /// [`advance`](Self::advance) with copying sends and no pinned front value partly held:
+    /// each segment passed is counted out, moved past and released at once. One pass over
+    /// the pending slices (no per-segment bounds checks or mode tests); the arrays are reset
+    /// once, at the end.
+    #[inline]
+    fn advance_copied(&mut self, mut n: usize, scratch: &mut Scratch) {
+        debug_assert!(self.front_sent_held == 0);
+        if n == 0 {
+            return;
+        }
+        let start = self.head;
+        let iovs = &mut self.iovs[start..];
+        let metas = &self.metas[start..start + iovs.len()];
+        for (iov, meta) in iovs.iter_mut().zip(metas) {
+            let rem = iov.len();
+            if n < rem {
+                // `n > 0`: the loop stops once `n` reaches 0, and it did not start at 0.
+                self.bytes_out += n as u64;
+                iov.advance(n);
+                if let Meta::Scratch(chunk) = *meta {
+                    scratch.consume(chunk, n);
+                }
+                return;
+            }
+            // Counted out and off the queue before a pinned value's `Drop` runs, so a
+            // panicking `Drop` leaves the queue consistent (if not yet reset).
+            self.bytes_out += rem as u64;
+            self.head += 1;
+            n -= rem;
+            match *meta {
+                Meta::Scratch(chunk) => scratch.consume(chunk, rem),
+                Meta::Pinned => self.owners.release_front(),
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        debug_assert_eq!(n, 0, "advanced past what is pending");
+        self.reset_if_drained();
     }
 
     /// Empties the arrays once every pending segment is advanced past, so they are reused from

@@ -512,6 +512,43 @@ fn a_panicking_drop_leaves_the_buffer_consistent() {
     assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped twice");
 }
 
+/// The value whose `Drop` panics is the last one pending: the queue is then drained but its
+/// arrays are not yet reset (the reset comes after the release). The buffer must still be
+/// exactly empty, and reuse its arrays from where they are.
+#[test]
+fn a_panicking_drop_of_the_last_value_leaves_the_buffer_empty_and_usable() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut buf = WriteBuffer::new();
+    buf.set_flatten_threshold(512);
+    buf.put_slice(b"hdr");
+    buf.pin(PanicOnDrop {
+        bytes: vec![b'p'; 1000],
+        drops: drops.clone(),
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| buf.advance(1003)));
+    assert!(result.is_err(), "the value's drop panicked inside advance");
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    buf.check_invariants();
+    assert!(buf.is_empty());
+    assert_eq!((buf.len(), buf.segments()), (0, 0));
+
+    for round in 0..3u8 {
+        buf.put_slice(&[round; 5]);
+        buf.pin(vec![b'v'; 2000]);
+        buf.put_slice(b"end");
+        buf.check_invariants();
+        let mut want = vec![round; 5];
+        want.extend_from_slice(&[b'v'; 2000]);
+        want.extend_from_slice(b"end");
+        assert_eq!(drain(&mut buf), want);
+        assert!(buf.is_empty());
+    }
+    drop(buf);
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped twice");
+}
+
 #[test]
 fn write_buffer_is_send() {
     fn assert_send<T: Send>(_: &T) {}
