@@ -174,9 +174,13 @@ impl Backpressure {
     #[inline(always)]
     pub(crate) fn grow(&mut self, held: usize, n: usize) -> Result<(), LimitError> {
         debug_assert!(n > 0, "growing by nothing");
-        match held.checked_add(n) {
-            Some(total) if total < self.quiet_below => Ok(()),
-            _ => self.grow_near_a_limit(held, n),
+        // Saturating: an overflowing sum reads as `usize::MAX`, never below `quiet_below`, so
+        // it takes the cold path, which checks exactly (one add and a compare, no overflow
+        // branch).
+        if held.saturating_add(n) < self.quiet_below {
+            Ok(())
+        } else {
+            self.grow_near_a_limit(held, n)
         }
     }
 
