@@ -71,6 +71,8 @@ pub(crate) struct SegmentQueue {
     /// they point to outlives that borrow (pinned owners are dropped, scratch reused, only
     /// through `&mut self`).
     iovs: Vec<IoSlice<'static>>,
+    /// What each iovec points into. Invariant: as long as `iovs`, with at least its capacity
+    /// (segments are pushed only through [`push_segment`](Self::push_segment)).
     metas: Vec<Meta>,
     /// Owners of the pending pinned segments, in queue order.
     owners: OwnerFifo,
@@ -166,11 +168,9 @@ impl SegmentQueue {
             self.run.1 = cur.pos;
             return;
         }
-        self.maybe_compact();
         // SAFETY: `cur` was just committed; its bytes are released only after this segment.
-        self.iovs
-            .push(unsafe { scratch.committed_iovec(cur, cur.start) });
-        self.metas.push(Meta::Scratch(cur.chunk));
+        let iov = unsafe { scratch.committed_iovec(cur, cur.start) };
+        self.push_segment(iov, Meta::Scratch(cur.chunk));
         self.run = (cur.chunk, cur.pos);
     }
 
@@ -179,9 +179,7 @@ impl SegmentQueue {
     pub(crate) fn push_pinned(&mut self, owner: Owner, len: usize) {
         debug_assert!(len > 0 && owner.bytes().len() == len);
         self.count_in(len);
-        self.maybe_compact();
         self.run = NO_RUN;
-        self.metas.push(Meta::Pinned);
         let bytes = if owner.bytes_stay_put() {
             // Shared or static bytes: moving the owner into `owners` neither moves nor
             // invalidates them, so the pointer can be taken now (`bytes_stay_put` is known at
@@ -201,7 +199,30 @@ impl SegmentQueue {
         // (they live on the heap or are static), and the pointer was taken after the last move
         // that could invalidate it (`Owner::bytes_stay_put`).
         let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.0, bytes.1) });
-        self.iovs.push(iov);
+        self.push_segment(iov, Meta::Pinned);
+    }
+
+    /// Appends a pending segment: its iovec and, at the same index, its meta.
+    ///
+    /// The two arrays have one length and `metas` at least the capacity of `iovs` (only
+    /// [`make_room`](Self::make_room) grows them), so one capacity test covers both pushes.
+    #[inline(always)]
+    fn push_segment(&mut self, iov: IoSlice<'static>, meta: Meta) {
+        if self.iovs.len() == self.iovs.capacity() {
+            self.make_room();
+        }
+        let len = self.iovs.len();
+        debug_assert!(self.metas.len() == len && self.metas.capacity() > len);
+        // SAFETY: `len < iovs.capacity() <= metas.capacity()` (`make_room` ensured the first,
+        // the arrays' invariant the second) and both arrays are `len` long, so slot `len` of
+        // each is allocated and unused; it is written before the length covers it. Both are
+        // `Copy` types, so no drop is skipped or doubled.
+        unsafe {
+            self.iovs.as_mut_ptr().add(len).write(iov);
+            self.iovs.set_len(len + 1);
+            self.metas.as_mut_ptr().add(len).write(meta);
+            self.metas.set_len(len + 1);
+        }
     }
 
     #[inline]
@@ -209,24 +230,23 @@ impl SegmentQueue {
         self.bytes_in += n as u64;
     }
 
-    /// Drops advanced-past entries from the front instead of growing the arrays, once they are
-    /// at least half of them, so memory stays bounded on a connection whose queue never fully
-    /// drains (each compaction moves at most as many entries as it frees: amortised O(1)).
-    #[inline]
-    fn maybe_compact(&mut self) {
-        if self.iovs.len() == self.iovs.capacity() && self.head * 2 >= self.iovs.len() {
-            self.compact();
-        }
-    }
-
+    /// Makes room for one more segment in full arrays: drops advanced-past entries from the
+    /// front instead of growing, once they are at least half of them, so memory stays bounded
+    /// on a connection whose queue never fully drains (each compaction moves at most as many
+    /// entries as it frees: amortised O(1)); otherwise grows both arrays, `metas` to at least
+    /// the capacity of `iovs`.
     #[cold]
     #[inline(never)]
-    fn compact(&mut self) {
-        if self.head > 0 {
+    fn make_room(&mut self) {
+        if self.head > 0 && self.head * 2 >= self.iovs.len() {
             self.iovs.drain(..self.head);
             self.metas.drain(..self.head);
             self.head = 0;
+        } else {
+            self.iovs.reserve(1);
+            self.metas.reserve(self.iovs.capacity() - self.metas.len());
         }
+        debug_assert!(self.metas.capacity() >= self.iovs.capacity());
     }
 
     /// Moves past exactly `n <= len()` pending bytes.
