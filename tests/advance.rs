@@ -564,3 +564,53 @@ fn write_buffer_is_send() {
     .unwrap();
     assert_eq!(buf.len(), 500);
 }
+
+/// A queue that never fully drains, with a pinned value in every message: the segment arrays
+/// and the owners' FIFO compact instead of growing, the bytes come out in order, and each value
+/// is dropped exactly once.
+#[test]
+fn segment_arrays_stay_bounded_while_never_fully_drained() {
+    use sendbuf::BufferStealer as _;
+
+    let messages = if cfg!(miri) { 200 } else { 5_000 };
+    let mut buf = WriteBuffer::new();
+    buf.set_flatten_threshold(64);
+    let values: Vec<std::sync::Arc<[u8]>> = (0..4u8)
+        .map(|i| std::sync::Arc::from(&[i; 100][..]))
+        .collect();
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    let mut bounded = 0;
+    for i in 0..messages {
+        let header = [b'h', i as u8];
+        buf.put_slice(&header);
+        buf.pin_cloned(&values[i % 4]);
+        want.extend_from_slice(&header);
+        want.extend_from_slice(&values[i % 4]);
+        // Keep about three messages pending: write out all but the last 306 bytes.
+        if buf.len() > 306 {
+            let n = buf.len() - 306;
+            got.extend(pending(&buf).into_iter().take(n));
+            buf.advance(n);
+        }
+        buf.check_invariants();
+        if i == 100 {
+            bounded = buf.storage_bytes();
+        } else if i > 100 {
+            assert!(
+                buf.storage_bytes() <= bounded,
+                "grew to {} bytes (was {bounded}) with 3 messages pending",
+                buf.storage_bytes()
+            );
+        }
+    }
+    got.extend(drain(&mut buf));
+    assert_eq!(got, want);
+    for v in &values {
+        assert_eq!(
+            std::sync::Arc::strong_count(v),
+            1,
+            "a value not dropped once"
+        );
+    }
+}
