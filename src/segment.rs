@@ -142,7 +142,14 @@ impl SegmentQueue {
         &self.iovs[self.head..]
     }
 
+    /// Bytes ever committed or pinned.
+    #[inline]
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
     /// Totals: (bytes in, bytes out, bytes released).
+    #[inline]
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         (
             self.bytes_in,
