@@ -20,6 +20,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::IoSlice;
 use std::mem::ManuallyDrop;
 
@@ -596,7 +597,7 @@ impl SegmentQueue {
 ///
 /// Invariant: `slots[head..]` are live owners; `slots[..head]` were moved out by
 /// [`pop`](Self::pop) and are never read or dropped again (hence `ManuallyDrop`).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct OwnerFifo {
     slots: Vec<ManuallyDrop<Owner>>,
     head: usize,
@@ -687,6 +688,14 @@ impl OwnerFifo {
     }
 }
 
+/// Lists the live owners only: a spent slot's owner was moved out (and possibly dropped), so it
+/// must not be read, which a derived `Debug` would do.
+impl fmt::Debug for OwnerFifo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 impl Drop for OwnerFifo {
     fn drop(&mut self) {
         for slot in &mut self.slots[self.head..] {
@@ -720,6 +729,9 @@ mod tests {
         assert_eq!(fifo.len(), 3);
         let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
         assert_eq!(live, [&values[2][..], &values[3][..], &values[4][..]]);
+        // `Debug` shows the live owners only, never a spent slot.
+        let shown = format!("{fifo:?}");
+        assert_eq!(shown.matches("Owner").count(), 3, "{shown}");
         // Dropping the FIFO drops the live owners only (the popped one was dropped by the test).
         drop(fifo);
         for v in &values {
