@@ -20,7 +20,9 @@
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::IoSlice;
+use std::mem::ManuallyDrop;
 
 use crate::pinned::Owner;
 use crate::scratch::{ChunkId, Cursor, Scratch};
@@ -70,9 +72,11 @@ pub(crate) struct SegmentQueue {
     /// they point to outlives that borrow (pinned owners are dropped, scratch reused, only
     /// through `&mut self`).
     iovs: Vec<IoSlice<'static>>,
+    /// What each iovec points into. Invariant: as long as `iovs`, with at least its capacity
+    /// (segments are pushed only through [`push_segment`](Self::push_segment)).
     metas: Vec<Meta>,
     /// Owners of the pending pinned segments, in queue order.
-    owners: VecDeque<Owner>,
+    owners: OwnerFifo,
     head: usize,
     held: VecDeque<Held>,
     /// Bytes sent but not released.
@@ -103,7 +107,7 @@ impl Default for SegmentQueue {
         SegmentQueue {
             iovs: Vec::new(),
             metas: Vec::new(),
-            owners: VecDeque::new(),
+            owners: OwnerFifo::default(),
             head: 0,
             held: VecDeque::new(),
             held_len: 0,
@@ -139,7 +143,14 @@ impl SegmentQueue {
         &self.iovs[self.head..]
     }
 
+    /// Bytes ever committed or pinned.
+    #[inline]
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
     /// Totals: (bytes in, bytes out, bytes released).
+    #[inline]
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         (
             self.bytes_in,
@@ -165,11 +176,9 @@ impl SegmentQueue {
             self.run.1 = cur.pos;
             return;
         }
-        self.maybe_compact();
         // SAFETY: `cur` was just committed; its bytes are released only after this segment.
-        self.iovs
-            .push(unsafe { scratch.committed_iovec(cur, cur.start) });
-        self.metas.push(Meta::Scratch(cur.chunk));
+        let iov = unsafe { scratch.committed_iovec(cur, cur.start) };
+        self.push_segment(iov, Meta::Scratch(cur.chunk));
         self.run = (cur.chunk, cur.pos);
     }
 
@@ -178,21 +187,19 @@ impl SegmentQueue {
     pub(crate) fn push_pinned(&mut self, owner: Owner, len: usize) {
         debug_assert!(len > 0 && owner.bytes().len() == len);
         self.count_in(len);
-        self.maybe_compact();
         self.run = NO_RUN;
-        self.metas.push(Meta::Pinned);
         let bytes = if owner.bytes_stay_put() {
             // Shared or static bytes: moving the owner into `owners` neither moves nor
             // invalidates them, so the pointer can be taken now (`bytes_stay_put` is known at
             // compile time when `pin` is inlined, which skips a `match` on the stored owner).
             let bytes = owner.bytes();
             let raw = (bytes.as_ptr(), bytes.len());
-            self.owners.push_back(owner);
+            self.owners.push(owner);
             raw
         } else {
             // Take the pointer only once the owner sits where it stays until released.
-            self.owners.push_back(owner);
-            let bytes = self.owners.back().expect("just pushed an owner").bytes();
+            self.owners.push(owner);
+            let bytes = self.owners.back().bytes();
             (bytes.as_ptr(), bytes.len())
         };
         // SAFETY: the bytes are owned by (or `'static` for) `owner`, which stays in `owners`
@@ -200,7 +207,30 @@ impl SegmentQueue {
         // (they live on the heap or are static), and the pointer was taken after the last move
         // that could invalidate it (`Owner::bytes_stay_put`).
         let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.0, bytes.1) });
-        self.iovs.push(iov);
+        self.push_segment(iov, Meta::Pinned);
+    }
+
+    /// Appends a pending segment: its iovec and, at the same index, its meta.
+    ///
+    /// The two arrays have one length and `metas` at least the capacity of `iovs` (only
+    /// [`make_room`](Self::make_room) grows them), so one capacity test covers both pushes.
+    #[inline(always)]
+    fn push_segment(&mut self, iov: IoSlice<'static>, meta: Meta) {
+        if self.iovs.len() == self.iovs.capacity() {
+            self.make_room();
+        }
+        let len = self.iovs.len();
+        debug_assert!(self.metas.len() == len && self.metas.capacity() > len);
+        // SAFETY: `len < iovs.capacity() <= metas.capacity()` (`make_room` ensured the first,
+        // the arrays' invariant the second) and both arrays are `len` long, so slot `len` of
+        // each is allocated and unused; it is written before the length covers it. Both are
+        // `Copy` types, so no drop is skipped or doubled.
+        unsafe {
+            self.iovs.as_mut_ptr().add(len).write(iov);
+            self.iovs.set_len(len + 1);
+            self.metas.as_mut_ptr().add(len).write(meta);
+            self.metas.set_len(len + 1);
+        }
     }
 
     #[inline]
@@ -208,24 +238,23 @@ impl SegmentQueue {
         self.bytes_in += n as u64;
     }
 
-    /// Drops advanced-past entries from the front instead of growing the arrays, once they are
-    /// at least half of them, so memory stays bounded on a connection whose queue never fully
-    /// drains (each compaction moves at most as many entries as it frees: amortised O(1)).
-    #[inline]
-    fn maybe_compact(&mut self) {
-        if self.iovs.len() == self.iovs.capacity() && self.head * 2 >= self.iovs.len() {
-            self.compact();
-        }
-    }
-
+    /// Makes room for one more segment in full arrays: drops advanced-past entries from the
+    /// front instead of growing, once they are at least half of them, so memory stays bounded
+    /// on a connection whose queue never fully drains (each compaction moves at most as many
+    /// entries as it frees: amortised O(1)); otherwise grows both arrays, `metas` to at least
+    /// the capacity of `iovs`.
     #[cold]
     #[inline(never)]
-    fn compact(&mut self) {
-        if self.head > 0 {
+    fn make_room(&mut self) {
+        if self.head > 0 && self.head * 2 >= self.iovs.len() {
             self.iovs.drain(..self.head);
             self.metas.drain(..self.head);
             self.head = 0;
+        } else {
+            self.iovs.reserve(1);
+            self.metas.reserve(self.iovs.capacity() - self.metas.len());
         }
+        debug_assert!(self.metas.capacity() >= self.iovs.capacity());
     }
 
     /// Moves past exactly `n <= len()` pending bytes.
@@ -235,6 +264,12 @@ impl SegmentQueue {
     #[inline]
     pub(crate) fn advance(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
         debug_assert!(n <= self.len());
+        if mode == Release::OnSend && self.front_sent_held == 0 {
+            // The copying case: every segment passed is released now, and nothing in this
+            // loop can make a later one partly held.
+            self.advance_copied(n, scratch);
+            return;
+        }
         while n > 0 {
             let h = self.head;
             let rem = self.iovs[h].len();
@@ -259,9 +294,10 @@ impl SegmentQueue {
                     self.reset_if_drained();
                 }
                 (Meta::Pinned, true) => {
-                    let owner = self.pop_owner();
+                    // Released where it sits (no move through the stack); the arrays are
+                    // reset after, and a panicking `Drop` leaves them consistent, if unreset.
+                    self.owners.release_front();
                     self.reset_if_drained();
-                    owner.release();
                 }
                 (Meta::Scratch(_), false) => {
                     self.reset_if_drained();
@@ -276,6 +312,47 @@ impl SegmentQueue {
         }
     }
 
+    /// [`advance`](Self::advance) with copying sends and no pinned front value partly held:
+    /// each segment passed is counted out, moved past and released at once. One pass over
+    /// the pending slices (no per-segment bounds checks or mode tests); the arrays are reset
+    /// once, at the end.
+    #[inline]
+    fn advance_copied(&mut self, mut n: usize, scratch: &mut Scratch) {
+        debug_assert!(self.front_sent_held == 0);
+        if n == 0 {
+            return;
+        }
+        let start = self.head;
+        let iovs = &mut self.iovs[start..];
+        let metas = &self.metas[start..start + iovs.len()];
+        for (iov, meta) in iovs.iter_mut().zip(metas) {
+            let rem = iov.len();
+            if n < rem {
+                // `n > 0`: the loop stops once `n` reaches 0, and it did not start at 0.
+                self.bytes_out += n as u64;
+                iov.advance(n);
+                if let Meta::Scratch(chunk) = *meta {
+                    scratch.consume(chunk, n);
+                }
+                return;
+            }
+            // Counted out and off the queue before a pinned value's `Drop` runs, so a
+            // panicking `Drop` leaves the queue consistent (if not yet reset).
+            self.bytes_out += rem as u64;
+            self.head += 1;
+            n -= rem;
+            match *meta {
+                Meta::Scratch(chunk) => scratch.consume(chunk, rem),
+                Meta::Pinned => self.owners.release_front(),
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        debug_assert_eq!(n, 0, "advanced past what is pending");
+        self.reset_if_drained();
+    }
+
     /// Empties the arrays once every pending segment is advanced past, so they are reused from
     /// the start.
     #[inline]
@@ -285,13 +362,15 @@ impl SegmentQueue {
             self.metas.clear();
             self.head = 0;
             self.run = NO_RUN;
+            // Every pending pinned segment is advanced past, so every owner was popped.
+            self.owners.reset();
         }
     }
 
     /// The owner of the pinned segment just advanced past: the front of `owners`.
     #[inline]
     fn pop_owner(&mut self) -> Owner {
-        self.owners.pop_front().expect("a pinned segment's owner")
+        self.owners.pop()
     }
 
     /// Accounts for `step` bytes sent from inside the front segment `h`.
@@ -397,7 +476,7 @@ impl SegmentQueue {
         if self.front_sent_held > 0 {
             // The partly sent front segment is pinned, so its owner is the first one.
             debug_assert_eq!(self.metas[self.head], Meta::Pinned);
-            core::mem::forget(self.owners.pop_front());
+            core::mem::forget(self.owners.pop());
             self.front_sent_held = 0;
         }
         self.held_len = 0;
@@ -409,7 +488,7 @@ impl SegmentQueue {
         debug_assert!(self.quick_empty() == Ok(true));
         self.iovs = Vec::new();
         self.metas = Vec::new();
-        self.owners = VecDeque::new();
+        self.owners = OwnerFifo::default();
         self.head = 0;
         self.run = NO_RUN;
         self.held = VecDeque::new();
@@ -474,7 +553,7 @@ impl SegmentQueue {
             .iter()
             .zip(self.io_slices())
             .filter(|(m, _)| **m == Meta::Pinned)
-            .zip(&self.owners)
+            .zip(self.owners.iter())
             .all(|((_, iov), owner)| {
                 let bytes = owner.bytes();
                 let (start, end) = (bytes.as_ptr().addr(), bytes.as_ptr().addr() + bytes.len());
@@ -508,5 +587,195 @@ impl SegmentQueue {
             ));
         }
         self.quick_empty().map(|_| ())
+    }
+}
+
+/// The owners of the pending pinned values, first in, first out: a `Vec` and the index of its
+/// front, so a push is a `Vec::push` and a pop a read and an increment (a `VecDeque` wraps its
+/// index on both). Spent slots are reclaimed when the queue drains ([`reset`](Self::reset)) or,
+/// on a queue that never drains, by compaction when the `Vec` is full, as for the iovecs.
+///
+/// Invariant: `slots[head..]` are live owners; `slots[..head]` were moved out by
+/// [`pop`](Self::pop) and are never read or dropped again (hence `ManuallyDrop`).
+#[derive(Default)]
+struct OwnerFifo {
+    slots: Vec<ManuallyDrop<Owner>>,
+    head: usize,
+}
+
+impl OwnerFifo {
+    #[inline]
+    fn len(&self) -> usize {
+        self.slots.len() - self.head
+    }
+
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Appends `owner`.
+    #[inline]
+    fn push(&mut self, owner: Owner) {
+        if self.slots.len() == self.slots.capacity() && self.head * 2 >= self.slots.len() {
+            self.compact();
+        }
+        self.slots.push(ManuallyDrop::new(owner));
+    }
+
+    /// The owner pushed last.
+    #[inline]
+    fn back(&self) -> &Owner {
+        self.slots.last().expect("an owner is queued")
+    }
+
+    /// Drops the spent front slots (owners already moved out: nothing runs) instead of growing.
+    #[cold]
+    #[inline(never)]
+    fn compact(&mut self) {
+        self.slots.drain(..self.head);
+        self.head = 0;
+    }
+
+    /// Takes the front owner.
+    ///
+    /// # Panics
+    ///
+    /// If no owner is queued (a bug of the segment queue: a pinned segment without its owner).
+    #[inline]
+    fn pop(&mut self) -> Owner {
+        let slot = &mut self.slots[self.head];
+        // SAFETY: `slots[head]` is live (the invariant, and the index is in bounds); moving
+        // `head` past it right after marks it spent, so it is never read or dropped again.
+        let owner = unsafe { ManuallyDrop::take(slot) };
+        self.head += 1;
+        owner
+    }
+
+    /// Releases the front owner where it sits, after marking its slot spent: a panicking
+    /// `Drop` leaves the FIFO consistent.
+    ///
+    /// # Panics
+    ///
+    /// If no owner is queued (a bug of the segment queue), or if the value's `Drop` panics.
+    #[inline]
+    fn release_front(&mut self) {
+        let h = self.head;
+        let slot = &mut self.slots[h];
+        self.head = h + 1;
+        match &mut **slot {
+            Owner::Static(_) => {}
+            // SAFETY (both arms): `slots[h]` was live (the invariant, and the index is in
+            // bounds) and is spent now that `head` is past it, so it is dropped exactly once
+            // and never read again. (The `Arc` arm drops inline, as `Owner::release` does.)
+            Owner::Arc(arc) => unsafe { core::ptr::drop_in_place(arc) },
+            _ => unsafe { ManuallyDrop::drop(slot) },
+        }
+    }
+
+    /// Forgets the spent slots once every owner is popped, so the `Vec` is reused from the start.
+    #[inline]
+    fn reset(&mut self) {
+        debug_assert_eq!(self.len(), 0, "owners left in a drained queue");
+        // `ManuallyDrop` slots: clearing runs no drop (and every slot is spent anyway).
+        self.slots.clear();
+        self.head = 0;
+    }
+
+    /// The live owners, front first.
+    fn iter(&self) -> impl Iterator<Item = &Owner> + '_ {
+        self.slots[self.head..].iter().map(|o| &**o)
+    }
+}
+
+/// Lists the live owners only: a spent slot's owner was moved out (and possibly dropped), so it
+/// must not be read, which a derived `Debug` would do.
+impl fmt::Debug for OwnerFifo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Drop for OwnerFifo {
+    fn drop(&mut self) {
+        for slot in &mut self.slots[self.head..] {
+            // SAFETY: `slots[head..]` are live and, being dropped with the queue, never used
+            // again; `slots[..head]` (moved out) are not touched.
+            unsafe { ManuallyDrop::drop(slot) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn arc(byte: u8) -> Arc<[u8]> {
+        Arc::from(&[byte; 8][..])
+    }
+
+    #[test]
+    fn owner_fifo_is_first_in_first_out_and_drops_each_owner_once() {
+        let values: Vec<Arc<[u8]>> = (0..5).map(arc).collect();
+        let mut fifo = OwnerFifo::default();
+        for v in &values {
+            fifo.push(Owner::new(Arc::clone(v)));
+        }
+        assert_eq!(fifo.back().bytes(), &values[4][..]);
+        assert_eq!(fifo.pop().bytes(), &values[0][..]);
+        fifo.release_front();
+        assert_eq!(Arc::strong_count(&values[1]), 1, "released in place");
+        assert_eq!(fifo.len(), 3);
+        let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
+        assert_eq!(live, [&values[2][..], &values[3][..], &values[4][..]]);
+        // `Debug` shows the live owners only, never a spent slot.
+        let shown = format!("{fifo:?}");
+        assert_eq!(shown.matches("Owner").count(), 3, "{shown}");
+        // Dropping the FIFO drops the live owners only (the popped one was dropped by the test).
+        drop(fifo);
+        for v in &values {
+            assert_eq!(Arc::strong_count(v), 1, "every owner dropped exactly once");
+        }
+    }
+
+    #[test]
+    fn owner_fifo_compacts_instead_of_growing_when_it_never_drains() {
+        let value = arc(7);
+        let mut fifo = OwnerFifo::default();
+        for _ in 0..4 {
+            fifo.push(Owner::new(Arc::clone(&value)));
+        }
+        let capacity = fifo.capacity();
+        let mut next = 4usize;
+        for _ in 0..10 * capacity {
+            fifo.release_front();
+            fifo.push(Owner::Static(if next % 2 == 0 { b"even" } else { b"odd" }));
+            next += 1;
+        }
+        // Compaction waits until the spent slots are half the `Vec`: at most one doubling.
+        let bounded = fifo.capacity();
+        assert!(
+            bounded <= 2 * capacity,
+            "grew to {bounded} for 4 live owners"
+        );
+        assert_eq!(fifo.len(), 4);
+        let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
+        let want: Vec<&[u8]> = (next - 4..next)
+            .map(|i| {
+                if i % 2 == 0 {
+                    &b"even"[..]
+                } else {
+                    &b"odd"[..]
+                }
+            })
+            .collect();
+        assert_eq!(live, want, "order kept across compactions");
+        assert_eq!(Arc::strong_count(&value), 1, "the first four released");
+        for _ in 0..4 {
+            fifo.release_front();
+        }
+        fifo.reset();
+        assert_eq!((fifo.len(), fifo.capacity()), (0, bounded));
     }
 }

@@ -150,6 +150,13 @@ pub(crate) struct Backpressure {
     /// no high mark, so the usual commit or pin is one compare ([`grow`](Self::grow)).
     /// Refreshed wherever `high` or `hard_limit` change.
     quiet_below: usize,
+    /// Bytes the buffer answered for and no longer does (sent and released), as last told by
+    /// [`drained`](Self::drained). It only grows, so a stale value is too low, never too high.
+    gone: u64,
+    /// `gone + quiet_below`: the same quiet bound in the units of the queue's total of bytes
+    /// ever queued (`bytes_in`). As `gone` it can be stale only on the low side, which sends a
+    /// commit to the exact cold path, never past a limit. Refreshed with `quiet_below`.
+    quiet_in: u64,
     backed_up: bool,
     event: Option<Pressure>,
 }
@@ -161,6 +168,8 @@ impl Default for Backpressure {
             high: usize::MAX,
             hard_limit: usize::MAX,
             quiet_below: usize::MAX,
+            gone: 0,
+            quiet_in: u64::MAX,
             backed_up: false,
             event: None,
         }
@@ -168,15 +177,23 @@ impl Default for Backpressure {
 }
 
 impl Backpressure {
-    /// Admits `n > 0` more bytes into a buffer that holds `held`: refuses them if they would
-    /// pass the hard limit (nothing changes then), and raises `High` if they reach the high
-    /// mark. Checks both on every call; below both (the usual case) that is one compare.
+    /// Admits `n > 0` more bytes into a buffer that holds `held` and has queued `bytes_in`
+    /// bytes in all: refuses them if they would pass the hard limit (nothing changes then),
+    /// and raises `High` if they reach the high mark. Checks both on every call; below both
+    /// (the usual case) that is one add and one compare on the queue's own total, without
+    /// computing `held`.
     #[inline(always)]
-    pub(crate) fn grow(&mut self, held: usize, n: usize) -> Result<(), LimitError> {
+    pub(crate) fn grow(&mut self, bytes_in: u64, held: usize, n: usize) -> Result<(), LimitError> {
         debug_assert!(n > 0, "growing by nothing");
-        match held.checked_add(n) {
-            Some(total) if total < self.quiet_below => Ok(()),
-            _ => self.grow_near_a_limit(held, n),
+        debug_assert!(bytes_in >= self.gone && bytes_in - self.gone >= held as u64);
+        // `held = bytes_in - gone_now` with `gone <= gone_now`, so
+        // `bytes_in + n < gone + quiet_below` implies `held + n < quiet_below`. The sum does
+        // not overflow: it is the queue's `bytes_in` after this commit, a u64 total of bytes
+        // that never wraps (the queue counts it the same way).
+        if bytes_in + (n as u64) < self.quiet_in {
+            Ok(())
+        } else {
+            self.grow_near_a_limit(held, n)
         }
     }
 
@@ -197,6 +214,7 @@ impl Backpressure {
 
     fn refresh(&mut self) {
         self.quiet_below = self.high.min(self.hard_limit.saturating_add(1));
+        self.quiet_in = self.gone.saturating_add(self.quiet_below as u64);
     }
 
     /// `added` bytes arrived; the buffer now holds `held`.
@@ -211,10 +229,13 @@ impl Backpressure {
         }
     }
 
-    /// `removed` bytes left (sent or released); the buffer now holds `held`. A no-op when
-    /// nothing was removed, as for [`grew`](Self::grew).
+    /// `removed` bytes left (sent or released); the buffer now holds `held`, and `gone` bytes
+    /// have left it in all. No event when nothing was removed, as for [`grew`](Self::grew).
     #[inline]
-    pub(crate) fn drained(&mut self, removed: usize, held: usize) {
+    pub(crate) fn drained(&mut self, removed: usize, held: usize, gone: u64) {
+        debug_assert!(gone >= self.gone, "bytes gone only grow");
+        self.gone = gone;
+        self.quiet_in = gone.saturating_add(self.quiet_below as u64);
         if removed != 0 && self.backed_up {
             if let Some(marks) = self.marks {
                 if held <= marks.low {

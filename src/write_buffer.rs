@@ -396,7 +396,8 @@ impl WriteBuffer {
         // `pin`/`pin_cloned` flattens is copied.
         // Limits first: their rare out-of-line path would otherwise make the compiler check
         // the tail's room twice.
-        self.backpressure.grow(self.held_bytes(), n)?;
+        self.backpressure
+            .grow(self.queue.bytes_in(), self.held_bytes(), n)?;
         if !self.scratch.fits_in_tail(n) {
             // Admitted already; the guard's commit admits the same bytes again.
             return self.put_slice_through_guard(src);
@@ -566,7 +567,8 @@ impl WriteBuffer {
     where
         V: AsRef<[u8]> + Send + 'static,
     {
-        self.backpressure.grow(self.held_bytes(), len)?;
+        self.backpressure
+            .grow(self.queue.bytes_in(), self.held_bytes(), len)?;
         let owner = Owner::new(value());
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
@@ -715,7 +717,8 @@ impl WriteBuffer {
         let before = self.held_bytes();
         self.queue.advance(n, &mut self.scratch, mode);
         let after = self.held_bytes();
-        self.backpressure.drained(before - after, after);
+        self.backpressure
+            .drained(before - after, after, self.queue.totals().2);
         Ok(())
     }
 
@@ -730,7 +733,8 @@ impl WriteBuffer {
     /// creation): releases held segments that end there or earlier. Returns bytes released.
     pub(crate) fn release_through(&mut self, offset: u64) -> usize {
         let released = self.queue.release_through(offset, &mut self.scratch);
-        self.backpressure.drained(released, self.held_bytes());
+        self.backpressure
+            .drained(released, self.held_bytes(), self.queue.totals().2);
         released
     }
 
@@ -780,8 +784,11 @@ impl WriteBuffer {
     /// Queues the bytes of a committing guard (not empty) if they fit under the hard limit.
     #[inline(always)]
     pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), LimitError> {
-        self.backpressure
-            .grow(self.held_bytes(), cur.pos - cur.start)?;
+        self.backpressure.grow(
+            self.queue.bytes_in(),
+            self.held_bytes(),
+            cur.pos - cur.start,
+        )?;
         self.scratch.commit(cur);
         self.queue.push_scratch(&self.scratch, cur);
         Ok(())
@@ -1114,5 +1121,39 @@ mod tests {
             pool.stats().returned >= 1,
             "idle scratch goes back to the pool"
         );
+    }
+
+    /// Bytes the kernel still reads count against the limits until released, and the bound
+    /// moves to the byte once they are (the quiet bound is kept in units of bytes ever
+    /// queued, refreshed on every advance and release).
+    #[test]
+    fn held_bytes_count_against_the_limits_until_released() {
+        let mut buf = WriteBuffer::new();
+        buf.set_hard_limit(Some(100));
+        buf.set_flatten_threshold(16);
+        for round in 0..50u64 {
+            buf.pin(vec![1u8; 60]);
+            buf.put_slice(&[2; 40]);
+            buf.advance_with(100, Release::OnCompletion).unwrap();
+            assert_eq!((buf.len(), buf.held_len()), (0, 100), "round {round}");
+            assert!(
+                buf.try_put_slice(&[3]).is_err(),
+                "round {round}: held bytes count"
+            );
+            assert!(buf.try_pin(vec![3u8; 20]).is_err(), "round {round}");
+            let sent = buf.sent_total();
+            buf.release_through(sent - 40); // the value: 60 bytes held less
+            assert_eq!(buf.held_len(), 40, "round {round}");
+            assert!(buf.try_put_slice(&[4; 61]).is_err(), "round {round}: 101");
+            assert!(
+                buf.try_put_slice(&[4; 60]).is_ok(),
+                "round {round}: exactly 100"
+            );
+            assert!(buf.try_put_slice(&[5]).is_err(), "round {round}: 101");
+            buf.advance_with(60, Release::OnSend).unwrap();
+            buf.release_through(sent);
+            assert!(buf.is_empty(), "round {round}");
+            buf.check_invariants();
+        }
     }
 }

@@ -512,6 +512,43 @@ fn a_panicking_drop_leaves_the_buffer_consistent() {
     assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped twice");
 }
 
+/// The value whose `Drop` panics is the last one pending: the queue is then drained but its
+/// arrays are not yet reset (the reset comes after the release). The buffer must still be
+/// exactly empty, and reuse its arrays from where they are.
+#[test]
+fn a_panicking_drop_of_the_last_value_leaves_the_buffer_empty_and_usable() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut buf = WriteBuffer::new();
+    buf.set_flatten_threshold(512);
+    buf.put_slice(b"hdr");
+    buf.pin(PanicOnDrop {
+        bytes: vec![b'p'; 1000],
+        drops: drops.clone(),
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| buf.advance(1003)));
+    assert!(result.is_err(), "the value's drop panicked inside advance");
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    buf.check_invariants();
+    assert!(buf.is_empty());
+    assert_eq!((buf.len(), buf.segments()), (0, 0));
+
+    for round in 0..3u8 {
+        buf.put_slice(&[round; 5]);
+        buf.pin(vec![b'v'; 2000]);
+        buf.put_slice(b"end");
+        buf.check_invariants();
+        let mut want = vec![round; 5];
+        want.extend_from_slice(&[b'v'; 2000]);
+        want.extend_from_slice(b"end");
+        assert_eq!(drain(&mut buf), want);
+        assert!(buf.is_empty());
+    }
+    drop(buf);
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped twice");
+}
+
 #[test]
 fn write_buffer_is_send() {
     fn assert_send<T: Send>(_: &T) {}
@@ -526,4 +563,54 @@ fn write_buffer_is_send() {
     .join()
     .unwrap();
     assert_eq!(buf.len(), 500);
+}
+
+/// A queue that never fully drains, with a pinned value in every message: the segment arrays
+/// and the owners' FIFO compact instead of growing, the bytes come out in order, and each value
+/// is dropped exactly once.
+#[test]
+fn segment_arrays_stay_bounded_while_never_fully_drained() {
+    use sendbuf::BufferStealer as _;
+
+    let messages = if cfg!(miri) { 200 } else { 5_000 };
+    let mut buf = WriteBuffer::new();
+    buf.set_flatten_threshold(64);
+    let values: Vec<std::sync::Arc<[u8]>> = (0..4u8)
+        .map(|i| std::sync::Arc::from(&[i; 100][..]))
+        .collect();
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    let mut bounded = 0;
+    for i in 0..messages {
+        let header = [b'h', i as u8];
+        buf.put_slice(&header);
+        buf.pin_cloned(&values[i % 4]);
+        want.extend_from_slice(&header);
+        want.extend_from_slice(&values[i % 4]);
+        // Keep about three messages pending: write out all but the last 306 bytes.
+        if buf.len() > 306 {
+            let n = buf.len() - 306;
+            got.extend(pending(&buf).into_iter().take(n));
+            buf.advance(n);
+        }
+        buf.check_invariants();
+        if i == 100 {
+            bounded = buf.storage_bytes();
+        } else if i > 100 {
+            assert!(
+                buf.storage_bytes() <= bounded,
+                "grew to {} bytes (was {bounded}) with 3 messages pending",
+                buf.storage_bytes()
+            );
+        }
+    }
+    got.extend(drain(&mut buf));
+    assert_eq!(got, want);
+    for v in &values {
+        assert_eq!(
+            std::sync::Arc::strong_count(v),
+            1,
+            "a value not dropped once"
+        );
+    }
 }

@@ -218,3 +218,59 @@ fn infallible_commit_past_the_hard_limit_panics() {
     f.put_u8(2);
     f.commit();
 }
+
+/// The limits are checked against what the buffer holds now, however many bytes went through
+/// it before: the bound moves with every advance, to the byte, for scratch and pinned bytes.
+#[test]
+fn the_limits_follow_what_the_buffer_holds_as_bytes_go_out() {
+    let mut buf = marked(10, 60);
+    buf.set_hard_limit(Some(100));
+    buf.set_flatten_threshold(16); // the 40-byte values are pinned
+    for round in 0..200usize {
+        let left = buf.len();
+        assert!(left < 10, "round {round}: {left} left");
+        let err = buf.try_put_slice(&vec![0; 101 - left]).unwrap_err();
+        assert_eq!((err.held, err.limit), (left, 100), "round {round}");
+        assert_eq!(buf.len(), left, "a refused slice queues nothing");
+
+        buf.put_slice(&vec![1; 59 - left]);
+        assert!(!buf.is_backed_up(), "round {round}: 59 held, below high");
+        buf.put_slice(&[2]);
+        assert_eq!(
+            buf.take_pressure_event(),
+            Some(Pressure::High),
+            "round {round}"
+        );
+        assert!(
+            buf.try_pin(vec![3u8; 40]).is_ok(),
+            "round {round}: 100 fits"
+        );
+        assert_eq!(buf.len(), 100);
+        assert!(
+            buf.try_pin(vec![4u8; 1]).is_err(),
+            "round {round}: 101 does not"
+        );
+        assert!(
+            buf.try_put_slice(&[4]).is_err(),
+            "round {round}: 101 does not"
+        );
+
+        // Out in uneven steps, keeping `round % 7` bytes for the next round.
+        let keep = round % 7;
+        let mut out = 100 - keep;
+        let mut step = 1 + round % 13;
+        while out > 0 {
+            let n = step.min(out);
+            buf.advance(n);
+            out -= n;
+            step = step * 2 + 1;
+        }
+        assert!(!buf.is_backed_up());
+        assert_eq!(
+            buf.take_pressure_event(),
+            Some(Pressure::Low),
+            "round {round}"
+        );
+        buf.check_invariants();
+    }
+}
