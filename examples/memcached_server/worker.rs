@@ -294,7 +294,8 @@ struct Conn {
     zc: Option<Box<ZeroCopy>>,
     flags: u8,
     /// Waiting on the peer to read (see `Worker::watch`): the bytes it had yet to take (ours
-    /// and the kernel's) when last seen, and when that last fell (the `stall_timeout` runs from there). Set while on the stalled list.
+    /// and the kernel's, [`owed`]) when last seen, and when that last changed (the
+    /// `stall_timeout` runs from there). Set while on the stalled list.
     linger: Option<(usize, Instant)>,
 }
 
@@ -706,9 +707,8 @@ impl Worker {
         let Some(bufs) = conn.bufs.as_deref() else {
             return;
         };
-        if conn.linger.is_none() && (conn.flags & CLOSING != 0 || bufs.wb.is_backed_up()) {
-            let left = unsent(&bufs.wb) + kernel_unsent(&conn.stream);
-            conn.linger = Some((left, Instant::now()));
+        if conn.linger.is_none() && waits_on_peer(conn.flags, &bufs.wb) {
+            conn.linger = Some((owed(&bufs.wb, &conn.stream), Instant::now()));
             self.stalled.push(i);
         }
     }
@@ -733,17 +733,15 @@ impl Worker {
             if conn.flags & DRAINING != 0 {
                 return false; // closed; the draining list has it
             }
-            let waits = conn.bufs.as_deref().is_some_and(|b| {
-                (conn.flags & CLOSING != 0 || b.wb.is_backed_up()) && unsent(&b.wb) > 0
-            });
-            if !waits {
+            let Some(bufs) = conn
+                .bufs
+                .as_deref()
+                .filter(|b| waits_on_peer(conn.flags, &b.wb) && unsent(&b.wb) > 0)
+            else {
                 conn.linger = None; // sent, or drained below the low water mark
                 return false;
-            }
-            // What the peer has yet to take: ours and the kernel's (a peer that reads drains
-            // the kernel's first, and ours only moves when that has room).
-            let left =
-                conn.bufs.as_deref().map_or(0, |b| unsent(&b.wb)) + kernel_unsent(&conn.stream);
+            };
+            let left = owed(&bufs.wb, &conn.stream);
             // Fewer left: the peer took some. More: it took enough for the output to drain
             // below the low water mark, so that later requests were answered.
             if left != seen {
@@ -1199,6 +1197,19 @@ fn peer_window(stream: &TcpStream) -> Option<usize> {
 #[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn peer_window(_stream: &TcpStream) -> Option<usize> {
     None
+}
+
+/// Whether a connection with these flags and this write buffer waits on its peer to read: it is
+/// to close once its output is sent, or it is not read from until that output drains below
+/// the low water mark.
+fn waits_on_peer(flags: u8, wb: &WriteBuffer) -> bool {
+    flags & CLOSING != 0 || wb.is_backed_up()
+}
+
+/// What the peer has yet to take: our unsent bytes and the kernel's (a peer that reads drains
+/// the kernel's first, and ours only move when that has room).
+fn owed(wb: &WriteBuffer, stream: &TcpStream) -> usize {
+    unsent(wb) + kernel_unsent(stream)
 }
 
 /// Bytes the kernel holds in `stream`'s send queue, not yet acknowledged by the peer
