@@ -147,7 +147,7 @@ median() {
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "nan" }'; }
 
 # ---- one loadgen run -------------------------------------------------------------------------
-# run_loadgen port pid size conns depth -> sets OPS CPU MISSES ERRORS MBPS
+# run_loadgen port pid size conns depth -> sets OPS CPU USER SYS SUTIL CUTIL MISSES ERRORS MBPS
 run_loadgen() {
     local port=$1 pid=$2 size=$3 conns=$4 depth=$5 out rc=0
     out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PREFIX[@]}" "$LOADGEN" \
@@ -161,6 +161,8 @@ run_loadgen() {
     CPU=$(field server_cpu_us_per_op "$line"); CPU=${CPU:-0}
     SUTIL=$(field server_cpu_util "$line"); SUTIL=${SUTIL:-0}
     CUTIL=$(field client_cpu_util "$line"); CUTIL=${CUTIL:-0}
+    USER=$(field server_user_us_per_op "$line"); USER=${USER:-0}
+    SYS=$(field server_sys_us_per_op "$line"); SYS=${SYS:-0}
     MISSES=$(field misses "$line"); MISSES=${MISSES:-?}
     ERRORS=$(field errors "$line"); ERRORS=${ERRORS:-?}
     MBPS=$(field value_mb_per_sec "$line"); MBPS=${MBPS:-0}
@@ -177,7 +179,7 @@ run_loadgen() {
 pairs() {
     local label=$1 pa=$2 ida=$3 pb=$4 idb=$5 size=$6 conns=$7 depth=$8 n=$9
     local i ra=() rb=() ca=() cb=() r_ops=() r_cpu=() bad_a=0 bad_b=0 mb=() ceil=() frac=()
-    local ua=() ub=() ka=() kb=()
+    local ua=() ub=() ka=() kb=() usa=() usb=() sya=() syb=()
     for i in $(seq "$n"); do
         local order="A B"
         [ $((i % 2)) = 0 ] && order="B A"
@@ -186,10 +188,12 @@ pairs() {
             if [ "$o" = A ]; then
                 run_loadgen "$pa" "$ida" "$size" "$conns" "$depth"
                 a_ops=$OPS; a_cpu=$CPU; ua+=("$SUTIL"); ka+=("$CUTIL")
+                usa+=("$USER"); sya+=("$SYS")
                 [ "$MISSES$ERRORS" = 00 ] || bad_a=$((bad_a + 1))
             else
                 run_loadgen "$pb" "$idb" "$size" "$conns" "$depth"
                 b_ops=$OPS; b_cpu=$CPU; ub+=("$SUTIL"); kb+=("$CUTIL")
+                usb+=("$USER"); syb+=("$SYS")
                 mb+=("$MBPS")
                 [ "$MISSES$ERRORS" = 00 ] || bad_b=$((bad_b + 1))
             fi
@@ -204,13 +208,14 @@ pairs() {
         fi
     done
     LAST_B_MBPS=$(median "${mb[@]}")
-    say "$(printf '| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %.2f / %.2f | %.2f / %.2f | %s |' \
+    say "$(printf '| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %.2f+%.2f / %.2f+%.2f | %.2f / %.2f | %.2f / %.2f | %s |' \
         "$label" "$size B c${conns}d$depth" "$(median "${ra[@]}")" "$(median "${rb[@]}")" \
         "$(stats "${r_ops[@]}")" "$(median "${ca[@]}")" "$(median "${cb[@]}")" \
-        "$(stats "${r_cpu[@]}")" "$(median "${ua[@]}")" "$(median "${ub[@]}")" \
+        "$(stats "${r_cpu[@]}")" "$(median "${usa[@]}")" "$(median "${sya[@]}")" \
+        "$(median "${usb[@]}")" "$(median "${syb[@]}")" "$(median "${ua[@]}")" "$(median "${ub[@]}")" \
         "$(median "${ka[@]}")" "$(median "${kb[@]}")" "$bad_a/$bad_b")"
     if [ "${CEIL_EACH:-0}" = 1 ]; then
-        say "| ceiling | loopback, 2 streams, one run after each pair: $(stats "${ceil[@]}") GB/s | | B: $(awk -v m="$LAST_B_MBPS" 'BEGIN { printf "%.2f", m / 1000 }') GB/s of values | B / ceiling of its pair: $(stats "${frac[@]}") | | | | | | |"
+        say "| ceiling | loopback, 2 streams, one run after each pair: $(stats "${ceil[@]}") GB/s | | B: $(awk -v m="$LAST_B_MBPS" 'BEGIN { printf "%.2f", m / 1000 }') GB/s of values | B / ceiling of its pair: $(stats "${frac[@]}") | | | | | | | |"
     fi
 }
 
@@ -330,8 +335,8 @@ for mode in $MODES; do
     say "## $mode: $W worker(s) per server$([ "$mode" = pinned ] && echo ' on cpu 1, client 1 thread on cpu 0' || echo ', client 2 threads, no affinity')"
     say "A = memcached (port $PA), A' = second memcached (port $PA2), B = $B_NAME (port $PB)"
     say ""
-    say "| pair | scenario | A ops/s | B ops/s | B/A ops/s median (min-max) | A CPU us/op | B CPU us/op | B/A CPU/op median (min-max) | server CPU use A / B | client CPU use A / B | runs with misses or errors A/B |"
-    say "|---|---|---:|---:|---|---:|---:|---|---|---|---|"
+    say "| pair | scenario | A ops/s | B ops/s | B/A ops/s median (min-max) | A CPU us/op | B CPU us/op | B/A CPU/op median (min-max) | user+system us/op A / B | server CPU use A / B | client CPU use A / B | runs with misses or errors A/B |"
+    say "|---|---|---:|---:|---|---:|---:|---|---|---|---|---|"
     first=1
     for size in $SIZES; do
         for shape in $SHAPES; do

@@ -13,7 +13,13 @@
 //! ```text
 //! cargo bench --bench bench                       # everything
 //! cargo bench --bench bench -- partial_write/4KiB # one group
+//! cargo bench --bench bench -- --interleaved 101  # contenders interleaved, ratio table
 //! ```
+//!
+//! `cargo bench --bench bench -- --interleaved [ROUNDS]` runs no criterion group: it times the
+//! four partial-write contenders in turn, round after round, and prints the per-round ratios'
+//! median (min-max) per value size, the side-by-side comparison that drift on a shared machine
+//! cannot skew (`partial_write::interleaved`).
 //!
 //! With `SENDBUF_BENCH_PROFILE=contender:size:batches` set, the binary runs only that loop (no
 //! criterion), for `valgrind --tool=callgrind --toggle-collect='*profile_loop*'`.
@@ -34,6 +40,19 @@ static ALLOC: util::CountingAlloc = util::CountingAlloc;
 fn main() {
     if let Ok(spec) = std::env::var("SENDBUF_BENCH_PROFILE") {
         partial_write::profile(&spec);
+        return;
+    }
+    let mut args = std::env::args().skip_while(|a| a != "--interleaved");
+    if args.next().is_some() {
+        // `cargo bench` appends `--bench`: a following flag is not a round count.
+        let rounds = args
+            .next()
+            .filter(|r| !r.starts_with("--"))
+            .map_or(201, |r| {
+                r.parse()
+                    .unwrap_or_else(|_| panic!("--interleaved wants a round count, got {r:?}"))
+            });
+        partial_write::interleaved(rounds);
         return;
     }
     let mut c = Criterion::default().configure_from_args();

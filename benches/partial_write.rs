@@ -27,8 +27,8 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
 
 use crate::util::{
-    allocations, in_copy_trap, iter_cpu, values, Header, PartialWriter, BATCH, MAX_IOVECS,
-    VALUE_SIZES,
+    allocations, in_copy_trap, iter_cpu, thread_cpu, values, Header, PartialWriter, BATCH,
+    MAX_IOVECS, VALUE_SIZES,
 };
 
 /// One value size: the values, and the same values as `Bytes` (sharing their memory).
@@ -357,4 +357,104 @@ fn profile_loop(contender: &mut Contender, sc: &Scenario, w: &mut PartialWriter,
         contender.run(sc, w);
         black_box(&*contender);
     }
+}
+
+/// The four contenders **interleaved**: `rounds` rounds per value size, each round timing every
+/// contender once (thread CPU time, a fixed number of batches calibrated to about 2 ms per
+/// sample), in an order that rotates from round to round. Ratios are taken within a round, so
+/// drift of the shared machine between rounds cancels, and reported as the median (min–max)
+/// over the rounds, beside each contender's median ns per message. Printed as a Markdown table.
+///
+/// Run with `cargo bench --bench bench -- --interleaved [ROUNDS]` (default 201 rounds, about
+/// 8 s).
+pub fn interleaved(rounds: usize) {
+    println!(
+        "interleaved: {rounds} rounds per value size, every contender timed once per round \
+         (thread CPU time, order rotated); ns per message median, ratios median (min-max) of \
+         the per-round ratios"
+    );
+    println!();
+    println!(
+        "| value | sendbuf | naive copy | bytes queue | std advance_slices | sendbuf / std | \
+         bytes / sendbuf | sendbuf / naive |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---|---|");
+    for size in VALUE_SIZES {
+        let sc = Scenario::new(size);
+        let mut contenders = Contender::all();
+        let mut writers: Vec<PartialWriter> = contenders.iter().map(|_| sc.writer()).collect();
+        // Warm up, then find each contender's batch count for a ~2 ms sample.
+        let mut batches = [0u32; 4];
+        for (i, c) in contenders.iter_mut().enumerate() {
+            for _ in 0..4 {
+                c.run(&sc, &mut writers[i]);
+            }
+            let start = thread_cpu();
+            c.run(&sc, &mut writers[i]);
+            let one = (thread_cpu() - start).as_nanos().max(1);
+            batches[i] = (2_000_000 / one).clamp(1, 10_000) as u32;
+        }
+        // ns per message, [contender][round].
+        let mut ns: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+        for round in 0..rounds {
+            for k in 0..4 {
+                let i = (round + k) % 4;
+                let (c, w) = (&mut contenders[i], &mut writers[i]);
+                let start = thread_cpu();
+                for _ in 0..batches[i] {
+                    c.run(&sc, w);
+                    black_box(&*c);
+                }
+                let elapsed = (thread_cpu() - start).as_nanos() as f64;
+                ns[i].push(elapsed / (batches[i] as f64 * BATCH as f64));
+            }
+        }
+        // Contender order of `Contender::all`: sendbuf, naive, bytes, std.
+        let per_round = |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..rounds).map(f).collect() };
+        let vs_std = per_round(&|r| ns[0][r] / ns[3][r]);
+        let bytes_over = per_round(&|r| ns[2][r] / ns[0][r]);
+        let vs_naive = per_round(&|r| ns[0][r] / ns[1][r]);
+        let cell = |v: &[f64]| {
+            let (lo, hi) = min_max(v);
+            format!("{} ({}-{})", ratio(median(v)), ratio(lo), ratio(hi))
+        };
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+            size_name(size),
+            median(&ns[0]),
+            median(&ns[1]),
+            median(&ns[2]),
+            median(&ns[3]),
+            cell(&vs_std),
+            cell(&bytes_over),
+            cell(&vs_naive),
+        );
+    }
+}
+
+/// `1.52x`, or `1/195x` for ratios under a tenth.
+fn ratio(r: f64) -> String {
+    if r >= 0.1 {
+        format!("{r:.2}x")
+    } else {
+        format!("1/{:.0}x", 1.0 / r)
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
 }

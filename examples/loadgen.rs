@@ -32,9 +32,10 @@
 //! opaque or value length, malformed response, connection closed or reset, a request still
 //! unanswered a second after it was sent when the run ended), 2 if no operation completed.
 //!
-//! With `--cpu-pid PID` it also reads the server's user+system CPU time from `/proc/PID/stat` at
-//! the start and end of the counted window and prints `server_cpu_us_per_op=…` (tick resolution
-//! 10 ms: use runs of a few seconds), and the CPU time of the server and of the load generator
+//! With `--cpu-pid PID` it also reads the server's user and system CPU time from `/proc/PID/stat`
+//! at the start and end of the counted window and prints `server_cpu_us_per_op=…` (their sum) and
+//! `server_user_us_per_op=…` / `server_sys_us_per_op=…` (the kernel's tick-sampled split; tick
+//! resolution 10 ms: use runs of a few seconds), and the CPU time of the server and of the load generator
 //! itself over the window as fractions of one CPU (`server_cpu_util=…`, `client_cpu_util=…`):
 //! the side near 1.0 per thread is the one that limits the run.
 //!
@@ -941,9 +942,7 @@ fn load(args: &Args) -> io::Result<ExitCode> {
             thread::sleep(stop.saturating_duration_since(Instant::now()));
             let (after, mine_after) = (process_cpu(pid), process_cpu(me));
             match (before, after, mine_before, mine_after) {
-                (Ok(b), Ok(a), Ok(mb), Ok(ma)) => {
-                    Some((a.saturating_sub(b), ma.saturating_sub(mb)))
-                }
+                (Ok(b), Ok(a), Ok(mb), Ok(ma)) => Some((a.since(b), ma.since(mb))),
                 (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
                     eprintln!("loadgen: --cpu-pid {pid}: {e}");
                     None
@@ -996,12 +995,18 @@ fn load(args: &Args) -> io::Result<ExitCode> {
     // Each side's CPU time over the window, as a fraction of one CPU: a side near 1.0 (or
     // near its thread count) is what limits the run.
     let cpu_field = match cpu {
-        Some((server, client)) if ops > 0 => format!(
-            " server_cpu_us_per_op={:.3} server_cpu_util={:.2} client_cpu_util={:.2}",
-            server.as_secs_f64() * 1e6 / ops as f64,
-            server.as_secs_f64() / secs,
-            client.as_secs_f64() / secs
-        ),
+        Some((server, client)) if ops > 0 => {
+            let per_op = |d: Duration| d.as_secs_f64() * 1e6 / ops as f64;
+            format!(
+                " server_cpu_us_per_op={:.3} server_user_us_per_op={:.3} \
+                 server_sys_us_per_op={:.3} server_cpu_util={:.2} client_cpu_util={:.2}",
+                per_op(server.total()),
+                per_op(server.user),
+                per_op(server.system),
+                server.total().as_secs_f64() / secs,
+                client.total().as_secs_f64() / secs
+            )
+        }
         _ => String::new(),
     };
     println!(
@@ -1051,8 +1056,28 @@ fn load(args: &Args) -> io::Result<ExitCode> {
     })
 }
 
-/// User plus system CPU time of process `pid` so far (all threads), from `/proc/PID/stat`.
-fn process_cpu(pid: u32) -> io::Result<Duration> {
+/// CPU time of process `pid` so far (all threads), from `/proc/PID/stat`.
+#[derive(Clone, Copy)]
+struct CpuTime {
+    user: Duration,
+    system: Duration,
+}
+
+impl CpuTime {
+    fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time spent between `earlier` and `self`.
+    fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+fn process_cpu(pid: u32) -> io::Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; fields after its closing ')' are plain.
     let rest = stat
@@ -1070,8 +1095,11 @@ fn process_cpu(pid: u32) -> io::Result<Duration> {
     // SAFETY: `sysconf` only reads a configuration value; no pointers are involved.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as u64 } else { 100 };
-    let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
+    let time = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+    Ok(CpuTime {
+        user: time(ticks(11)?),
+        system: time(ticks(12)?),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
