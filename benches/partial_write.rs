@@ -12,7 +12,11 @@
 //!   `Buf::chunks_vectored` and advanced per chunk;
 //! * `std_advance_slices`: a `Vec<IoSlice>` over headers formatted into an array and the values,
 //!   advanced with `IoSlice::advance_slices`: the lower bound (it owns nothing and releases
-//!   nothing).
+//!   nothing);
+//! * `std_owned`: `std_advance_slices` plus the least a queue that **owns** its values pays: one
+//!   `Arc` clone per value as it is queued, dropped once the batch is written (two atomic
+//!   read-modify-writes per message). Not a target of issue 5; it shows how much of the gap
+//!   between `sendbuf` pinning a value and `std` is the reference count itself.
 //!
 //! Every contender writes through the same [`PartialWriter`], which only counts bytes, with the
 //! same split points for the same batch. Times are the thread's CPU time ([`iter_cpu`]).
@@ -185,6 +189,27 @@ pub fn std_batch(st: &mut StdSlices, sc: &Scenario, w: &mut PartialWriter) {
     st.slices = recycle(slices);
 }
 
+/// [`StdSlices`] and the values' clones it holds while they are queued.
+pub struct StdOwned {
+    slices: StdSlices,
+    owned: Vec<Arc<[u8]>>,
+}
+
+impl StdOwned {
+    pub fn new() -> StdOwned {
+        StdOwned {
+            slices: StdSlices::new(),
+            owned: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+pub fn std_owned_batch(st: &mut StdOwned, sc: &Scenario, w: &mut PartialWriter) {
+    st.owned.extend(sc.values.iter().cloned());
+    std_batch(&mut st.slices, sc, w);
+    st.owned.clear();
+}
+
 /// The contenders by name, each with its own state, so that a loop can run them in turn.
 #[allow(clippy::large_enum_variant)] // built once per benchmark, never moved in the loop
 pub enum Contender {
@@ -192,15 +217,17 @@ pub enum Contender {
     NaiveCopy(Vec<u8>),
     BytesQueue(BytesQueue),
     StdAdvanceSlices(StdSlices),
+    StdOwned(StdOwned),
 }
 
 impl Contender {
-    pub fn all() -> [Contender; 4] {
+    pub fn all() -> [Contender; 5] {
         [
             Contender::Sendbuf(WriteBuffer::new()),
             Contender::NaiveCopy(Vec::new()),
             Contender::BytesQueue(BytesQueue::new()),
             Contender::StdAdvanceSlices(StdSlices::new()),
+            Contender::StdOwned(StdOwned::new()),
         ]
     }
 
@@ -210,6 +237,7 @@ impl Contender {
             Contender::NaiveCopy(_) => "naive_copy",
             Contender::BytesQueue(_) => "bytes_queue",
             Contender::StdAdvanceSlices(_) => "std_advance_slices",
+            Contender::StdOwned(_) => "std_owned",
         }
     }
 
@@ -221,6 +249,7 @@ impl Contender {
             Contender::NaiveCopy(out) => naive_batch(out, sc, w),
             Contender::BytesQueue(q) => bytes_batch(q, sc, w),
             Contender::StdAdvanceSlices(st) => std_batch(st, sc, w),
+            Contender::StdOwned(st) => std_owned_batch(st, sc, w),
         }
     }
 }
@@ -359,7 +388,7 @@ fn profile_loop(contender: &mut Contender, sc: &Scenario, w: &mut PartialWriter,
     }
 }
 
-/// The four contenders **interleaved**: `rounds` rounds per value size, each round timing every
+/// The contenders **interleaved**: `rounds` rounds per value size, each round timing every
 /// contender once (thread CPU time, a fixed number of batches calibrated to about 2 ms per
 /// sample), in an order that rotates from round to round. Ratios are taken within a round, so
 /// drift of the shared machine between rounds cancels, and reported as the median (min–max)
@@ -375,16 +404,17 @@ pub fn interleaved(rounds: usize) {
     );
     println!();
     println!(
-        "| value | sendbuf | naive copy | bytes queue | std advance_slices | sendbuf / std | \
-         bytes / sendbuf | sendbuf / naive |"
+        "| value | sendbuf | naive copy | bytes queue | std advance_slices | std owned | \
+         sendbuf / std | bytes / sendbuf | sendbuf / naive | sendbuf / std owned |"
     );
-    println!("|---|---:|---:|---:|---:|---|---|---|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---|---|");
     for size in VALUE_SIZES {
         let sc = Scenario::new(size);
         let mut contenders = Contender::all();
         let mut writers: Vec<PartialWriter> = contenders.iter().map(|_| sc.writer()).collect();
         // Warm up, then find each contender's batch count for a ~2 ms sample.
-        let mut batches = [0u32; 4];
+        let n = contenders.len();
+        let mut batches = vec![0u32; n];
         for (i, c) in contenders.iter_mut().enumerate() {
             for _ in 0..4 {
                 c.run(&sc, &mut writers[i]);
@@ -395,10 +425,10 @@ pub fn interleaved(rounds: usize) {
             batches[i] = (2_000_000 / one).clamp(1, 10_000) as u32;
         }
         // ns per message, [contender][round].
-        let mut ns: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+        let mut ns: Vec<Vec<f64>> = (0..n).map(|_| Vec::with_capacity(rounds)).collect();
         for round in 0..rounds {
-            for k in 0..4 {
-                let i = (round + k) % 4;
+            for k in 0..n {
+                let i = (round + k) % n;
                 let (c, w) = (&mut contenders[i], &mut writers[i]);
                 let start = thread_cpu();
                 for _ in 0..batches[i] {
@@ -409,25 +439,28 @@ pub fn interleaved(rounds: usize) {
                 ns[i].push(elapsed / (batches[i] as f64 * BATCH as f64));
             }
         }
-        // Contender order of `Contender::all`: sendbuf, naive, bytes, std.
+        // Contender order of `Contender::all`: sendbuf, naive, bytes, std, std owned.
         let per_round = |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..rounds).map(f).collect() };
         let vs_std = per_round(&|r| ns[0][r] / ns[3][r]);
         let bytes_over = per_round(&|r| ns[2][r] / ns[0][r]);
         let vs_naive = per_round(&|r| ns[0][r] / ns[1][r]);
+        let vs_owned = per_round(&|r| ns[0][r] / ns[4][r]);
         let cell = |v: &[f64]| {
             let (lo, hi) = min_max(v);
             format!("{} ({}-{})", ratio(median(v)), ratio(lo), ratio(hi))
         };
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
             size_name(size),
             median(&ns[0]),
             median(&ns[1]),
             median(&ns[2]),
             median(&ns[3]),
+            median(&ns[4]),
             cell(&vs_std),
             cell(&bytes_over),
             cell(&vs_naive),
+            cell(&vs_owned),
         );
     }
 }
