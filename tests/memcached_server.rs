@@ -667,6 +667,55 @@ fn peers_that_never_read_are_closed_after_the_stall_timeout_on(path: SendPath) {
     finish(server, path);
 }
 
+/// A connection closed while the kernel still holds bytes of its zero-copy sends stays open
+/// (draining) until their completions come. One still draining when the server shuts down is
+/// counted closed too, so the server ends with no connection counted open.
+#[test]
+fn a_connection_draining_at_shutdown_is_counted_closed_zerocopy() {
+    let server = server::start(Config {
+        // The never-reading peer's 4 KiB window gets zero-copy sends too.
+        zerocopy_min_window: 0,
+        stall_timeout: Duration::from_millis(300),
+        ..config(SendPath::ZeroCopy)
+    })
+    .expect("server starts");
+    let stats = std::sync::Arc::clone(server.stats());
+    let value = vec![b'd'; 512 * 1024];
+    let mut setup = connect(&server);
+    setup.write_all(&bin_set(b"big", &value)).unwrap();
+    assert_eq!(read_bin(&mut setup).status, 0);
+    // Sixteen responses (over the high water mark) to a peer that never reads: closed by the
+    // stall timeout with zero-copy bytes still in its socket's send queue.
+    let hog = connect_small_rcvbuf(&server, 4096);
+    let gets: Vec<u8> = (0..16).flat_map(|_| bin_get(b"big")).collect();
+    (&hog).write_all(&gets).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.sum(|c| &c.closed_stalled) < 1 {
+        assert!(Instant::now() < deadline, "the hog was never closed");
+        thread::sleep(Duration::from_millis(5));
+    }
+    drop(setup);
+    // The setup connection goes; the hog is draining, so it still counts.
+    wait_connections(&server, 1);
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        stats.curr_connections.load(Ordering::Relaxed),
+        1,
+        "still draining"
+    );
+    // Shut down while it drains; meanwhile the hog goes too (closing with unread data resets
+    // the connection, so the kernel gives its bytes back and nothing leaks).
+    let shutdown = thread::spawn(move || finish(server, SendPath::ZeroCopy));
+    thread::sleep(Duration::from_millis(50));
+    drop(hog);
+    shutdown.join().expect("shutdown");
+    assert_eq!(
+        stats.curr_connections.load(Ordering::Relaxed),
+        0,
+        "a connection still counted open after shutdown"
+    );
+}
+
 /// Reads `n` bytes in pieces of at most 512 KiB with a 100 ms pause after each.
 fn read_slowly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n);

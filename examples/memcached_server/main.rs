@@ -50,6 +50,11 @@ options:
                            connection's sends; builds with --features io-uring only)
   --zerocopy-always        with zerocopy: keep sending zero-copy even after the kernel reports
                            that it copied (it always does on loopback; for tests and measurement)
+  --zerocopy-min-window BYTES
+                           with zerocopy: a connection whose peer's receive window is smaller
+                           than this when it is accepted gets copying sends (Linux TCP can stall
+                           zero-copy sends to a tiny window); 0 makes every connection
+                           zero-copy (default 65536)
   --stall-timeout SECS     close a connection whose peer takes none of its responses for this
                            long while the server waits on it to read (after quit or its end of
                            stream, or with output over the high water mark) (default 30)
@@ -86,6 +91,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 | "--max-item-size"
                 | "--send-path"
                 | "--stall-timeout"
+                | "--zerocopy-min-window"
         ) {
             return Err(format!("unknown argument '{arg}'"));
         }
@@ -104,6 +110,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--stall-timeout" => {
                 let secs = parse_number(&name, &value, 1, 24 * 60 * 60)?;
                 cfg.stall_timeout = std::time::Duration::from_secs(secs as u64);
+            }
+            "--zerocopy-min-window" => {
+                cfg.zerocopy_min_window = parse_number(&name, &value, 0, 1 << 30)?;
             }
             _ => cfg.max_item_size = parse_number(&name, &value, 1, 1 << 30)?,
         }
@@ -245,4 +254,95 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    fn config(args: &[&str]) -> Config {
+        match parse(args) {
+            Ok(Command::Run(cfg)) => cfg,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_those_the_help_states() {
+        let cfg = config(&[]);
+        assert_eq!(cfg.listen, "127.0.0.1:11211".parse().unwrap());
+        assert_eq!(cfg.memory_limit, 64 << 20);
+        assert_eq!(cfg.max_item_size, 1 << 20);
+        assert_eq!(cfg.send_path, SendPath::Copy);
+        assert_eq!(cfg.stall_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(cfg.zerocopy_min_window, 65536);
+        assert!(cfg.zerocopy_stop_when_copied);
+    }
+
+    #[test]
+    fn every_option_is_read_in_both_spellings() {
+        let cfg = config(&[
+            "--listen=127.0.0.1:0",
+            "--threads",
+            "3",
+            "--memory-limit=8",
+            "--max-item-size",
+            "4096",
+            "--send-path=zerocopy",
+            "--zerocopy-always",
+            "--stall-timeout",
+            "5",
+            "--zerocopy-min-window=0",
+        ]);
+        assert_eq!(cfg.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cfg.threads, 3);
+        assert_eq!(cfg.memory_limit, 8 << 20);
+        assert_eq!(cfg.max_item_size, 4096);
+        assert_eq!(cfg.send_path, SendPath::ZeroCopy);
+        assert!(!cfg.zerocopy_stop_when_copied);
+        assert_eq!(cfg.stall_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(cfg.zerocopy_min_window, 0);
+        assert_eq!(
+            config(&["--zerocopy-min-window", "1024"]).zerocopy_min_window,
+            1024
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_a_reason() {
+        for (args, says) in [
+            (&["--frobnicate"][..], "unknown argument '--frobnicate'"),
+            (&["--threads"], "--threads needs a value"),
+            (
+                &["--threads", "0"],
+                "--threads: '0' is not a whole number from 1",
+            ),
+            (
+                &["--stall-timeout=-1"],
+                "--stall-timeout: '-1' is not a whole number",
+            ),
+            (
+                &["--zerocopy-min-window", "64k"],
+                "--zerocopy-min-window: '64k'",
+            ),
+            (
+                &["--listen", "nowhere"],
+                "--listen: 'nowhere' is not an address",
+            ),
+            (&["--send-path", "pigeon"], "pigeon"),
+        ] {
+            match parse(args) {
+                Err(e) => assert!(e.contains(says), "{args:?}: {e:?} lacks {says:?}"),
+                Ok(c) => panic!("{args:?} accepted: {c:?}"),
+            }
+        }
+        assert!(matches!(
+            parse(&["--threads", "2", "--help"]),
+            Ok(Command::Help)
+        ));
+    }
 }

@@ -543,9 +543,9 @@ impl Worker {
                 }
                 self.zerocopy.add(zc.stats());
             }
-            if conn.flags & DRAINING == 0 {
-                self.stats.connection_closed();
-            }
+            // Every connection left goes now, draining ones too (`close` counts those only
+            // when their bytes complete, in `finish_close`).
+            self.stats.connection_closed();
         }
     }
 
