@@ -316,15 +316,36 @@ impl SegmentQueue {
     /// each segment passed is counted out, moved past and released at once. One pass over
     /// the pending slices (no per-segment bounds checks or mode tests); the arrays are reset
     /// once, at the end.
+    ///
+    /// Scratch bytes passed are handed back to `scratch` once per run of segments in one chunk
+    /// (the headers between the pinned values of a batch all sit in the tail) rather than
+    /// once per segment. That is the same as consuming them one by one: a chunk is reused
+    /// only once every committed byte of it is consumed, and the bytes of one chunk are queued,
+    /// so passed, in order. They are handed back before any value whose `Drop` may panic is
+    /// released, so a panic leaves the scratch cursors agreeing with the queue.
     #[inline]
     fn advance_copied(&mut self, mut n: usize, scratch: &mut Scratch) {
         debug_assert!(self.front_sent_held == 0);
         if n == 0 {
             return;
         }
+        // Bytes of `spent_chunk` passed and not yet consumed (0: none).
+        let mut spent_chunk = ChunkId::MAX;
+        let mut spent = 0usize;
         let start = self.head;
         let iovs = &mut self.iovs[start..];
         let metas = &self.metas[start..start + iovs.len()];
+        if let (Some(iov), Some(meta)) = (iovs.first_mut(), metas.first()) {
+            if n < iov.len() {
+                // Inside the front segment: the usual case for a long scratch run.
+                self.bytes_out += n as u64;
+                iov.advance(n);
+                if let Meta::Scratch(chunk) = *meta {
+                    scratch.consume(chunk, n);
+                }
+                return;
+            }
+        }
         for (iov, meta) in iovs.iter_mut().zip(metas) {
             let rem = iov.len();
             if n < rem {
@@ -332,8 +353,13 @@ impl SegmentQueue {
                 self.bytes_out += n as u64;
                 iov.advance(n);
                 if let Meta::Scratch(chunk) = *meta {
-                    scratch.consume(chunk, n);
+                    if chunk == spent_chunk {
+                        spent += n;
+                    } else {
+                        scratch.consume(chunk, n);
+                    }
                 }
+                consume_spent(scratch, spent_chunk, spent);
                 return;
             }
             // Counted out and off the queue before a pinned value's `Drop` runs, so a
@@ -342,14 +368,28 @@ impl SegmentQueue {
             self.head += 1;
             n -= rem;
             match *meta {
-                Meta::Scratch(chunk) => scratch.consume(chunk, rem),
-                Meta::Pinned => self.owners.release_front(),
+                Meta::Scratch(chunk) => {
+                    if chunk != spent_chunk {
+                        consume_spent(scratch, spent_chunk, spent);
+                        spent_chunk = chunk;
+                        spent = 0;
+                    }
+                    spent += rem;
+                }
+                Meta::Pinned => {
+                    if self.owners.front_drop_may_panic() {
+                        consume_spent(scratch, spent_chunk, spent);
+                        spent = 0;
+                    }
+                    self.owners.release_front();
+                }
             }
             if n == 0 {
                 break;
             }
         }
         debug_assert_eq!(n, 0, "advanced past what is pending");
+        consume_spent(scratch, spent_chunk, spent);
         self.reset_if_drained();
     }
 
@@ -590,6 +630,15 @@ impl SegmentQueue {
     }
 }
 
+/// Hands `n` bytes of `chunk` passed by [`SegmentQueue::advance_copied`] back to `scratch`
+/// (nothing if `n == 0`).
+#[inline(always)]
+fn consume_spent(scratch: &mut Scratch, chunk: ChunkId, n: usize) {
+    if n > 0 {
+        scratch.consume(chunk, n);
+    }
+}
+
 /// The owners of the pending pinned values, first in, first out: a `Vec` and the index of its
 /// front, so a push is a `Vec::push` and a pop a read and an increment (a `VecDeque` wraps its
 /// index on both). Spent slots are reclaimed when the queue drains ([`reset`](Self::reset)) or,
@@ -671,6 +720,17 @@ impl OwnerFifo {
             Owner::Arc(arc) => unsafe { core::ptr::drop_in_place(arc) },
             _ => unsafe { ManuallyDrop::drop(slot) },
         }
+    }
+
+    /// False when releasing the front owner cannot panic: its `Drop` is the allocator's
+    /// (which must not unwind) or nothing.
+    #[inline]
+    fn front_drop_may_panic(&self) -> bool {
+        debug_assert!(self.len() > 0, "no owner queued");
+        // SAFETY: `slots[head]` is live (the invariant; the caller has a pinned segment
+        // pending, so an owner is queued), hence in bounds.
+        let front = unsafe { self.slots.get_unchecked(self.head) };
+        !matches!(**front, Owner::Static(_) | Owner::Arc(_) | Owner::Vec(_))
     }
 
     /// Forgets the spent slots once every owner is popped, so the `Vec` is reused from the start.

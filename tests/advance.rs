@@ -549,6 +549,66 @@ fn a_panicking_drop_of_the_last_value_leaves_the_buffer_empty_and_usable() {
     assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped twice");
 }
 
+/// Headers in two scratch chunks around pinned values, all passed by one advance: the scratch
+/// bytes of each chunk are handed back once per chunk, and the cursors must agree with the
+/// queue after every split point, including when a value's `Drop` panics after headers of both
+/// chunks were passed.
+#[test]
+fn one_advance_across_headers_in_two_chunks_hands_back_each_chunk_exactly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let queue = |panicky: Option<&std::sync::Arc<AtomicUsize>>| {
+        // 16-byte chunks: three 6-byte headers fill one, the fourth goes to the next.
+        let mut buf = WriteBuffer::with_capacity(16);
+        buf.set_flatten_threshold(0);
+        let mut model = Vec::new();
+        for i in 0..4u8 {
+            let header = [b'h', i, i, i, i, b':'];
+            buf.put_slice(&header);
+            model.extend_from_slice(&header);
+            let value = vec![b'a' + i; 40];
+            model.extend_from_slice(&value);
+            match (i, panicky) {
+                (3, Some(drops)) => buf.pin(PanicOnDrop {
+                    bytes: value,
+                    drops: drops.clone(),
+                }),
+                _ => buf.pin(value),
+            }
+        }
+        buf.put_slice(b"end");
+        model.extend_from_slice(b"end");
+        (buf, model)
+    };
+    let (buf, model) = queue(None);
+    assert!(buf.capacity() >= 32, "the headers sit in two chunks");
+    drop(buf);
+    for first in 0..=model.len() {
+        let (mut buf, _) = queue(None);
+        buf.advance(first);
+        buf.check_invariants();
+        assert_pending(&buf, &model[first..]);
+        buf.advance(buf.len());
+        buf.check_invariants();
+        assert!(buf.is_empty(), "split at {first}");
+    }
+
+    // The last value panics when released: every header before it was handed back.
+    let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let (mut buf, model) = queue(Some(&drops));
+    let upto = model.len() - 3;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| buf.advance(upto)));
+    assert!(result.is_err(), "the value's drop panicked inside advance");
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    buf.check_invariants();
+    let rest = pending(&buf);
+    assert!(model.ends_with(&rest) && rest.len() <= 3, "{rest:?}");
+    buf.advance(rest.len());
+    assert!(buf.is_empty());
+    buf.put_slice(b"next");
+    assert_eq!(drain(&mut buf), b"next");
+}
+
 #[test]
 fn write_buffer_is_send() {
     fn assert_send<T: Send>(_: &T) {}
