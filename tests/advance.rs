@@ -626,8 +626,8 @@ fn write_buffer_is_send() {
 }
 
 /// A queue that never fully drains, with a pinned value in every message: the segment arrays
-/// and the owners' FIFO compact instead of growing, the bytes come out in order, and each value
-/// is dropped exactly once.
+/// (iovecs, and metas holding the pinned owners) compact instead of growing, the bytes come
+/// out in order, and each value is dropped exactly once.
 #[test]
 fn segment_arrays_stay_bounded_while_never_fully_drained() {
     use sendbuf::BufferStealer as _;
