@@ -159,8 +159,11 @@ pub(crate) struct Scratch {
     free: Vec<ChunkId>,
     /// The tail, the chunk guards write to, as the cursor a guard opened now would get:
     /// `window.chunk` is the tail's id (`NO_TAIL`: none, then the rest is empty), `base` and
-    /// `cap` its memory, `start == pos` its `filled` cursor. Kept here so that opening and
-    /// committing a guard touch no slab entry; while a chunk is the tail its own `filled`
+    /// `cap` its memory, `pos` its `filled` cursor. `window.start` is not kept (a guard's
+    /// cursor starts at `pos`, [`open`](Self::open)): one store less per commit, and a guard's
+    /// length is then known from its writes alone, so the compiler drops the empty-guard test
+    /// of a fixed-size header. Kept here so that opening and committing a guard touch no slab
+    /// entry; while a chunk is the tail its own `filled`
     /// field is stale (read it with [`filled`](Self::filled)), and it is written back when the
     /// chunk stops being the tail ([`set_tail`](Self::set_tail)).
     window: Cursor,
@@ -243,7 +246,14 @@ impl Scratch {
         if self.tail() == NO_TAIL {
             self.new_tail();
         }
-        self.window
+        let w = &self.window;
+        Cursor {
+            chunk: w.chunk,
+            start: w.pos,
+            pos: w.pos,
+            base: w.base,
+            cap: w.cap,
+        }
     }
 
     #[cold]
@@ -357,7 +367,6 @@ impl Scratch {
             self.retire_tail(cur.chunk);
         }
         debug_assert_eq!(self.window.pos, cur.start, "tail moved under an open guard");
-        self.window.start = cur.pos;
         self.window.pos = cur.pos;
         self.unsent += cur.pos - cur.start;
     }
@@ -403,7 +412,6 @@ impl Scratch {
         self.reserve(&mut cur, src.len()).copy_from_slice(src);
         // `commit` without its test for a relocated guard: the bytes are the tail's. (After the
         // copy the compiler could not reuse the tail id it loaded before.)
-        self.window.start = cur.pos;
         self.window.pos = cur.pos;
         self.unsent += src.len();
         cur
@@ -500,7 +508,6 @@ impl Scratch {
             c.filled = 0;
             c.sent = 0;
             c.released = 0;
-            self.window.start = 0;
             self.window.pos = 0;
         } else {
             if chunk == self.tail() {
@@ -539,10 +546,10 @@ impl Scratch {
             }
             let c = &self.chunks[tail as usize];
             let w = &self.window;
-            if (w.base, w.cap, w.start) != (c.ptr, c.cap, w.pos) {
+            if (w.base, w.cap) != (c.ptr, c.cap) || w.pos > c.cap {
                 return Err(format!(
-                    "tail window (base {:p}, capacity {}, {}..{}) is not chunk {tail} (base {:p}, capacity {})",
-                    w.base, w.cap, w.start, w.pos, c.ptr, c.cap
+                    "tail window (base {:p}, capacity {}, filled {}) is not chunk {tail} (base {:p}, capacity {})",
+                    w.base, w.cap, w.pos, c.ptr, c.cap
                 ));
             }
         }
