@@ -326,21 +326,22 @@ impl SegmentQueue {
     /// the pending slices (no per-segment bounds checks or mode tests); the arrays are reset
     /// once, at the end.
     ///
+    /// The head and the bytes out are counted in locals and stored once, at the end, and
+    /// before any owner is released whose `Drop` may panic, so a panic leaves the queue
+    /// consistent. (Releasing an `Arc<[u8]>` cannot panic: its drop is the allocator's, which
+    /// must not unwind.)
+    ///
     /// Scratch bytes passed are handed back to `scratch` once per run of segments in one chunk
     /// (the headers between the pinned values of a batch all sit in the tail) rather than
     /// once per segment. That is the same as consuming them one by one: a chunk is reused
     /// only once every committed byte of it is consumed, and the bytes of one chunk are queued,
-    /// so passed, in order. They are handed back before any value whose `Drop` may panic is
-    /// released, so a panic leaves the scratch cursors agreeing with the queue.
+    /// so passed, in order. They too are handed back before a `Drop` that may panic.
     #[inline]
-    fn advance_copied(&mut self, mut n: usize, scratch: &mut Scratch) {
+    fn advance_copied(&mut self, n: usize, scratch: &mut Scratch) {
         debug_assert!(self.front_sent_held == 0);
         if n == 0 {
             return;
         }
-        // Bytes of `spent_chunk` passed and not yet consumed (0: none).
-        let mut spent_chunk = ChunkId::MAX;
-        let mut spent = 0usize;
         let start = self.head;
         let iovs = &mut self.iovs[start..];
         let metas = &mut self.metas[start..start + iovs.len()];
@@ -355,28 +356,32 @@ impl SegmentQueue {
                 return;
             }
         }
-        for (iov, meta) in iovs.iter_mut().zip(metas) {
+        // Bytes not yet passed, and of the `n - left` passed, how many `bytes_out` counts.
+        let mut left = n;
+        let mut counted = 0;
+        // Segments passed: the head is `start + passed`.
+        let mut passed = 0;
+        // Bytes of `spent_chunk` passed and not yet consumed (0: none).
+        let mut spent_chunk = ChunkId::MAX;
+        let mut spent = 0usize;
+        for (iov, meta) in iovs.iter_mut().zip(metas.iter_mut()) {
             let rem = iov.len();
-            if n < rem {
-                // `n > 0`: the loop stops once `n` reaches 0, and it did not start at 0.
-                self.bytes_out += n as u64;
-                iov.advance(n);
-                if let Meta::Scratch(chunk) = **meta {
-                    if chunk == spent_chunk {
-                        spent += n;
-                    } else {
-                        scratch.consume(chunk, n);
+            if left < rem {
+                // The write ends inside this segment (or, `left == 0`, just before it).
+                if left > 0 {
+                    iov.advance(left);
+                    if let Meta::Scratch(chunk) = **meta {
+                        if chunk == spent_chunk {
+                            spent += left;
+                        } else {
+                            scratch.consume(chunk, left);
+                        }
                     }
                 }
-                consume_spent(scratch, spent_chunk, spent);
-                return;
+                break;
             }
-            // Counted out and off the queue before a pinned value's `Drop` runs, so a
-            // panicking `Drop` leaves the queue consistent (if not yet reset). The meta is
-            // spent once `head` is past it: its owner is released where it sits, once.
-            self.bytes_out += rem as u64;
-            self.head += 1;
-            n -= rem;
+            left -= rem;
+            passed += 1;
             match &mut **meta {
                 Meta::Scratch(chunk) => {
                     let chunk = *chunk;
@@ -387,25 +392,30 @@ impl SegmentQueue {
                     }
                     spent += rem;
                 }
-                Meta::Pinned(Owner::Static(_)) => {}
-                // SAFETY (both arms): the meta was live (it was at `head`) and is spent now,
-                // so its owner is dropped exactly once and never read again. These drops are
-                // the allocator's, which must not unwind, so nothing is handed back first.
+                // SAFETY: the meta was live (it was pending) and is passed now, so its owner is
+                // dropped exactly once and never read again (the head is stored past it before
+                // anything else reads the queue).
                 Meta::Pinned(Owner::Arc(arc)) => unsafe { core::ptr::drop_in_place(arc) },
-                Meta::Pinned(Owner::Vec(vec)) => unsafe { core::ptr::drop_in_place(vec) },
                 Meta::Pinned(_) => {
-                    // A `Drop` that may panic: the scratch passed so far is handed back first.
+                    // A `Drop` that may panic: counted out and off the queue first, and the
+                    // scratch passed so far handed back.
+                    self.bytes_out += (n - left - counted) as u64;
+                    counted = n - left;
+                    self.head = start + passed;
                     consume_spent(scratch, spent_chunk, spent);
                     spent = 0;
-                    // SAFETY: as above.
-                    unsafe { ManuallyDrop::drop(meta) };
+                    // SAFETY: as above; the head is already past it.
+                    unsafe { release_in_place(meta) };
                 }
             }
-            if n == 0 {
-                break;
-            }
         }
-        debug_assert_eq!(n, 0, "advanced past what is pending");
+        // Either the loop stopped inside a pending segment, or it passed them all and `n` too.
+        debug_assert!(
+            left == 0 || start + passed < self.iovs.len(),
+            "advanced past what is pending"
+        );
+        self.bytes_out += (n - counted) as u64;
+        self.head = start + passed;
         consume_spent(scratch, spent_chunk, spent);
         self.reset_if_drained();
     }
@@ -626,6 +636,18 @@ impl SegmentQueue {
         }
         self.quick_empty().map(|_| ())
     }
+}
+
+/// Drops the owner in a passed pinned meta (any kind but `Arc`, which the caller drops inline).
+///
+/// # Safety
+///
+/// `meta` is live and is never read or dropped again (its segment is passed).
+#[cold]
+#[inline(never)]
+unsafe fn release_in_place(meta: &mut ManuallyDrop<Meta>) {
+    // SAFETY: the caller's contract.
+    unsafe { ManuallyDrop::drop(meta) }
 }
 
 /// Hands `n` bytes of `chunk` passed by [`SegmentQueue::advance_copied`] back to `scratch`
