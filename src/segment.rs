@@ -99,7 +99,9 @@ pub(crate) struct SegmentQueue {
     /// reads nothing before it.
     released_through: u64,
     /// `(chunk, end)` when the last pending segment is the scratch run `chunk[..end]`, so the
-    /// next commit at `chunk[end]` extends it; `NO_RUN` otherwise.
+    /// next commit at `chunk[end]` extends it; otherwise the chunk is `NO_RUN.0` (no committed
+    /// cursor is in that chunk, so the end does not matter and is left as it was: ending a
+    /// run is one store).
     run: (ChunkId, usize),
 }
 
@@ -166,10 +168,16 @@ impl SegmentQueue {
     #[inline(always)]
     pub(crate) fn push_scratch(&mut self, scratch: &Scratch, cur: &Cursor) {
         let n = cur.pos - cur.start;
-        debug_assert!(n > 0);
+        debug_assert!(n > 0 && cur.chunk != NO_RUN.0);
         self.count_in(n);
         if self.run == (cur.chunk, cur.start) {
-            let last = self.iovs.last_mut().expect("a scratch run is pending");
+            debug_assert!(self.segments() > 0, "a scratch run is pending");
+            let at = self.iovs.len().wrapping_sub(1);
+            // SAFETY: `run` names a chunk only while the last pending segment is that run
+            // (set just after pushing or extending it, ended by every other push and by the
+            // reset of a drained queue; `audit` checks it), so `iovs` is not empty and `at`
+            // is its last index.
+            let last = unsafe { self.iovs.get_unchecked_mut(at) };
             // Where the run starts now (its front may have been sent since).
             let from = last.as_ptr().addr().wrapping_sub(cur.base_addr());
             // SAFETY: the last pending iovec is the scratch run `cur.chunk[from..cur.start]`
@@ -189,7 +197,7 @@ impl SegmentQueue {
     pub(crate) fn push_pinned(&mut self, owner: Owner, len: usize) {
         debug_assert!(len > 0 && owner.bytes().len() == len);
         self.count_in(len);
-        self.run = NO_RUN;
+        self.run.0 = NO_RUN.0;
         if owner.bytes_stay_put() {
             // Shared or static bytes: moving the owner into `metas` neither moves nor
             // invalidates them, so the pointer can be taken now (`bytes_stay_put` is known at
@@ -582,7 +590,7 @@ impl SegmentQueue {
                 self.head
             ));
         }
-        if self.run != NO_RUN {
+        if self.run.0 != NO_RUN.0 {
             match (
                 self.metas[self.head..].last().map(|m| &**m),
                 self.io_slices().last(),
