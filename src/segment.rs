@@ -364,9 +364,9 @@ impl SegmentQueue {
                 return;
             }
         }
-        // Bytes not yet passed, and of the `n - left` passed, how many `bytes_out` counts.
+        // Bytes not yet passed; `bytes_out` is stored as `out + (n - left)`.
         let mut left = n;
-        let mut counted = 0;
+        let out = self.bytes_out;
         // Segments passed: the head is `start + passed`.
         let mut passed = 0;
         // Bytes of `spent_chunk` passed and not yet consumed (0: none).
@@ -407,8 +407,7 @@ impl SegmentQueue {
                 Meta::Pinned(_) => {
                     // A `Drop` that may panic: counted out and off the queue first, and the
                     // scratch passed so far handed back.
-                    self.bytes_out += (n - left - counted) as u64;
-                    counted = n - left;
+                    self.bytes_out = out + (n - left) as u64;
                     self.head = start + passed;
                     consume_spent(scratch, spent_chunk, spent);
                     spent = 0;
@@ -422,7 +421,7 @@ impl SegmentQueue {
             left == 0 || start + passed < self.iovs.len(),
             "advanced past what is pending"
         );
-        self.bytes_out += (n - counted) as u64;
+        self.bytes_out = out + n as u64;
         self.head = start + passed;
         consume_spent(scratch, spent_chunk, spent);
         self.reset_if_drained();
