@@ -233,6 +233,10 @@ impl SegmentQueue {
     /// [`make_room`](Self::make_room) grows them), so one capacity test covers both pushes.
     #[inline(always)]
     fn push_segment(&mut self, meta: Meta, iov: impl FnOnce(&Meta) -> IoSlice<'static>) {
+        // No drop of the meta while `make_room` might unwind (only on a failed allocation):
+        // that would keep a pinned owner in a stack slot, written on every push, for the
+        // unwinding path. A meta lost that way is leaked, not dropped.
+        let meta = ManuallyDrop::new(meta);
         if self.iovs.len() == self.iovs.capacity() {
             self.make_room();
         }
@@ -246,7 +250,7 @@ impl SegmentQueue {
         // unused slot held nothing).
         unsafe {
             let slot = self.metas.as_mut_ptr().add(len);
-            slot.write(ManuallyDrop::new(meta));
+            slot.write(meta);
             self.metas.set_len(len + 1);
             let iov = iov(&*slot);
             self.iovs.as_mut_ptr().add(len).write(iov);
