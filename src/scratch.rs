@@ -453,6 +453,38 @@ impl Scratch {
         })
     }
 
+    /// The pending run of `run_len` bytes at address `run_addr` in `cur.chunk`, which ends
+    /// where `cur` starts, extended by the cursor's bytes, as an iovec that outlives this
+    /// borrow: [`committed_iovec`](Self::committed_iovec) from where the run starts, given
+    /// as the run's own address and length (so the new length is one add, and the address
+    /// is the one already stored), with the chunk's provenance.
+    ///
+    /// # Safety
+    ///
+    /// As for [`committed_iovec`](Self::committed_iovec), with `from` the offset of
+    /// `run_addr` in the chunk: `cur` just committed by this scratch, and the run's bytes
+    /// committed and unreleased, ending at `cur.start`.
+    #[inline]
+    pub(crate) unsafe fn extended_iovec(
+        &self,
+        cur: &Cursor,
+        run_addr: usize,
+        run_len: usize,
+    ) -> IoSlice<'static> {
+        debug_assert_eq!(run_addr + run_len, cur.base_addr() + cur.start);
+        debug_assert!(cur.pos <= self.filled(cur.chunk));
+        // SAFETY: `run_addr..cur.pos` of the chunk is committed and unreleased (caller's
+        // contract) and lies in the live chunk `cur.chunk`; the pointer takes the chunk's raw
+        // base pointer's provenance (`with_addr`), as `committed_iovec`'s does, so later writes
+        // past `filled` do not invalidate it.
+        IoSlice::new(unsafe {
+            core::slice::from_raw_parts(
+                cur.base.as_ptr().with_addr(run_addr),
+                run_len + (cur.pos - cur.start),
+            )
+        })
+    }
+
     /// `n` bytes of `chunk` were copied by the kernel: sent and released in one step.
     #[inline]
     pub(crate) fn consume(&mut self, chunk: ChunkId, n: usize) {

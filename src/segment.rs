@@ -178,11 +178,11 @@ impl SegmentQueue {
             // reset of a drained queue; `audit` checks it), so `iovs` is not empty and `at`
             // is its last index.
             let last = unsafe { self.iovs.get_unchecked_mut(at) };
-            // Where the run starts now (its front may have been sent since).
-            let from = last.as_ptr().addr().wrapping_sub(cur.base_addr());
-            // SAFETY: the last pending iovec is the scratch run `cur.chunk[from..cur.start]`
-            // (`self.run`), committed and unreleased; `cur` was just committed right after it.
-            *last = unsafe { scratch.committed_iovec(cur, from) };
+            // SAFETY: the last pending iovec is the scratch run of `cur.chunk` that ends at
+            // `cur.start` (`self.run`), committed and unreleased (its front may have been
+            // sent since, so it starts where the iovec now starts); `cur` was just committed
+            // right after it.
+            *last = unsafe { scratch.extended_iovec(cur, last.as_ptr().addr(), last.len()) };
             self.run.1 = cur.pos;
             return;
         }
