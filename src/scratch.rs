@@ -305,7 +305,18 @@ impl Scratch {
             // The position as scalars, not the cursor: a `Cursor` (five words) would be passed
             // through memory, which keeps the caller's guard in a stack slot on the hot path
             // too; this way it lives in registers (`BENCHMARKS.md`, callgrind).
-            *cur = self.relocate(cur.chunk, cur.start, cur.pos, n);
+            let used = cur.pos - cur.start;
+            let moved = self.relocate(cur.chunk, cur.start, cur.pos, n);
+            debug_assert_eq!((moved.start, moved.pos), (0, used));
+            // The guard's bytes now sit at the start of the new chunk. Rebuilt from `used`
+            // rather than taken from `moved`: both paths then give `pos - start` as the same
+            // expression, so the compiler knows a guard's length from its writes alone (and
+            // drops a fixed-size header's empty-guard test at commit).
+            *cur = Cursor {
+                start: 0,
+                pos: used,
+                ..moved
+            };
         }
         debug_assert_eq!(
             self.chunks[cur.chunk as usize].ptr, cur.base,
