@@ -159,8 +159,11 @@ pub(crate) struct Scratch {
     free: Vec<ChunkId>,
     /// The tail, the chunk guards write to, as the cursor a guard opened now would get:
     /// `window.chunk` is the tail's id (`NO_TAIL`: none, then the rest is empty), `base` and
-    /// `cap` its memory, `start == pos` its `filled` cursor. Kept here so that opening and
-    /// committing a guard touch no slab entry; while a chunk is the tail its own `filled`
+    /// `cap` its memory, `pos` its `filled` cursor. `window.start` is not kept (a guard's
+    /// cursor starts at `pos`, [`open`](Self::open)): one store less per commit, and a guard's
+    /// length is then known from its writes alone, so the compiler drops the empty-guard test
+    /// of a fixed-size header. Kept here so that opening and committing a guard touch no slab
+    /// entry; while a chunk is the tail its own `filled`
     /// field is stale (read it with [`filled`](Self::filled)), and it is written back when the
     /// chunk stops being the tail ([`set_tail`](Self::set_tail)).
     window: Cursor,
@@ -243,7 +246,14 @@ impl Scratch {
         if self.tail() == NO_TAIL {
             self.new_tail();
         }
-        self.window
+        let w = &self.window;
+        Cursor {
+            chunk: w.chunk,
+            start: w.pos,
+            pos: w.pos,
+            base: w.base,
+            cap: w.cap,
+        }
     }
 
     #[cold]
@@ -295,7 +305,18 @@ impl Scratch {
             // The position as scalars, not the cursor: a `Cursor` (five words) would be passed
             // through memory, which keeps the caller's guard in a stack slot on the hot path
             // too; this way it lives in registers (`BENCHMARKS.md`, callgrind).
-            *cur = self.relocate(cur.chunk, cur.start, cur.pos, n);
+            let used = cur.pos - cur.start;
+            let moved = self.relocate(cur.chunk, cur.start, cur.pos, n);
+            debug_assert_eq!((moved.start, moved.pos), (0, used));
+            // The guard's bytes now sit at the start of the new chunk. Rebuilt from `used`
+            // rather than taken from `moved`: both paths then give `pos - start` as the same
+            // expression, so the compiler knows a guard's length from its writes alone (and
+            // drops a fixed-size header's empty-guard test at commit).
+            *cur = Cursor {
+                start: 0,
+                pos: used,
+                ..moved
+            };
         }
         debug_assert_eq!(
             self.chunks[cur.chunk as usize].ptr, cur.base,
@@ -357,7 +378,6 @@ impl Scratch {
             self.retire_tail(cur.chunk);
         }
         debug_assert_eq!(self.window.pos, cur.start, "tail moved under an open guard");
-        self.window.start = cur.pos;
         self.window.pos = cur.pos;
         self.unsent += cur.pos - cur.start;
     }
@@ -403,7 +423,6 @@ impl Scratch {
         self.reserve(&mut cur, src.len()).copy_from_slice(src);
         // `commit` without its test for a relocated guard: the bytes are the tail's. (After the
         // copy the compiler could not reuse the tail id it loaded before.)
-        self.window.start = cur.pos;
         self.window.pos = cur.pos;
         self.unsent += src.len();
         cur
@@ -442,6 +461,38 @@ impl Scratch {
         // chunk's raw base pointer, so later writes past `filled` do not invalidate it.
         IoSlice::new(unsafe {
             core::slice::from_raw_parts(cur.base.as_ptr().add(from), cur.pos - from)
+        })
+    }
+
+    /// The pending run of `run_len` bytes at address `run_addr` in `cur.chunk`, which ends
+    /// where `cur` starts, extended by the cursor's bytes, as an iovec that outlives this
+    /// borrow: [`committed_iovec`](Self::committed_iovec) from where the run starts, given
+    /// as the run's own address and length (so the new length is one add, and the address
+    /// is the one already stored), with the chunk's provenance.
+    ///
+    /// # Safety
+    ///
+    /// As for [`committed_iovec`](Self::committed_iovec), with `from` the offset of
+    /// `run_addr` in the chunk: `cur` just committed by this scratch, and the run's bytes
+    /// committed and unreleased, ending at `cur.start`.
+    #[inline]
+    pub(crate) unsafe fn extended_iovec(
+        &self,
+        cur: &Cursor,
+        run_addr: usize,
+        run_len: usize,
+    ) -> IoSlice<'static> {
+        debug_assert_eq!(run_addr + run_len, cur.base_addr() + cur.start);
+        debug_assert!(cur.pos <= self.filled(cur.chunk));
+        // SAFETY: `run_addr..cur.pos` of the chunk is committed and unreleased (caller's
+        // contract) and lies in the live chunk `cur.chunk`; the pointer takes the chunk's raw
+        // base pointer's provenance (`with_addr`), as `committed_iovec`'s does, so later writes
+        // past `filled` do not invalidate it.
+        IoSlice::new(unsafe {
+            core::slice::from_raw_parts(
+                cur.base.as_ptr().with_addr(run_addr),
+                run_len + (cur.pos - cur.start),
+            )
         })
     }
 
@@ -500,7 +551,6 @@ impl Scratch {
             c.filled = 0;
             c.sent = 0;
             c.released = 0;
-            self.window.start = 0;
             self.window.pos = 0;
         } else {
             if chunk == self.tail() {
@@ -539,10 +589,10 @@ impl Scratch {
             }
             let c = &self.chunks[tail as usize];
             let w = &self.window;
-            if (w.base, w.cap, w.start) != (c.ptr, c.cap, w.pos) {
+            if (w.base, w.cap) != (c.ptr, c.cap) || w.pos > c.cap {
                 return Err(format!(
-                    "tail window (base {:p}, capacity {}, {}..{}) is not chunk {tail} (base {:p}, capacity {})",
-                    w.base, w.cap, w.start, w.pos, c.ptr, c.cap
+                    "tail window (base {:p}, capacity {}, filled {}) is not chunk {tail} (base {:p}, capacity {})",
+                    w.base, w.cap, w.pos, c.ptr, c.cap
                 ));
             }
         }

@@ -3,9 +3,10 @@
 //! Pending segments are kept in iovec form: `iovs[head..]` is exactly the array a vectored write
 //! takes, so gathering costs nothing and a partial write only shortens the front entry (as
 //! `IoSlice::advance_slices` does). `metas` runs parallel to `iovs` and says what each iovec
-//! points into: a scratch chunk, or a pinned value whose owner waits in `owners` (pinned values
-//! are sent, and so released, in queue order, so their owners form a FIFO of their own and
-//! `metas` stays a plain `Copy` array that is cleared and compacted without running any drop).
+//! points into: a scratch chunk, or a pinned value, whose owner sits in the meta itself, so a
+//! pinned segment is one push and one entry, and passing it needs no second queue. The metas
+//! are `ManuallyDrop`: a passed entry's owner is released (or moved out) where it sits, and
+//! the array is cleared and compacted without running any drop.
 //!
 //! Every segment goes through three steps:
 //!
@@ -37,13 +38,16 @@ pub(crate) enum Release {
 }
 
 /// What a pending iovec points into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Meta {
     Scratch(ChunkId),
-    /// A pinned value, owned by the front of `owners` when this segment is the first pinned
-    /// one pending.
-    Pinned,
+    /// A pinned value and its owner.
+    Pinned(Owner),
 }
+
+// `Meta::Scratch` lives in a niche of `Owner`'s tag byte: a meta is no larger than an owner,
+// and telling the kinds apart is one compare of that byte.
+static_assertions::assert_eq_size!(Meta, Owner);
 
 /// What a held segment keeps alive.
 #[derive(Debug)]
@@ -61,22 +65,21 @@ struct Held {
     end_offset: u64,
 }
 
-#[derive(Debug)]
 pub(crate) struct SegmentQueue {
     /// `iovs[head..]` are the pending bytes, in order.
     ///
     /// Invariant: each pending iovec points into what `metas` at the same index names —
-    /// committed, unreleased bytes of a live scratch chunk, or the bytes of a live pinned owner
-    /// (the k-th pending `Meta::Pinned` is `owners[k]`) — and is never empty. The `'static` is a lie the queue keeps honest: iovecs leave only through
+    /// committed, unreleased bytes of a live scratch chunk, or the tail of the bytes of the
+    /// pinned owner in that meta — and is never empty. The `'static` is a lie the queue keeps honest: iovecs leave only through
     /// [`io_slices`](Self::io_slices), which shortens it to the queue's borrow, and the memory
     /// they point to outlives that borrow (pinned owners are dropped, scratch reused, only
     /// through `&mut self`).
     iovs: Vec<IoSlice<'static>>,
     /// What each iovec points into. Invariant: as long as `iovs`, with at least its capacity
-    /// (segments are pushed only through [`push_segment`](Self::push_segment)).
-    metas: Vec<Meta>,
-    /// Owners of the pending pinned segments, in queue order.
-    owners: OwnerFifo,
+    /// (segments are pushed only through [`push_segment`](Self::push_segment));
+    /// `metas[head..]` are live, `metas[..head]` are spent (their owners released or moved
+    /// out when passed) and never read or dropped again.
+    metas: Vec<ManuallyDrop<Meta>>,
     head: usize,
     held: VecDeque<Held>,
     /// Bytes sent but not released.
@@ -96,7 +99,9 @@ pub(crate) struct SegmentQueue {
     /// reads nothing before it.
     released_through: u64,
     /// `(chunk, end)` when the last pending segment is the scratch run `chunk[..end]`, so the
-    /// next commit at `chunk[end]` extends it; `NO_RUN` otherwise.
+    /// next commit at `chunk[end]` extends it; otherwise the chunk is `NO_RUN.0` (no committed
+    /// cursor is in that chunk, so the end does not matter and is left as it was: ending a
+    /// run is one store).
     run: (ChunkId, usize),
 }
 
@@ -107,7 +112,6 @@ impl Default for SegmentQueue {
         SegmentQueue {
             iovs: Vec::new(),
             metas: Vec::new(),
-            owners: OwnerFifo::default(),
             head: 0,
             held: VecDeque::new(),
             held_len: 0,
@@ -164,21 +168,27 @@ impl SegmentQueue {
     #[inline(always)]
     pub(crate) fn push_scratch(&mut self, scratch: &Scratch, cur: &Cursor) {
         let n = cur.pos - cur.start;
-        debug_assert!(n > 0);
+        debug_assert!(n > 0 && cur.chunk != NO_RUN.0);
         self.count_in(n);
         if self.run == (cur.chunk, cur.start) {
-            let last = self.iovs.last_mut().expect("a scratch run is pending");
-            // Where the run starts now (its front may have been sent since).
-            let from = last.as_ptr().addr().wrapping_sub(cur.base_addr());
-            // SAFETY: the last pending iovec is the scratch run `cur.chunk[from..cur.start]`
-            // (`self.run`), committed and unreleased; `cur` was just committed right after it.
-            *last = unsafe { scratch.committed_iovec(cur, from) };
+            debug_assert!(self.segments() > 0, "a scratch run is pending");
+            let at = self.iovs.len().wrapping_sub(1);
+            // SAFETY: `run` names a chunk only while the last pending segment is that run
+            // (set just after pushing or extending it, ended by every other push and by the
+            // reset of a drained queue; `audit` checks it), so `iovs` is not empty and `at`
+            // is its last index.
+            let last = unsafe { self.iovs.get_unchecked_mut(at) };
+            // SAFETY: the last pending iovec is the scratch run of `cur.chunk` that ends at
+            // `cur.start` (`self.run`), committed and unreleased (its front may have been
+            // sent since, so it starts where the iovec now starts); `cur` was just committed
+            // right after it.
+            *last = unsafe { scratch.extended_iovec(cur, last.as_ptr().addr(), last.len()) };
             self.run.1 = cur.pos;
             return;
         }
         // SAFETY: `cur` was just committed; its bytes are released only after this segment.
         let iov = unsafe { scratch.committed_iovec(cur, cur.start) };
-        self.push_segment(iov, Meta::Scratch(cur.chunk));
+        self.push_segment(Meta::Scratch(cur.chunk), |_| iov);
         self.run = (cur.chunk, cur.pos);
     }
 
@@ -187,35 +197,46 @@ impl SegmentQueue {
     pub(crate) fn push_pinned(&mut self, owner: Owner, len: usize) {
         debug_assert!(len > 0 && owner.bytes().len() == len);
         self.count_in(len);
-        self.run = NO_RUN;
-        let bytes = if owner.bytes_stay_put() {
-            // Shared or static bytes: moving the owner into `owners` neither moves nor
+        self.run.0 = NO_RUN.0;
+        if owner.bytes_stay_put() {
+            // Shared or static bytes: moving the owner into `metas` neither moves nor
             // invalidates them, so the pointer can be taken now (`bytes_stay_put` is known at
             // compile time when `pin` is inlined, which skips a `match` on the stored owner).
             let bytes = owner.bytes();
             let raw = (bytes.as_ptr(), bytes.len());
-            self.owners.push(owner);
-            raw
+            // SAFETY: the bytes are owned by (or `'static` for) `owner`, which stays in
+            // `metas` until this iovec is advanced past; moving an `Arc`, `Bytes` or static
+            // owner neither moves nor invalidates the bytes it points at.
+            let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(raw.0, raw.1) });
+            self.push_segment(Meta::Pinned(owner), |_| iov);
         } else {
             // Take the pointer only once the owner sits where it stays until released.
-            self.owners.push(owner);
-            let bytes = self.owners.back().bytes();
-            (bytes.as_ptr(), bytes.len())
-        };
-        // SAFETY: the bytes are owned by (or `'static` for) `owner`, which stays in `owners`
-        // until this iovec is advanced past; moving an `Owner` never moves the bytes it owns
-        // (they live on the heap or are static), and the pointer was taken after the last move
-        // that could invalidate it (`Owner::bytes_stay_put`).
-        let iov = IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.0, bytes.1) });
-        self.push_segment(iov, Meta::Pinned);
+            self.push_segment(Meta::Pinned(owner), |meta| {
+                let Meta::Pinned(owner) = meta else {
+                    unreachable!("a pinned meta was just pushed")
+                };
+                let bytes = owner.bytes();
+                // SAFETY: the bytes are owned by `owner`, which stays in `metas` until this
+                // iovec is advanced past; the pointer is taken after the owner's last move
+                // (`Owner::bytes_stay_put`: a later move of a `Vec` owner, by compaction,
+                // moves neither its bytes nor retags them; a boxed `Other` owner's bytes are
+                // behind its box).
+                IoSlice::new(unsafe { core::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) })
+            });
+        }
     }
 
-    /// Appends a pending segment: its iovec and, at the same index, its meta.
+    /// Appends a pending segment: its meta and, at the same index, the iovec `iov` makes from
+    /// the meta where it now sits.
     ///
     /// The two arrays have one length and `metas` at least the capacity of `iovs` (only
     /// [`make_room`](Self::make_room) grows them), so one capacity test covers both pushes.
     #[inline(always)]
-    fn push_segment(&mut self, iov: IoSlice<'static>, meta: Meta) {
+    fn push_segment(&mut self, meta: Meta, iov: impl FnOnce(&Meta) -> IoSlice<'static>) {
+        // No drop of the meta while `make_room` might unwind (only on a failed allocation):
+        // that would keep a pinned owner in a stack slot, written on every push, for the
+        // unwinding path. A meta lost that way is leaked, not dropped.
+        let meta = ManuallyDrop::new(meta);
         if self.iovs.len() == self.iovs.capacity() {
             self.make_room();
         }
@@ -223,13 +244,17 @@ impl SegmentQueue {
         debug_assert!(self.metas.len() == len && self.metas.capacity() > len);
         // SAFETY: `len < iovs.capacity() <= metas.capacity()` (`make_room` ensured the first,
         // the arrays' invariant the second) and both arrays are `len` long, so slot `len` of
-        // each is allocated and unused; it is written before the length covers it. Both are
-        // `Copy` types, so no drop is skipped or doubled.
+        // each is allocated and unused; each is written before its length covers it, the meta
+        // first, so the iovec can point into the owner where it stays. An `IoSlice` has no
+        // drop, and a meta is `ManuallyDrop`, so nothing is dropped twice or skipped (the
+        // unused slot held nothing).
         unsafe {
+            let slot = self.metas.as_mut_ptr().add(len);
+            slot.write(meta);
+            self.metas.set_len(len + 1);
+            let iov = iov(&*slot);
             self.iovs.as_mut_ptr().add(len).write(iov);
             self.iovs.set_len(len + 1);
-            self.metas.as_mut_ptr().add(len).write(meta);
-            self.metas.set_len(len + 1);
         }
     }
 
@@ -285,28 +310,24 @@ impl SegmentQueue {
             // The copying case releases the segment now, with nothing earlier held for it.
             let now = mode == Release::OnSend && self.front_sent_held == 0;
             // Counted out and off the queue before a pinned value's `Drop` runs, so a panicking
-            // `Drop` leaves the queue consistent. (Each arm takes its owner itself: an
-            // `Option<Owner>` carried across cost a discriminant test per segment.)
-            let meta = self.metas[h];
+            // `Drop` leaves the queue consistent.
+            // SAFETY: `metas[h]` was live (`h` was the head) and is spent now that `head` is
+            // past it: it is moved out exactly once and never read or dropped again.
+            let meta = unsafe { ManuallyDrop::take(&mut self.metas[h]) };
             match (meta, now) {
                 (Meta::Scratch(chunk), true) => {
                     scratch.consume(chunk, rem);
                     self.reset_if_drained();
                 }
-                (Meta::Pinned, true) => {
-                    // Released where it sits (no move through the stack); the arrays are
-                    // reset after, and a panicking `Drop` leaves them consistent, if unreset.
-                    self.owners.release_front();
+                (Meta::Pinned(owner), true) => {
+                    // The arrays are reset after, and a panicking `Drop` leaves them
+                    // consistent, if unreset.
+                    owner.release();
                     self.reset_if_drained();
                 }
-                (Meta::Scratch(_), false) => {
+                (meta, false) => {
                     self.reset_if_drained();
-                    self.finish(meta, None, rem, scratch, mode);
-                }
-                (Meta::Pinned, false) => {
-                    let owner = self.pop_owner();
-                    self.reset_if_drained();
-                    self.finish(meta, Some(owner), rem, scratch, mode);
+                    self.finish(meta, rem, scratch, mode);
                 }
             }
         }
@@ -316,40 +337,97 @@ impl SegmentQueue {
     /// each segment passed is counted out, moved past and released at once. One pass over
     /// the pending slices (no per-segment bounds checks or mode tests); the arrays are reset
     /// once, at the end.
+    ///
+    /// The head and the bytes out are counted in locals and stored once, at the end, and
+    /// before any owner is released whose `Drop` may panic, so a panic leaves the queue
+    /// consistent. (Releasing an `Arc<[u8]>` cannot panic: its drop is the allocator's, which
+    /// must not unwind.)
+    ///
+    /// Scratch bytes passed are handed back to `scratch` once per run of segments in one chunk
+    /// (the headers between the pinned values of a batch all sit in the tail) rather than
+    /// once per segment. That is the same as consuming them one by one: a chunk is reused
+    /// only once every committed byte of it is consumed, and the bytes of one chunk are queued,
+    /// so passed, in order. They too are handed back before a `Drop` that may panic.
     #[inline]
-    fn advance_copied(&mut self, mut n: usize, scratch: &mut Scratch) {
+    fn advance_copied(&mut self, n: usize, scratch: &mut Scratch) {
         debug_assert!(self.front_sent_held == 0);
         if n == 0 {
             return;
         }
         let start = self.head;
         let iovs = &mut self.iovs[start..];
-        let metas = &self.metas[start..start + iovs.len()];
-        for (iov, meta) in iovs.iter_mut().zip(metas) {
-            let rem = iov.len();
-            if n < rem {
-                // `n > 0`: the loop stops once `n` reaches 0, and it did not start at 0.
+        let metas = &mut self.metas[start..start + iovs.len()];
+        if let (Some(iov), Some(meta)) = (iovs.first_mut(), metas.first()) {
+            if n < iov.len() {
+                // Inside the front segment: the usual case for a long scratch run.
                 self.bytes_out += n as u64;
                 iov.advance(n);
-                if let Meta::Scratch(chunk) = *meta {
+                if let Meta::Scratch(chunk) = **meta {
                     scratch.consume(chunk, n);
                 }
                 return;
             }
-            // Counted out and off the queue before a pinned value's `Drop` runs, so a
-            // panicking `Drop` leaves the queue consistent (if not yet reset).
-            self.bytes_out += rem as u64;
-            self.head += 1;
-            n -= rem;
-            match *meta {
-                Meta::Scratch(chunk) => scratch.consume(chunk, rem),
-                Meta::Pinned => self.owners.release_front(),
-            }
-            if n == 0 {
+        }
+        // Bytes not yet passed; `bytes_out` is stored as `out + (n - left)`.
+        let mut left = n;
+        let out = self.bytes_out;
+        // Segments passed: the head is `start + passed`.
+        let mut passed = 0;
+        // Bytes of `spent_chunk` passed and not yet consumed (0: none).
+        let mut spent_chunk = ChunkId::MAX;
+        let mut spent = 0usize;
+        for (iov, meta) in iovs.iter_mut().zip(metas.iter_mut()) {
+            let rem = iov.len();
+            if left < rem {
+                // The write ends inside this segment (or, `left == 0`, just before it).
+                if left > 0 {
+                    iov.advance(left);
+                    if let Meta::Scratch(chunk) = **meta {
+                        if chunk == spent_chunk {
+                            spent += left;
+                        } else {
+                            scratch.consume(chunk, left);
+                        }
+                    }
+                }
                 break;
             }
+            left -= rem;
+            passed += 1;
+            match &mut **meta {
+                Meta::Scratch(chunk) => {
+                    let chunk = *chunk;
+                    if chunk != spent_chunk {
+                        consume_spent(scratch, spent_chunk, spent);
+                        spent_chunk = chunk;
+                        spent = 0;
+                    }
+                    spent += rem;
+                }
+                // SAFETY: the meta was live (it was pending) and is passed now, so its owner is
+                // dropped exactly once and never read again (the head is stored past it before
+                // anything else reads the queue).
+                Meta::Pinned(Owner::Arc(arc)) => unsafe { core::ptr::drop_in_place(arc) },
+                Meta::Pinned(_) => {
+                    // A `Drop` that may panic: counted out and off the queue first, and the
+                    // scratch passed so far handed back.
+                    self.bytes_out = out + (n - left) as u64;
+                    self.head = start + passed;
+                    consume_spent(scratch, spent_chunk, spent);
+                    spent = 0;
+                    // SAFETY: as above; the head is already past it.
+                    unsafe { release_in_place(meta) };
+                }
+            }
         }
-        debug_assert_eq!(n, 0, "advanced past what is pending");
+        // Either the loop stopped inside a pending segment, or it passed them all and `n` too.
+        debug_assert!(
+            left == 0 || start + passed < self.iovs.len(),
+            "advanced past what is pending"
+        );
+        self.bytes_out = out + n as u64;
+        self.head = start + passed;
+        consume_spent(scratch, spent_chunk, spent);
         self.reset_if_drained();
     }
 
@@ -362,28 +440,24 @@ impl SegmentQueue {
             self.metas.clear();
             self.head = 0;
             self.run = NO_RUN;
-            // Every pending pinned segment is advanced past, so every owner was popped.
-            self.owners.reset();
         }
-    }
-
-    /// The owner of the pinned segment just advanced past: the front of `owners`.
-    #[inline]
-    fn pop_owner(&mut self) -> Owner {
-        self.owners.pop()
     }
 
     /// Accounts for `step` bytes sent from inside the front segment `h`.
     #[inline]
     fn advance_inside(&mut self, h: usize, step: usize, scratch: &mut Scratch, mode: Release) {
-        match (self.metas[h], mode) {
-            (Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
-            (Meta::Scratch(chunk), Release::OnCompletion) => {
+        let chunk = match *self.metas[h] {
+            Meta::Scratch(chunk) => Some(chunk),
+            Meta::Pinned(_) => None,
+        };
+        match (chunk, mode) {
+            (Some(chunk), Release::OnSend) => scratch.consume(chunk, step),
+            (Some(chunk), Release::OnCompletion) => {
                 scratch.mark_sent(chunk, step);
                 self.hold(Kept::Scratch(chunk), step, self.bytes_out);
             }
-            (Meta::Pinned, Release::OnSend) => {}
-            (Meta::Pinned, Release::OnCompletion) => {
+            (None, Release::OnSend) => {}
+            (None, Release::OnCompletion) => {
                 self.front_sent_held += step;
                 self.front_held_end = self.bytes_out;
                 self.held_len += step;
@@ -392,19 +466,12 @@ impl SegmentQueue {
     }
 
     /// Accounts for the last `step` bytes of a segment, now fully sent, outside the copying
-    /// fast path; `owner` is the pinned segment's owner, already taken off `owners`.
-    fn finish(
-        &mut self,
-        meta: Meta,
-        owner: Option<Owner>,
-        step: usize,
-        scratch: &mut Scratch,
-        mode: Release,
-    ) {
+    /// fast path; `meta` is the segment's, already taken off the queue.
+    fn finish(&mut self, meta: Meta, step: usize, scratch: &mut Scratch, mode: Release) {
         let earlier = std::mem::take(&mut self.front_sent_held);
-        match (meta, owner, mode) {
-            (Meta::Scratch(chunk), None, Release::OnSend) => scratch.consume(chunk, step),
-            (Meta::Pinned, Some(owner), Release::OnSend) => {
+        match (meta, mode) {
+            (Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
+            (Meta::Pinned(owner), Release::OnSend) => {
                 if earlier == 0 {
                     owner.release();
                 } else if self.front_held_end <= self.released_through {
@@ -418,15 +485,14 @@ impl SegmentQueue {
                     self.hold(Kept::Pinned(owner), earlier, self.front_held_end);
                 }
             }
-            (Meta::Scratch(chunk), None, Release::OnCompletion) => {
+            (Meta::Scratch(chunk), Release::OnCompletion) => {
                 scratch.mark_sent(chunk, step);
                 self.hold(Kept::Scratch(chunk), step, self.bytes_out);
             }
-            (Meta::Pinned, Some(owner), Release::OnCompletion) => {
+            (Meta::Pinned(owner), Release::OnCompletion) => {
                 self.held_len -= earlier;
                 self.hold(Kept::Pinned(owner), step + earlier, self.bytes_out);
             }
-            _ => unreachable!("a pinned segment without its owner, or a scratch run with one"),
         }
     }
 
@@ -474,9 +540,10 @@ impl SegmentQueue {
             core::mem::forget(h.kept);
         }
         if self.front_sent_held > 0 {
-            // The partly sent front segment is pinned, so its owner is the first one.
-            debug_assert_eq!(self.metas[self.head], Meta::Pinned);
-            core::mem::forget(self.owners.pop());
+            // The partly sent front segment is pinned: forget its owner, in place (assigning
+            // to a `ManuallyDrop` drops nothing), so the queue's `Drop` skips it.
+            debug_assert!(matches!(*self.metas[self.head], Meta::Pinned(_)));
+            self.metas[self.head] = ManuallyDrop::new(Meta::Scratch(ChunkId::MAX));
             self.front_sent_held = 0;
         }
         self.held_len = 0;
@@ -488,7 +555,6 @@ impl SegmentQueue {
         debug_assert!(self.quick_empty() == Ok(true));
         self.iovs = Vec::new();
         self.metas = Vec::new();
-        self.owners = OwnerFifo::default();
         self.head = 0;
         self.run = NO_RUN;
         self.held = VecDeque::new();
@@ -498,7 +564,6 @@ impl SegmentQueue {
     pub(crate) fn memory(&self) -> usize {
         self.iovs.capacity() * core::mem::size_of::<IoSlice<'static>>()
             + self.metas.capacity() * core::mem::size_of::<Meta>()
-            + self.owners.capacity() * core::mem::size_of::<Owner>()
             + self.held.capacity() * core::mem::size_of::<Held>()
     }
 
@@ -522,14 +587,17 @@ impl SegmentQueue {
     pub(crate) fn audit(&self) -> Result<(), String> {
         if self.iovs.len() != self.metas.len() || self.head > self.iovs.len() {
             return Err(format!(
-                "iovecs ({}) and owners ({}) out of step, head {}",
+                "iovecs ({}) and metas ({}) out of step, head {}",
                 self.iovs.len(),
                 self.metas.len(),
                 self.head
             ));
         }
-        if self.run != NO_RUN {
-            match (self.metas[self.head..].last(), self.io_slices().last()) {
+        if self.run.0 != NO_RUN.0 {
+            match (
+                self.metas[self.head..].last().map(|m| &**m),
+                self.io_slices().last(),
+            ) {
                 (Some(Meta::Scratch(c)), Some(_)) if *c == self.run.0 => {}
                 _ => {
                     return Err(format!(
@@ -539,26 +607,17 @@ impl SegmentQueue {
                 }
             }
         }
-        let pinned = self.metas[self.head..]
-            .iter()
-            .filter(|m| **m == Meta::Pinned)
-            .count();
-        if pinned != self.owners.len() {
-            return Err(format!(
-                "{pinned} pinned segments pending but {} owners queued",
-                self.owners.len()
-            ));
-        }
         let owned = self.metas[self.head..]
             .iter()
             .zip(self.io_slices())
-            .filter(|(m, _)| **m == Meta::Pinned)
-            .zip(self.owners.iter())
-            .all(|((_, iov), owner)| {
-                let bytes = owner.bytes();
-                let (start, end) = (bytes.as_ptr().addr(), bytes.as_ptr().addr() + bytes.len());
-                let at = iov.as_ptr().addr();
-                start <= at && at + iov.len() == end
+            .all(|(meta, iov)| match &**meta {
+                Meta::Scratch(_) => true,
+                Meta::Pinned(owner) => {
+                    let bytes = owner.bytes();
+                    let (start, end) = (bytes.as_ptr().addr(), bytes.as_ptr().addr() + bytes.len());
+                    let at = iov.as_ptr().addr();
+                    start <= at && at + iov.len() == end
+                }
             });
         if !owned {
             return Err("a pinned iovec does not point into the tail of its owner's bytes".into());
@@ -590,119 +649,53 @@ impl SegmentQueue {
     }
 }
 
-/// The owners of the pending pinned values, first in, first out: a `Vec` and the index of its
-/// front, so a push is a `Vec::push` and a pop a read and an increment (a `VecDeque` wraps its
-/// index on both). Spent slots are reclaimed when the queue drains ([`reset`](Self::reset)) or,
-/// on a queue that never drains, by compaction when the `Vec` is full, as for the iovecs.
+/// Drops the owner in a passed pinned meta (any kind but `Arc`, which the caller drops inline).
 ///
-/// Invariant: `slots[head..]` are live owners; `slots[..head]` were moved out by
-/// [`pop`](Self::pop) and are never read or dropped again (hence `ManuallyDrop`).
-#[derive(Default)]
-struct OwnerFifo {
-    slots: Vec<ManuallyDrop<Owner>>,
-    head: usize,
+/// # Safety
+///
+/// `meta` is live and is never read or dropped again (its segment is passed).
+#[cold]
+#[inline(never)]
+unsafe fn release_in_place(meta: &mut ManuallyDrop<Meta>) {
+    // SAFETY: the caller's contract.
+    unsafe { ManuallyDrop::drop(meta) }
 }
 
-impl OwnerFifo {
-    #[inline]
-    fn len(&self) -> usize {
-        self.slots.len() - self.head
-    }
-
-    #[inline]
-    fn capacity(&self) -> usize {
-        self.slots.capacity()
-    }
-
-    /// Appends `owner`.
-    #[inline]
-    fn push(&mut self, owner: Owner) {
-        if self.slots.len() == self.slots.capacity() && self.head * 2 >= self.slots.len() {
-            self.compact();
-        }
-        self.slots.push(ManuallyDrop::new(owner));
-    }
-
-    /// The owner pushed last.
-    #[inline]
-    fn back(&self) -> &Owner {
-        self.slots.last().expect("an owner is queued")
-    }
-
-    /// Drops the spent front slots (owners already moved out: nothing runs) instead of growing.
-    #[cold]
-    #[inline(never)]
-    fn compact(&mut self) {
-        self.slots.drain(..self.head);
-        self.head = 0;
-    }
-
-    /// Takes the front owner.
-    ///
-    /// # Panics
-    ///
-    /// If no owner is queued (a bug of the segment queue: a pinned segment without its owner).
-    #[inline]
-    fn pop(&mut self) -> Owner {
-        let slot = &mut self.slots[self.head];
-        // SAFETY: `slots[head]` is live (the invariant, and the index is in bounds); moving
-        // `head` past it right after marks it spent, so it is never read or dropped again.
-        let owner = unsafe { ManuallyDrop::take(slot) };
-        self.head += 1;
-        owner
-    }
-
-    /// Releases the front owner where it sits, after marking its slot spent: a panicking
-    /// `Drop` leaves the FIFO consistent.
-    ///
-    /// # Panics
-    ///
-    /// If no owner is queued (a bug of the segment queue), or if the value's `Drop` panics.
-    #[inline]
-    fn release_front(&mut self) {
-        let h = self.head;
-        let slot = &mut self.slots[h];
-        self.head = h + 1;
-        match &mut **slot {
-            Owner::Static(_) => {}
-            // SAFETY (both arms): `slots[h]` was live (the invariant, and the index is in
-            // bounds) and is spent now that `head` is past it, so it is dropped exactly once
-            // and never read again. (The `Arc` arm drops inline, as `Owner::release` does.)
-            Owner::Arc(arc) => unsafe { core::ptr::drop_in_place(arc) },
-            _ => unsafe { ManuallyDrop::drop(slot) },
-        }
-    }
-
-    /// Forgets the spent slots once every owner is popped, so the `Vec` is reused from the start.
-    #[inline]
-    fn reset(&mut self) {
-        debug_assert_eq!(self.len(), 0, "owners left in a drained queue");
-        // `ManuallyDrop` slots: clearing runs no drop (and every slot is spent anyway).
-        self.slots.clear();
-        self.head = 0;
-    }
-
-    /// The live owners, front first.
-    fn iter(&self) -> impl Iterator<Item = &Owner> + '_ {
-        self.slots[self.head..].iter().map(|o| &**o)
+/// Hands `n` bytes of `chunk` passed by [`SegmentQueue::advance_copied`] back to `scratch`
+/// (nothing if `n == 0`).
+#[inline(always)]
+fn consume_spent(scratch: &mut Scratch, chunk: ChunkId, n: usize) {
+    if n > 0 {
+        scratch.consume(chunk, n);
     }
 }
 
-/// Lists the live owners only: a spent slot's owner was moved out (and possibly dropped), so it
-/// must not be read, which a derived `Debug` would do.
-impl fmt::Debug for OwnerFifo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl Drop for OwnerFifo {
+impl Drop for SegmentQueue {
     fn drop(&mut self) {
-        for slot in &mut self.slots[self.head..] {
-            // SAFETY: `slots[head..]` are live and, being dropped with the queue, never used
-            // again; `slots[..head]` (moved out) are not touched.
-            unsafe { ManuallyDrop::drop(slot) };
+        for meta in &mut self.metas[self.head..] {
+            // SAFETY: `metas[head..]` are live and, being dropped with the queue, never used
+            // again; the spent `metas[..head]` are not touched.
+            unsafe { ManuallyDrop::drop(meta) };
         }
+    }
+}
+
+/// Lists the pending segments' metas only: a spent meta's owner was released or moved out, so
+/// it must not be read, which a derived `Debug` would do.
+impl fmt::Debug for SegmentQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentQueue")
+            .field("iovs", &self.io_slices())
+            .field("metas", &&self.metas[self.head..])
+            .field("held", &self.held)
+            .field("held_len", &self.held_len)
+            .field("bytes_in", &self.bytes_in)
+            .field("bytes_out", &self.bytes_out)
+            .field("front_sent_held", &self.front_sent_held)
+            .field("front_held_end", &self.front_held_end)
+            .field("released_through", &self.released_through)
+            .field("run", &self.run)
+            .finish()
     }
 }
 
@@ -716,66 +709,34 @@ mod tests {
     }
 
     #[test]
-    fn owner_fifo_is_first_in_first_out_and_drops_each_owner_once() {
+    fn pinned_owners_are_dropped_once_whether_passed_or_dropped_with_the_queue() {
         let values: Vec<Arc<[u8]>> = (0..5).map(arc).collect();
-        let mut fifo = OwnerFifo::default();
+        let mut scratch = Scratch::new(64);
+        let mut q = SegmentQueue::default();
         for v in &values {
-            fifo.push(Owner::new(Arc::clone(v)));
+            q.push_pinned(Owner::new(Arc::clone(v)), 8);
         }
-        assert_eq!(fifo.back().bytes(), &values[4][..]);
-        assert_eq!(fifo.pop().bytes(), &values[0][..]);
-        fifo.release_front();
-        assert_eq!(Arc::strong_count(&values[1]), 1, "released in place");
-        assert_eq!(fifo.len(), 3);
-        let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
-        assert_eq!(live, [&values[2][..], &values[3][..], &values[4][..]]);
-        // `Debug` shows the live owners only, never a spent slot.
-        let shown = format!("{fifo:?}");
+        q.audit().unwrap();
+        q.advance(20, &mut scratch, Release::OnSend); // two values and half of the third
+        assert_eq!(Arc::strong_count(&values[0]), 1, "released in place");
+        assert_eq!(Arc::strong_count(&values[1]), 1);
+        assert_eq!(Arc::strong_count(&values[2]), 2, "still pending");
+        q.audit().unwrap();
+        // `Debug` shows the pending metas only, never a spent one.
+        let shown = format!("{q:?}");
         assert_eq!(shown.matches("Owner").count(), 3, "{shown}");
-        // Dropping the FIFO drops the live owners only (the popped one was dropped by the test).
-        drop(fifo);
+        drop(q);
         for v in &values {
             assert_eq!(Arc::strong_count(v), 1, "every owner dropped exactly once");
         }
     }
 
     #[test]
-    fn owner_fifo_compacts_instead_of_growing_when_it_never_drains() {
-        let value = arc(7);
-        let mut fifo = OwnerFifo::default();
-        for _ in 0..4 {
-            fifo.push(Owner::new(Arc::clone(&value)));
-        }
-        let capacity = fifo.capacity();
-        let mut next = 4usize;
-        for _ in 0..10 * capacity {
-            fifo.release_front();
-            fifo.push(Owner::Static(if next % 2 == 0 { b"even" } else { b"odd" }));
-            next += 1;
-        }
-        // Compaction waits until the spent slots are half the `Vec`: at most one doubling.
-        let bounded = fifo.capacity();
-        assert!(
-            bounded <= 2 * capacity,
-            "grew to {bounded} for 4 live owners"
-        );
-        assert_eq!(fifo.len(), 4);
-        let live: Vec<&[u8]> = fifo.iter().map(Owner::bytes).collect();
-        let want: Vec<&[u8]> = (next - 4..next)
-            .map(|i| {
-                if i % 2 == 0 {
-                    &b"even"[..]
-                } else {
-                    &b"odd"[..]
-                }
-            })
-            .collect();
-        assert_eq!(live, want, "order kept across compactions");
-        assert_eq!(Arc::strong_count(&value), 1, "the first four released");
-        for _ in 0..4 {
-            fifo.release_front();
-        }
-        fifo.reset();
-        assert_eq!((fifo.len(), fifo.capacity()), (0, bounded));
+    fn a_meta_is_an_owner_in_size_and_a_scratch_meta_is_not_an_owner() {
+        assert_eq!(core::mem::size_of::<Meta>(), core::mem::size_of::<Owner>());
+        let meta = Meta::Scratch(3);
+        assert!(matches!(meta, Meta::Scratch(3)));
+        let meta = Meta::Pinned(Owner::Static(b"abc"));
+        assert!(matches!(meta, Meta::Pinned(Owner::Static(b"abc"))));
     }
 }

@@ -549,6 +549,68 @@ fn a_panicking_drop_of_the_last_value_leaves_the_buffer_empty_and_usable() {
     assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped twice");
 }
 
+/// Headers in two scratch chunks around pinned values, all passed by one advance: the scratch
+/// bytes of each chunk are handed back once per chunk, and the cursors must agree with the
+/// queue after every split point, including when a value's `Drop` panics after headers of both
+/// chunks were passed.
+#[test]
+fn one_advance_across_headers_in_two_chunks_hands_back_each_chunk_exactly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let queue = |panicky: Option<&std::sync::Arc<AtomicUsize>>| {
+        // 16-byte chunks: three 6-byte headers fill one, the fourth goes to the next.
+        let mut buf = WriteBuffer::with_capacity(16);
+        buf.set_flatten_threshold(0);
+        let mut model = Vec::new();
+        for i in 0..4u8 {
+            let header = [b'h', i, i, i, i, b':'];
+            buf.put_slice(&header);
+            model.extend_from_slice(&header);
+            let value = vec![b'a' + i; 40];
+            model.extend_from_slice(&value);
+            match (i, panicky) {
+                (3, Some(drops)) => buf.pin(PanicOnDrop {
+                    bytes: value,
+                    drops: drops.clone(),
+                }),
+                // `Arc`s: released inline, without handing the scratch passed so far back
+                // first, so the chunk change itself must hand back the first chunk's bytes.
+                _ => buf.pin(std::sync::Arc::<[u8]>::from(value)),
+            }
+        }
+        buf.put_slice(b"end");
+        model.extend_from_slice(b"end");
+        (buf, model)
+    };
+    let (buf, model) = queue(None);
+    assert!(buf.capacity() >= 32, "the headers sit in two chunks");
+    drop(buf);
+    for first in 0..=model.len() {
+        let (mut buf, _) = queue(None);
+        buf.advance(first);
+        buf.check_invariants();
+        assert_pending(&buf, &model[first..]);
+        buf.advance(buf.len());
+        buf.check_invariants();
+        assert!(buf.is_empty(), "split at {first}");
+    }
+
+    // The last value panics when released: every header before it was handed back.
+    let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let (mut buf, model) = queue(Some(&drops));
+    let upto = model.len() - 3;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| buf.advance(upto)));
+    assert!(result.is_err(), "the value's drop panicked inside advance");
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    buf.check_invariants();
+    let rest = pending(&buf);
+    assert!(model.ends_with(&rest) && rest.len() <= 3, "{rest:?}");
+    buf.advance(rest.len());
+    assert!(buf.is_empty());
+    buf.put_slice(b"next");
+    assert_eq!(drain(&mut buf), b"next");
+}
+
 #[test]
 fn write_buffer_is_send() {
     fn assert_send<T: Send>(_: &T) {}
@@ -566,8 +628,8 @@ fn write_buffer_is_send() {
 }
 
 /// A queue that never fully drains, with a pinned value in every message: the segment arrays
-/// and the owners' FIFO compact instead of growing, the bytes come out in order, and each value
-/// is dropped exactly once.
+/// (iovecs, and metas holding the pinned owners) compact instead of growing, the bytes come
+/// out in order, and each value is dropped exactly once.
 #[test]
 fn segment_arrays_stay_bounded_while_never_fully_drained() {
     use sendbuf::BufferStealer as _;
