@@ -287,14 +287,22 @@ impl SegmentQueue {
     /// Each segment is counted out before it is released, so a panicking `Drop` of a pinned value
     /// leaves the counts consistent with the queue.
     #[inline]
-    pub(crate) fn advance(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
+    pub(crate) fn advance(&mut self, n: usize, scratch: &mut Scratch, mode: Release) {
         debug_assert!(n <= self.len());
         if mode == Release::OnSend && self.front_sent_held == 0 {
             // The copying case: every segment passed is released now, and nothing in this
             // loop can make a later one partly held.
             self.advance_copied(n, scratch);
-            return;
+        } else {
+            self.advance_holding(n, scratch, mode);
         }
+    }
+
+    /// [`advance`](Self::advance) when passed segments may be held (zero-copy sends) or a
+    /// pinned front value is partly held: out of line, so the copying path stays small where
+    /// it is inlined.
+    #[inline(never)]
+    fn advance_holding(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
         while n > 0 {
             let h = self.head;
             let rem = self.iovs[h].len();
