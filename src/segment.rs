@@ -287,14 +287,22 @@ impl SegmentQueue {
     /// Each segment is counted out before it is released, so a panicking `Drop` of a pinned value
     /// leaves the counts consistent with the queue.
     #[inline]
-    pub(crate) fn advance(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
+    pub(crate) fn advance(&mut self, n: usize, scratch: &mut Scratch, mode: Release) {
         debug_assert!(n <= self.len());
         if mode == Release::OnSend && self.front_sent_held == 0 {
             // The copying case: every segment passed is released now, and nothing in this
             // loop can make a later one partly held.
             self.advance_copied(n, scratch);
-            return;
+        } else {
+            self.advance_holding(n, scratch, mode);
         }
+    }
+
+    /// [`advance`](Self::advance) when passed segments may be held (zero-copy sends) or a
+    /// pinned front value is partly held: out of line, so the copying path stays small where
+    /// it is inlined.
+    #[inline(never)]
+    fn advance_holding(&mut self, mut n: usize, scratch: &mut Scratch, mode: Release) {
         while n > 0 {
             let h = self.head;
             let rem = self.iovs[h].len();
@@ -371,12 +379,27 @@ impl SegmentQueue {
         // Bytes not yet passed; `bytes_out` is stored as `out + (n - left)`.
         let mut left = n;
         let out = self.bytes_out;
-        // Segments passed: the head is `start + passed`.
-        let mut passed = 0;
         // Bytes of `spent_chunk` passed and not yet consumed (0: none).
         let mut spent_chunk = ChunkId::MAX;
         let mut spent = 0usize;
-        for (iov, meta) in iovs.iter_mut().zip(metas.iter_mut()) {
+        let count = iovs.len();
+        debug_assert_eq!(metas.len(), count);
+        // One walk over both arrays: the iovecs' iterator ends the loop, and the meta of the
+        // iovec in hand is at `meta_at`, which steps with it (no second end test or index).
+        let mut meta_at = metas.as_mut_ptr();
+        let mut it = iovs.iter_mut();
+        // Segments passed: the head is `start + passed`.
+        let passed = loop {
+            let Some(iov) = it.next() else {
+                break count;
+            };
+            // SAFETY: `metas` and `iovs` have one length (`count`), and `meta_at` has stepped
+            // once per iovec taken from `it`: it points at the meta of `iov`, in `metas`, which
+            // is borrowed mutably for the whole loop and not otherwise used in it. Stepping
+            // past it stays in bounds or one past the end.
+            let meta = unsafe { &mut *meta_at };
+            // SAFETY: as above.
+            meta_at = unsafe { meta_at.add(1) };
             let rem = iov.len();
             if left < rem {
                 // The write ends inside this segment (or, `left == 0`, just before it).
@@ -390,10 +413,9 @@ impl SegmentQueue {
                         }
                     }
                 }
-                break;
+                break count - it.len() - 1;
             }
             left -= rem;
-            passed += 1;
             match &mut **meta {
                 Meta::Scratch(chunk) => {
                     let chunk = *chunk;
@@ -412,14 +434,14 @@ impl SegmentQueue {
                     // A `Drop` that may panic: counted out and off the queue first, and the
                     // scratch passed so far handed back.
                     self.bytes_out = out + (n - left) as u64;
-                    self.head = start + passed;
+                    self.head = start + (count - it.len());
                     consume_spent(scratch, spent_chunk, spent);
                     spent = 0;
                     // SAFETY: as above; the head is already past it.
                     unsafe { release_in_place(meta) };
                 }
             }
-        }
+        };
         // Either the loop stopped inside a pending segment, or it passed them all and `n` too.
         debug_assert!(
             left == 0 || start + passed < self.iovs.len(),

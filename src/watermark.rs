@@ -150,8 +150,11 @@ pub(crate) struct Backpressure {
     /// no high mark, so the usual commit or pin is one compare ([`grow`](Self::grow)).
     /// Refreshed wherever `high` or `hard_limit` change.
     quiet_below: usize,
-    /// Bytes the buffer answered for and no longer does (sent and released), as last told by
-    /// [`drained`](Self::drained). It only grows, so a stale value is too low, never too high.
+    /// Bytes the buffer answered for and no longer does (sent and released), as last learnt:
+    /// from [`drained`](Self::drained) while backed up, otherwise only when a growth leaves the
+    /// quiet bound ([`grow`](Self::grow)'s cold path), so a copying send that drains a buffer
+    /// that is not backed up updates nothing here. It only grows, so a stale value is too low,
+    /// never too high.
     gone: u64,
     /// `gone + quiet_below`: the same quiet bound in the units of the queue's total of bytes
     /// ever queued (`bytes_in`). As `gone` it can be stale only on the low side, which sends a
@@ -193,13 +196,25 @@ impl Backpressure {
         if bytes_in + (n as u64) < self.quiet_in {
             Ok(())
         } else {
-            self.grow_near_a_limit(held, n)
+            self.grow_near_a_limit(bytes_in, held, n)
         }
     }
 
+    /// The exact checks, and the quiet bound brought up to date: `gone` may be stale (too
+    /// low) since [`drained`](Self::drained) keeps it only while backed up, and is exactly
+    /// `bytes_in - held` now.
     #[cold]
     #[inline(never)]
-    fn grow_near_a_limit(&mut self, held: usize, n: usize) -> Result<(), LimitError> {
+    fn grow_near_a_limit(
+        &mut self,
+        bytes_in: u64,
+        held: usize,
+        n: usize,
+    ) -> Result<(), LimitError> {
+        let gone = bytes_in - held as u64;
+        debug_assert!(gone >= self.gone, "bytes gone only grow");
+        self.gone = gone;
+        self.quiet_in = gone.saturating_add(self.quiet_below as u64);
         self.admit(held, n)?;
         // Admitted, so `held + n <= hard_limit` does not overflow.
         self.grew(n, held + n);
@@ -227,6 +242,20 @@ impl Backpressure {
         if held >= self.high && added != 0 {
             self.rise();
         }
+    }
+
+    /// The quiet bound in units of bytes ever queued (for tests).
+    #[cfg(test)]
+    pub(crate) fn quiet_in(&self) -> u64 {
+        self.quiet_in
+    }
+
+    /// True when bytes leaving the buffer can raise an event (it is backed up), so the caller
+    /// must report them with [`drained`](Self::drained). Otherwise reporting them may be
+    /// skipped: the quiet bound then only goes stale on the low side.
+    #[inline]
+    pub(crate) fn watches_drain(&self) -> bool {
+        self.backed_up
     }
 
     /// `removed` bytes left (sent or released); the buffer now holds `held`, and `gone` bytes

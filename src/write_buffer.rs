@@ -714,11 +714,16 @@ impl WriteBuffer {
                 available,
             });
         }
-        let before = self.held_bytes();
+        // Not backed up, nothing can be lowered, and the limits' quiet bound may go stale on
+        // the low side (the next growth past it takes the exact path and refreshes it).
+        let watch = self.backpressure.watches_drain();
+        let before = if watch { self.held_bytes() } else { 0 };
         self.queue.advance(n, &mut self.scratch, mode);
-        let after = self.held_bytes();
-        self.backpressure
-            .drained(before - after, after, self.queue.totals().2);
+        if watch {
+            let after = self.held_bytes();
+            self.backpressure
+                .drained(before - after, after, self.queue.totals().2);
+        }
         Ok(())
     }
 
@@ -1125,7 +1130,7 @@ mod tests {
 
     /// Bytes the kernel still reads count against the limits until released, and the bound
     /// moves to the byte once they are (the quiet bound is kept in units of bytes ever
-    /// queued, refreshed on every advance and release).
+    /// queued, refreshed on every release and on a growth that leaves it).
     #[test]
     fn held_bytes_count_against_the_limits_until_released() {
         let mut buf = WriteBuffer::new();
@@ -1152,6 +1157,52 @@ mod tests {
             assert!(buf.try_put_slice(&[5]).is_err(), "round {round}: 101");
             buf.advance_with(60, Release::OnSend).unwrap();
             buf.release_through(sent);
+            assert!(buf.is_empty(), "round {round}");
+            buf.check_invariants();
+        }
+    }
+
+    /// Copying sends from a buffer that is not backed up leave the limits' quiet bound stale
+    /// (too low): the hard limit and the high mark still hold to the byte, and the first growth
+    /// past the stale bound brings it up to date, so the next ones are quiet again.
+    #[test]
+    fn a_stale_quiet_bound_keeps_the_limits_exact_and_is_refreshed() {
+        use crate::{Pressure, Watermarks};
+        let mut buf = WriteBuffer::new();
+        buf.set_hard_limit(Some(100));
+        buf.set_watermarks(Some(Watermarks::new(10, 80)));
+        buf.set_flatten_threshold(16);
+        for round in 0..200u64 {
+            buf.pin(vec![1u8; 30]);
+            buf.put_slice(&[2; 30]);
+            // Exactly to the hard limit, past the stale bound after the first round.
+            assert!(buf.try_put_slice(&[3; 41]).is_err(), "round {round}: 101");
+            assert!(!buf.is_backed_up(), "round {round}: 60 < 80");
+            let bp = buf.backpressure;
+            assert_eq!(
+                bp.quiet_in(),
+                buf.queue.totals().2 + 80,
+                "round {round}: refreshed by the refused growth"
+            );
+            buf.advance(60);
+            assert_eq!(
+                buf.backpressure.quiet_in(),
+                bp.quiet_in(),
+                "round {round}: no refresh"
+            );
+            buf.pin(vec![4u8; 50]);
+            buf.put_slice(&[5; 30]); // 80: the high mark
+            assert!(buf.is_backed_up(), "round {round}: 80 >= 80");
+            assert!(buf.try_put_slice(&[6; 21]).is_err(), "round {round}: 101");
+            assert!(buf.try_put_slice(&[6; 20]).is_ok(), "round {round}: 100");
+            buf.advance(95); // backed up: drained is told, 5 <= 10
+            assert!(!buf.is_backed_up(), "round {round}: 5 <= 10");
+            assert_eq!(
+                buf.take_pressure_event(),
+                Some(Pressure::Low),
+                "round {round}"
+            );
+            buf.advance(5);
             assert!(buf.is_empty(), "round {round}");
             buf.check_invariants();
         }
