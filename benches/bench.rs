@@ -17,7 +17,7 @@
 //! ```
 //!
 //! `cargo bench --bench bench -- --interleaved [ROUNDS]` runs no criterion group: it times the
-//! four partial-write contenders in turn, round after round, and prints the per-round ratios'
+//! partial-write contenders in turn, round after round, and prints the per-round ratios'
 //! median (min-max) per value size, the side-by-side comparison that drift on a shared machine
 //! cannot skew (`partial_write::interleaved`).
 //!

@@ -1,7 +1,7 @@
 //! The buffer job of a server, without the syscall: 64 responses (a 24-byte binary header plus a
 //! cached value) queued, then drained through partial writes.
 //!
-//! One criterion group per value size, four contenders on the same scenario:
+//! One criterion group per value size, five contenders on the same scenario:
 //!
 //! * `sendbuf`: format the header, `pin_cloned` the value (the crate copies it from the borrow
 //!   below its flatten threshold and clones the `Arc` only to pin it), gather at most 64 iovecs
@@ -336,7 +336,7 @@ pub fn report_steady_state() {
 
 /// Runs one contender on one value size for `batches` batches, without criterion: the entry
 /// point for `valgrind --tool=callgrind` (see `BENCHMARKS.md`). `spec` is
-/// `contender:size:batches`, e.g. `sendbuf:4096:1000`; besides the four contenders,
+/// `contender:size:batches`, e.g. `sendbuf:4096:1000`; besides the contenders,
 /// `sendbuf_copy` and `sendbuf_pin` force the flatten decision.
 pub fn profile(spec: &str) {
     let mut parts = spec.split(':');
@@ -439,12 +439,22 @@ pub fn interleaved(rounds: usize) {
                 ns[i].push(elapsed / (batches[i] as f64 * BATCH as f64));
             }
         }
-        // Contender order of `Contender::all`: sendbuf, naive, bytes, std, std owned.
-        let per_round = |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..rounds).map(f).collect() };
-        let vs_std = per_round(&|r| ns[0][r] / ns[3][r]);
-        let bytes_over = per_round(&|r| ns[2][r] / ns[0][r]);
-        let vs_naive = per_round(&|r| ns[0][r] / ns[1][r]);
-        let vs_owned = per_round(&|r| ns[0][r] / ns[4][r]);
+        let at = |name: &str| {
+            contenders
+                .iter()
+                .position(|c| c.name() == name)
+                .expect("a contender of that name")
+        };
+        let (sb, naive, bytes, std, owned) = (
+            at("sendbuf"),
+            at("naive_copy"),
+            at("bytes_queue"),
+            at("std_advance_slices"),
+            at("std_owned"),
+        );
+        // `a / b` in each round.
+        let per_round =
+            |a: usize, b: usize| -> Vec<f64> { (0..rounds).map(|r| ns[a][r] / ns[b][r]).collect() };
         let cell = |v: &[f64]| {
             let (lo, hi) = min_max(v);
             format!("{} ({}-{})", ratio(median(v)), ratio(lo), ratio(hi))
@@ -452,15 +462,15 @@ pub fn interleaved(rounds: usize) {
         println!(
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
             size_name(size),
-            median(&ns[0]),
-            median(&ns[1]),
-            median(&ns[2]),
-            median(&ns[3]),
-            median(&ns[4]),
-            cell(&vs_std),
-            cell(&bytes_over),
-            cell(&vs_naive),
-            cell(&vs_owned),
+            median(&ns[sb]),
+            median(&ns[naive]),
+            median(&ns[bytes]),
+            median(&ns[std]),
+            median(&ns[owned]),
+            cell(&per_round(sb, std)),
+            cell(&per_round(bytes, sb)),
+            cell(&per_round(sb, naive)),
+            cell(&per_round(sb, owned)),
         );
     }
 }

@@ -752,13 +752,4 @@ mod tests {
             assert_eq!(Arc::strong_count(v), 1, "every owner dropped exactly once");
         }
     }
-
-    #[test]
-    fn a_meta_is_an_owner_in_size_and_a_scratch_meta_is_not_an_owner() {
-        assert_eq!(core::mem::size_of::<Meta>(), core::mem::size_of::<Owner>());
-        let meta = Meta::Scratch(3);
-        assert!(matches!(meta, Meta::Scratch(3)));
-        let meta = Meta::Pinned(Owner::Static(b"abc"));
-        assert!(matches!(meta, Meta::Pinned(Owner::Static(b"abc"))));
-    }
 }
