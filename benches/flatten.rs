@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
+use sendbuf::{GatherLimits, IoVecBuilder, WriteBuffer};
 
 use crate::util::{iter_cpu, values, Header, PageAligned, PartialWriter, MAX_IOVECS};
 
@@ -48,7 +48,7 @@ fn mode(copy: bool) -> (&'static str, usize) {
 pub fn register_cpu(c: &mut Criterion) {
     let mut group = c.benchmark_group("flatten_cpu");
     group.throughput(Throughput::Elements(64));
-    let limit = GatherLimit::default().max_iovecs(MAX_IOVECS);
+    let limit = GatherLimits::new().with_max_iovecs(MAX_IOVECS);
     for size in SIZES {
         let vals = values(size, 64);
         for copy in [true, false] {
@@ -61,7 +61,7 @@ pub fn register_cpu(c: &mut Criterion) {
                     fill(&mut buf, &vals);
                     while !buf.is_empty() {
                         let n = {
-                            let mut iov = IoVecBuilder::with_limit(limit);
+                            let mut iov = IoVecBuilder::with_limits(limit);
                             iov.gather(&buf);
                             w.write(iov.as_slices())
                         };

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
+use sendbuf::{GatherLimits, IoVecBuilder, WriteBuffer};
 
 use crate::util::{
     allocations, in_copy_trap, iter_cpu, thread_cpu, values, Header, PartialWriter, BATCH,
@@ -74,10 +74,10 @@ pub fn sendbuf_batch(buf: &mut WriteBuffer, sc: &Scenario, w: &mut PartialWriter
         f.commit();
         buf.pin_cloned(v);
     }
-    let limit = GatherLimit::default().max_iovecs(MAX_IOVECS);
+    let limit = GatherLimits::new().with_max_iovecs(MAX_IOVECS);
     while !buf.is_empty() {
         let n = {
-            let mut iov = IoVecBuilder::with_limit(limit);
+            let mut iov = IoVecBuilder::with_limits(limit);
             iov.gather(buf);
             w.write(iov.as_slices())
         };

@@ -84,7 +84,7 @@ fn main() -> io::Result<()> {
     let (mut bytes, mut max_pending) = (0u64, 0usize);
     let start = Instant::now();
     let mut seq = 0;
-    while seq < MESSAGES || !buf.is_empty() {
+    while seq < MESSAGES || buf.has_pending() {
         // Queue a burst of responses, as a server does for one read's worth of requests.
         let burst = 1 + xorshift(&mut rng) % 16;
         for _ in 0..burst {
@@ -106,10 +106,10 @@ fn main() -> io::Result<()> {
             buf.put_slice(b"\r\n");
             seq += 1;
         }
-        max_pending = max_pending.max(buf.len());
+        max_pending = max_pending.max(buf.pending_len());
         // Send the burst out before producing more, waiting whenever the socket is full.
-        while !buf.is_empty() {
-            let offered = buf.len();
+        while buf.has_pending() {
+            let offered = buf.pending_len();
             match buf.send_to(&sender) {
                 Ok(n) => {
                     sends += 1;

@@ -184,7 +184,7 @@ fn run(listener: &TcpListener, mode: Mode, values: &[Arc<[u8]>], secs: f64) -> R
                     f.commit();
                     buf.pin(Arc::clone(v));
                 }
-                while !buf.is_empty() {
+                while buf.has_pending() {
                     buf.send_to(&tx).expect("sendmsg");
                     syscalls += 1;
                 }
@@ -306,7 +306,7 @@ fn flatten_report(rounds: usize, block: Duration) {
                     buf.pin(Arc::clone(v));
                 }
                 iovecs[m] = buf.segments();
-                while !buf.is_empty() {
+                while buf.has_pending() {
                     buf.send_to(&tx).expect("sendmsg");
                 }
             };

@@ -12,7 +12,6 @@
 //! ```
 
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
-#[allow(clippy::len_zero)] // `len() > 0`: pending bytes (`is_empty` also counts held ones)
 mod imp {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
@@ -83,7 +82,7 @@ mod imp {
             for _ in 0..this {
                 fill(&mut conns, &response);
                 for c in conns.iter_mut() {
-                    while c.buf.len() > 0 {
+                    while c.buf.has_pending() {
                         c.buf.send_to(&c.tx).unwrap();
                         copy_calls += 1;
                     }
@@ -98,7 +97,7 @@ mod imp {
                 loop {
                     let mut queued = 0;
                     for (token, c) in conns.iter().enumerate() {
-                        if c.buf.len() > 0 && sender.outstanding(token as u64) == 0 {
+                        if c.buf.has_pending() && sender.outstanding(token as u64) == 0 {
                             sender
                                 .submit(token as u64, &c.buf, c.tx.as_fd(), false)
                                 .unwrap();

@@ -10,7 +10,6 @@
 //! flags the completion as copied), so the measurement shows only what zero copy *adds*:
 //! pinning pages, the completion, the error-queue read. The copy it saves shows only on a
 //! real NIC.
-#![allow(clippy::len_zero)] // `len() > 0` means pending; `is_empty()` also counts held bytes
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -91,7 +90,7 @@ mod linux {
             buf.put_slice(format!("VALUE {i} 0 {}\r\n", value.len()).as_bytes());
             buf.pin(value.clone());
         }
-        let total = buf.len();
+        let total = buf.pending_len();
         let mut error_events = 0;
         while !buf.is_empty() {
             poll.poll(&mut events, Some(Duration::from_millis(100)))?;
@@ -101,7 +100,7 @@ mod linux {
                     zc.poll_completions(&mut buf, &stream)?;
                 }
                 if event.is_writable() {
-                    while buf.len() > 0 {
+                    while buf.has_pending() {
                         match zc.send(&mut buf, &stream) {
                             Ok(_) => {}
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -176,7 +175,7 @@ mod linux {
         let start = Instant::now();
         for _ in 0..messages {
             buf.pin(value.clone());
-            while buf.len() > 0 {
+            while buf.has_pending() {
                 zc.send(buf, tx).unwrap();
             }
             zc.poll_completions(buf, tx).unwrap();

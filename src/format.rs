@@ -14,7 +14,7 @@ use crate::write_buffer::WriteBuffer;
 /// # Implementer notes
 ///
 /// `encode` must write exactly `out.len() == Self::SIZE` bytes; `out` is zeroed beforehand only
-/// the first time a scratch chunk is used, so every byte must be written.
+/// the first time a scratch block is used, so every byte must be written.
 ///
 /// # Examples
 ///
@@ -42,7 +42,7 @@ use crate::write_buffer::WriteBuffer;
 /// let mut f = buf.format();
 /// f.put(&Header { opcode: 0, status: 0, body_len: 5, opaque: 7 });
 /// f.commit();
-/// assert_eq!(buf.len(), 24);
+/// assert_eq!(buf.pending_len(), 24);
 /// assert_eq!(buf.chunk()[..2], [0x81, 0]);
 /// ```
 pub trait Encode {
@@ -236,7 +236,7 @@ impl<'a> FormatGuard<'a> {
     pub fn written(&self) -> &[u8] {
         self.buf
             .scratch()
-            .bytes(self.cur.chunk, self.cur.start, self.cur.pos)
+            .bytes(self.cur.block, self.cur.start, self.cur.pos)
     }
 
     /// Appends `n` bytes and returns them to be written in place; their content is unspecified
@@ -265,7 +265,7 @@ impl<'a> FormatGuard<'a> {
     /// let mut f = buf.format();
     /// f.put_slice(b"END\r\n");
     /// f.commit();
-    /// assert_eq!(buf.len(), 5);
+    /// assert_eq!(buf.pending_len(), 5);
     /// ```
     #[inline]
     pub fn put_slice(&mut self, src: &[u8]) {
@@ -428,7 +428,7 @@ impl<'a> FormatGuard<'a> {
     /// let mut f = buf.format();
     /// f.put_slice(b"STORED\r\n");
     /// f.commit();
-    /// assert_eq!(buf.len(), 8);
+    /// assert_eq!(buf.pending_len(), 8);
     /// ```
     ///
     /// If a [hard limit](WriteBuffer::set_hard_limit) is set and the bytes do not fit under it;
@@ -437,7 +437,7 @@ impl<'a> FormatGuard<'a> {
     #[track_caller]
     pub fn commit(self) {
         if let Err(err) = self.try_commit() {
-            crate::write_buffer::panic_limit(&err);
+            crate::error::panic_limit(&err);
         }
     }
 
@@ -446,7 +446,7 @@ impl<'a> FormatGuard<'a> {
     ///
     /// # Errors
     ///
-    /// [`LimitError`](crate::LimitError) if the bytes do not fit under the
+    /// [`HardLimitError`](crate::HardLimitError) if the bytes do not fit under the
     /// [hard limit](WriteBuffer::set_hard_limit); the buffer is as before the guard.
     ///
     /// # Panics
@@ -465,13 +465,13 @@ impl<'a> FormatGuard<'a> {
     /// ```
     #[inline(always)]
     #[track_caller]
-    pub fn try_commit(self) -> Result<(), crate::LimitError> {
+    pub fn try_commit(self) -> Result<(), crate::HardLimitError> {
         if self.unfilled != 0 {
             panic_unfilled(self.unfilled);
         }
         let n = self.len();
         // From here on the guard's `Drop` would have nothing left to do: an empty guard never
-        // relocated (only a write moves it), and a committed guard's chunk is the tail.
+        // relocated (only a write moves it), and a committed guard's block is the tail.
         // Skipping it saves its tail comparison on every commit.
         let mut guard = ManuallyDrop::new(self);
         if n == 0 {
@@ -522,7 +522,7 @@ impl fmt::Write for FormatGuard<'_> {
 /// straight into scratch, with no intermediate `Vec`.
 ///
 /// Commit works as for every other writer of the guard: what was written becomes part of the
-/// queue (counted by [`len`](WriteBuffer::len), sent by [`send_to`](WriteBuffer::send_to))
+/// queue (counted by [`pending_len`](WriteBuffer::pending_len), sent by [`send_to`](WriteBuffer::send_to))
 /// only when [`commit`](FormatGuard::commit) is called. [`flush`](std::io::Write::flush) does
 /// *not* commit, and a guard dropped without `commit`, for example when the producer fails
 /// halfway, rolls everything back, so a half-serialized message is never sent.
@@ -568,7 +568,7 @@ impl fmt::Write for FormatGuard<'_> {
 /// let mut f = buf.format();
 /// assert!(to_writer(&mut f, &[4, 0]).is_err());
 /// drop(f); // not committed: "[4," is rolled back
-/// assert_eq!(buf.len(), 7);
+/// assert_eq!(buf.pending_len(), 7);
 /// ```
 impl std::io::Write for FormatGuard<'_> {
     /// Formats into scratch; never fails and never writes short. Nothing is queued until

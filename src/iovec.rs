@@ -21,47 +21,64 @@ pub const INLINE_IOVECS: usize = 64;
 
 /// Limits on one gather: how many iovecs and how many bytes.
 ///
+/// Built like [`PoolLimits`](crate::PoolLimits): start from [`new`](Self::new) (the
+/// platform's `IOV_MAX` iovecs, no byte budget) and narrow it with the `with_` methods.
+///
 /// # Examples
 ///
 /// ```
-/// use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
+/// use sendbuf::{GatherLimits, IoVecBuilder, WriteBuffer};
 ///
 /// let mut buf = WriteBuffer::new();
 /// buf.put_slice(b"0123456789");
 ///
 /// // Send at most 4 bytes per call, for fairness between connections.
-/// let limit = GatherLimit::default().max_bytes(4);
-/// let mut iov = IoVecBuilder::with_limit(limit);
+/// let limits = GatherLimits::new().with_max_bytes(4);
+/// let mut iov = IoVecBuilder::with_limits(limits);
 /// iov.gather(&buf);
 /// assert_eq!(iov.bytes(), 4);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GatherLimit {
+pub struct GatherLimits {
     max_iovecs: usize,
     max_bytes: usize,
 }
 
-impl Default for GatherLimit {
-    /// The platform's `IOV_MAX` iovecs and no byte budget.
+impl Default for GatherLimits {
+    /// The same as [`GatherLimits::new`].
     fn default() -> Self {
-        GatherLimit {
+        Self::new()
+    }
+}
+
+impl GatherLimits {
+    /// The platform's `IOV_MAX` iovecs and no byte budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let limits = sendbuf::GatherLimits::new();
+    /// assert!(limits.max_iovecs() >= 16);
+    /// assert_eq!(limits.max_bytes(), usize::MAX);
+    /// ```
+    #[inline]
+    pub fn new() -> GatherLimits {
+        GatherLimits {
             max_iovecs: sys::iov_max(),
             max_bytes: usize::MAX,
         }
     }
-}
 
-impl GatherLimit {
     /// At most `n` iovecs (clamped to `1..=IOV_MAX`).
     ///
     /// # Examples
     ///
     /// ```
-    /// let limit = sendbuf::GatherLimit::default().max_iovecs(16);
-    /// assert_eq!(limit.iovecs(), 16);
+    /// let limits = sendbuf::GatherLimits::new().with_max_iovecs(16);
+    /// assert_eq!(limits.max_iovecs(), 16);
     /// ```
     #[inline]
-    pub fn max_iovecs(mut self, n: usize) -> Self {
+    pub fn with_max_iovecs(mut self, n: usize) -> GatherLimits {
         self.max_iovecs = n.clamp(1, sys::iov_max());
         self
     }
@@ -71,12 +88,12 @@ impl GatherLimit {
     /// # Examples
     ///
     /// ```
-    /// let limit = sendbuf::GatherLimit::default().max_bytes(64 * 1024);
-    /// assert_eq!(limit.bytes(), 64 * 1024);
+    /// let limits = sendbuf::GatherLimits::new().with_max_bytes(64 * 1024);
+    /// assert_eq!(limits.max_bytes(), 64 * 1024);
     /// ```
     #[inline]
-    pub fn max_bytes(mut self, n: usize) -> Self {
-        self.max_bytes = n.max(1);
+    pub const fn with_max_bytes(mut self, n: usize) -> GatherLimits {
+        self.max_bytes = if n == 0 { 1 } else { n };
         self
     }
 
@@ -85,10 +102,10 @@ impl GatherLimit {
     /// # Examples
     ///
     /// ```
-    /// assert!(sendbuf::GatherLimit::default().iovecs() >= 16);
+    /// assert!(sendbuf::GatherLimits::new().max_iovecs() >= 16);
     /// ```
     #[inline]
-    pub fn iovecs(&self) -> usize {
+    pub const fn max_iovecs(&self) -> usize {
         self.max_iovecs
     }
 
@@ -97,9 +114,10 @@ impl GatherLimit {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(sendbuf::GatherLimit::default().bytes(), usize::MAX);
+    /// assert_eq!(sendbuf::GatherLimits::new().max_bytes(), usize::MAX);
     /// ```
-    pub fn bytes(&self) -> usize {
+    #[inline]
+    pub const fn max_bytes(&self) -> usize {
         self.max_bytes
     }
 }
@@ -109,7 +127,7 @@ impl GatherLimit {
 ///
 /// Without a byte budget the builder borrows the buffer's own iovec array (the queue keeps its
 /// pending segments in iovec form), so gathering copies nothing and allocates nothing, however
-/// many iovecs are taken. With a [byte budget](GatherLimit::max_bytes) the last iovec may have
+/// many iovecs are taken. With a [byte budget](GatherLimits::max_bytes) the last iovec may have
 /// to be shortened: the builder copies the ones within the budget, up to [`INLINE_IOVECS`]
 /// inline. The builder borrows the buffer; drop it before advancing by what the write accepted.
 ///
@@ -140,7 +158,7 @@ pub struct IoVecBuilder<'a> {
     slices: SmallVec<[IoSlice<'a>; INLINE_IOVECS]>,
     /// The gathered iovecs when they are a prefix of the buffer's own array; empty otherwise.
     borrowed: &'a [IoSlice<'a>],
-    limit: GatherLimit,
+    limit: GatherLimits,
 }
 
 impl Default for IoVecBuilder<'_> {
@@ -151,7 +169,7 @@ impl Default for IoVecBuilder<'_> {
 }
 
 impl<'a> IoVecBuilder<'a> {
-    /// A builder with the default [`GatherLimit`].
+    /// A builder with the default [`GatherLimits`].
     ///
     /// # Examples
     ///
@@ -161,7 +179,7 @@ impl<'a> IoVecBuilder<'a> {
     /// ```
     #[inline]
     pub fn new() -> Self {
-        Self::with_limit(GatherLimit::default())
+        Self::with_limits(GatherLimits::new())
     }
 
     /// A builder with the given limits.
@@ -169,16 +187,16 @@ impl<'a> IoVecBuilder<'a> {
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{GatherLimit, IoVecBuilder};
-    /// let iov = IoVecBuilder::with_limit(GatherLimit::default().max_iovecs(8));
-    /// assert_eq!(iov.limit().iovecs(), 8);
+    /// use sendbuf::{GatherLimits, IoVecBuilder};
+    /// let iov = IoVecBuilder::with_limits(GatherLimits::new().with_max_iovecs(8));
+    /// assert_eq!(iov.limits().max_iovecs(), 8);
     /// ```
     #[inline]
-    pub fn with_limit(limit: GatherLimit) -> Self {
+    pub fn with_limits(limits: GatherLimits) -> Self {
         IoVecBuilder {
             slices: SmallVec::new(),
             borrowed: &[],
-            limit,
+            limit: limits,
         }
     }
 
@@ -187,10 +205,10 @@ impl<'a> IoVecBuilder<'a> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(sendbuf::IoVecBuilder::new().limit(), sendbuf::GatherLimit::default());
+    /// assert_eq!(sendbuf::IoVecBuilder::new().limits(), sendbuf::GatherLimits::new());
     /// ```
     #[inline]
-    pub fn limit(&self) -> GatherLimit {
+    pub fn limits(&self) -> GatherLimits {
         self.limit
     }
 
@@ -215,7 +233,7 @@ impl<'a> IoVecBuilder<'a> {
             // Computed for the caller only (not stored), so a caller that ignores it pays
             // nothing once this is inlined.
             return if all.len() == pending.len() {
-                buf.len()
+                buf.pending_len()
             } else {
                 all.iter().map(|s| s.len()).sum()
             };

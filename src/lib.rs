@@ -37,7 +37,7 @@
 //! // Whatever the writer accepts, advance past exactly that much.
 //! let mut wire = Vec::new();
 //! let mut accepts = [7usize, 1, 30_000, 5, usize::MAX].into_iter();
-//! while !buf.is_empty() {
+//! while buf.has_pending() {
 //!     let mut writer = sendbuf_doc::Limited(&mut wire, accepts.next().unwrap_or(usize::MAX));
 //!     buf.write_to(&mut writer).unwrap();
 //! }
@@ -112,15 +112,15 @@ mod watermark;
 mod write_buffer;
 mod zerocopy;
 
-pub use error::AdvanceError;
+pub use error::{AdvanceError, ConsumeError, HardLimitError, ReadLimitError, StealError};
 pub use format::{Encode, FormatGuard, Reserved};
-pub use iovec::{GatherLimit, IoVecBuilder, INLINE_IOVECS};
+pub use iovec::{GatherLimits, IoVecBuilder, INLINE_IOVECS};
 pub use pool::{LocalPool, Pool, PoolLimits, PoolStats, SharedPool};
-pub use read_buffer::{ConsumeError, ReadBuffer, ReadLimitError};
-pub use steal::{BufferStealer, StealRefused};
+pub use read_buffer::ReadBuffer;
+pub use steal::Stealable;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 pub use uring::{UringCompletion, UringEvent, UringSender, UringStats};
-pub use watermark::{LimitError, Pressure, Watermarks};
+pub use watermark::{Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 pub use zerocopy::{ZeroCopy, ZeroCopyStats, DEFAULT_ZEROCOPY_THRESHOLD};
 

@@ -29,7 +29,7 @@ const TAKE_SCAN: usize = 4;
 ///
 /// Buffers hold a pool as an `Arc<dyn Pool>`: [`ReadBuffer::with_pool`](crate::ReadBuffer::with_pool)
 /// takes storage from it on the first read after creation or after a steal, and
-/// [`BufferStealer::steal`](crate::BufferStealer::steal) gives the storage back.
+/// [`Stealable::steal`](crate::Stealable::steal) gives the storage back.
 ///
 /// # Implementer notes
 ///
@@ -91,7 +91,7 @@ pub trait Pool: Send + Sync + fmt::Debug {
     /// Records a steal attempted on a buffer that uses this pool: accepted (counts
     /// [`stolen`](PoolStats::stolen)) or refused because data was pending (counts
     /// [`refused`](PoolStats::refused)). Buffers call it from
-    /// [`BufferStealer::steal`](crate::BufferStealer::steal).
+    /// [`Stealable::steal`](crate::Stealable::steal).
     ///
     /// # Examples
     ///

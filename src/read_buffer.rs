@@ -19,8 +19,9 @@ use core::mem;
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use crate::error::{panic_consume, ConsumeError, ReadLimitError, StealError};
 use crate::pool::Pool;
-use crate::steal::{BufferStealer, StealRefused};
+use crate::steal::Stealable;
 
 /// Storage, in bytes, a [`ReadBuffer::new`] takes on its first read.
 const DEFAULT_CAPACITY: usize = 16 * 1024;
@@ -37,7 +38,7 @@ const DEFAULT_MAX_LEN: usize = 1024 * 1024 + 64 * 1024;
 ///   peer cannot make the server buffer without bound.
 /// * [`read_from`](Self::read_from) makes one `read` call into the spare space; data from the
 ///   network never makes it panic.
-/// * It implements [`BufferStealer`]: an idle connection (everything consumed) gives its storage
+/// * It implements [`Stealable`]: an idle connection (everything consumed) gives its storage
 ///   back, and takes storage again on its next read.
 ///
 /// # Examples
@@ -89,7 +90,7 @@ impl ReadBuffer {
     /// assert_eq!(buf.capacity(), 0);
     /// ```
     pub fn new() -> Self {
-        Self::with_capacity(DEFAULT_CAPACITY)
+        Self::with_block_size(DEFAULT_CAPACITY)
     }
 
     /// An empty buffer whose first read (after creation or after a steal) takes `capacity`
@@ -99,12 +100,12 @@ impl ReadBuffer {
     /// # Examples
     ///
     /// ```
-    /// let mut buf = sendbuf::ReadBuffer::with_capacity(4096);
+    /// let mut buf = sendbuf::ReadBuffer::with_block_size(4096);
     /// assert_eq!(buf.capacity(), 0);
     /// buf.read_from(&mut &b"hello"[..]).unwrap();
     /// assert_eq!(buf.capacity(), 4096);
     /// ```
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub fn with_block_size(capacity: usize) -> Self {
         ReadBuffer {
             storage: Box::default(),
             start: 0,
@@ -124,10 +125,10 @@ impl ReadBuffer {
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, LocalPool, Pool, PoolLimits, ReadBuffer};
+    /// use sendbuf::{Stealable, LocalPool, Pool, PoolLimits, ReadBuffer};
     ///
     /// let pool = LocalPool::new(PoolLimits::new());
-    /// let mut buf = ReadBuffer::with_capacity(4096).with_pool(pool.clone());
+    /// let mut buf = ReadBuffer::with_block_size(4096).with_pool(pool.clone());
     /// buf.read_from(&mut &b"hi"[..]).unwrap();
     /// buf.consume(2);
     /// buf.steal().unwrap();
@@ -245,7 +246,7 @@ impl ReadBuffer {
     /// # Examples
     ///
     /// ```
-    /// let mut buf = sendbuf::ReadBuffer::with_capacity(512);
+    /// let mut buf = sendbuf::ReadBuffer::with_block_size(512);
     /// assert_eq!(buf.capacity(), 0);
     /// buf.read_from(&mut &b"x"[..]).unwrap();
     /// assert_eq!(buf.capacity(), 512);
@@ -360,7 +361,7 @@ impl ReadBuffer {
     /// # Examples
     ///
     /// ```
-    /// let mut buf = sendbuf::ReadBuffer::with_capacity(1024);
+    /// let mut buf = sendbuf::ReadBuffer::with_block_size(1024);
     /// buf.read_from(&mut &b"set k 0 0 100000\r\n"[..]).unwrap();
     /// buf.reserve(100_002)?;
     /// assert!(buf.capacity() >= buf.len() + 100_002);
@@ -486,33 +487,33 @@ impl ReadBuffer {
     }
 }
 
-impl BufferStealer for ReadBuffer {
+impl Stealable for ReadBuffer {
     /// Gives the storage to the pool (or frees it) if every byte read has been consumed.
     ///
     /// # Errors
     ///
-    /// [`StealRefused`] with `pending` the unconsumed bytes (`held` is always 0 on the read
+    /// [`StealError`] with `pending` the unconsumed bytes (`held` is always 0 on the read
     /// side).
     ///
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, ReadBuffer};
+    /// use sendbuf::{Stealable, ReadBuffer};
     ///
-    /// let mut buf = ReadBuffer::with_capacity(64);
+    /// let mut buf = ReadBuffer::with_block_size(64);
     /// buf.read_from(&mut &b"ab"[..]).unwrap();
     /// buf.consume(1);
     /// assert!(buf.steal().is_err()); // one byte of a partial request left
     /// buf.consume(1);
     /// assert_eq!(buf.steal(), Ok(64));
     /// ```
-    fn steal(&mut self) -> Result<usize, StealRefused> {
+    fn steal(&mut self) -> Result<usize, StealError> {
         let empty = self.is_empty();
         if let Some(pool) = &self.pool {
             pool.record_steal(empty);
         }
         if !empty {
-            return Err(StealRefused {
+            return Err(StealError {
                 pending: self.end.saturating_sub(self.start),
                 held: 0,
             });
@@ -551,104 +552,12 @@ impl fmt::Debug for ReadBuffer {
     }
 }
 
-/// Returned by [`ReadBuffer::try_consume`] when asked to consume more bytes than are buffered.
-///
-/// The buffer is left unchanged when this is returned.
-///
-/// # Examples
-///
-/// ```
-/// let mut buf = sendbuf::ReadBuffer::new();
-/// buf.read_from(&mut &b"abc"[..]).unwrap();
-/// let err = buf.try_consume(5).unwrap_err();
-/// assert_eq!((err.requested, err.available), (5, 3));
-/// assert_eq!(err.to_string(), "cannot consume 5 bytes: only 3 bytes are buffered");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumeError {
-    /// Bytes the caller asked to consume.
-    pub requested: usize,
-    /// Bytes that were buffered.
-    pub available: usize,
-}
-
-impl fmt::Display for ConsumeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot consume {} bytes: only {} bytes are buffered",
-            self.requested, self.available
-        )
-    }
-}
-
-impl std::error::Error for ConsumeError {}
-
-impl From<ConsumeError> for io::Error {
-    fn from(err: ConsumeError) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidInput, err)
-    }
-}
-
-/// `consume` past the end: a programming error, reported with both numbers.
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn panic_consume(err: &ConsumeError) -> ! {
-    panic!("{err}")
-}
-
-/// Returned when a [`ReadBuffer`] would have to hold more than its
-/// [`max_len`](ReadBuffer::max_len): by [`reserve`](ReadBuffer::reserve), and inside the
-/// [`OutOfMemory`](io::ErrorKind::OutOfMemory) error of [`read_from`](ReadBuffer::read_from).
-///
-/// # Examples
-///
-/// ```
-/// let mut buf = sendbuf::ReadBuffer::new();
-/// buf.set_max_len(1000);
-/// buf.read_from(&mut &b"set k 0 0 999\r\n"[..]).unwrap();
-/// let err = buf.reserve(999).unwrap_err();
-/// assert_eq!((err.requested, err.buffered, err.max_len), (999, 15, 1000));
-/// assert_eq!(
-///     err.to_string(),
-///     "adding 999 bytes to a read buffer holding 15 would pass its limit of 1000 bytes"
-/// );
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadLimitError {
-    /// Bytes of room asked for beyond what is buffered (1 for a read).
-    pub requested: usize,
-    /// Bytes the buffer held.
-    pub buffered: usize,
-    /// The buffer's limit.
-    pub max_len: usize,
-}
-
-impl fmt::Display for ReadLimitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "adding {} bytes to a read buffer holding {} would pass its limit of {} bytes",
-            self.requested, self.buffered, self.max_len
-        )
-    }
-}
-
-impl std::error::Error for ReadLimitError {}
-
-impl From<ReadLimitError> for io::Error {
-    fn from(err: ReadLimitError) -> io::Error {
-        io::Error::new(io::ErrorKind::OutOfMemory, err)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn filled(cap: usize, bytes: &[u8]) -> ReadBuffer {
-        let mut buf = ReadBuffer::with_capacity(cap);
+        let mut buf = ReadBuffer::with_block_size(cap);
         buf.read_from(&mut &bytes[..]).unwrap();
         buf
     }

@@ -1,8 +1,8 @@
 //! Owned scratch storage: the memory headers and small values are formatted into.
 //!
-//! Scratch is a slab of fixed chunks. Only the *tail* chunk is written to, always past its
-//! `filled` cursor, so committed bytes never move: a segment names its chunk and a byte range, and
-//! that range stays valid until the segment is released. Each chunk keeps three cursors:
+//! Scratch is a slab of fixed blocks. Only the *tail* block is written to, always past its
+//! `filled` cursor, so committed bytes never move: a segment names its block and a byte range, and
+//! that range stays valid until the segment is released. Each block keeps three cursors:
 //!
 //! ```text
 //!  0        released        sent          filled          capacity
@@ -11,11 +11,11 @@
 //! ```
 //!
 //! With copying sends `released == sent`; zero-copy sends keep bytes between the two until the
-//! kernel's completion. A chunk whose bytes are all released is reused: the tail in place (its
-//! cursors go back to zero), any other chunk through the free list. A steady-state connection
+//! kernel's completion. A block whose bytes are all released is reused: the tail in place (its
+//! cursors go back to zero), any other block through the free list. A steady-state connection
 //! therefore never allocates.
 //!
-//! Chunk memory is held as a raw pointer, not a `Box`, because segments keep pointers into the
+//! Block memory is held as a raw pointer, not a `Box`, because segments keep pointers into the
 //! committed part while guards write past it: every access derives from the one raw pointer, so
 //! writing the free part never invalidates (under Stacked Borrows) the pointers to the committed
 //! part.
@@ -28,29 +28,29 @@ use std::sync::Arc;
 
 use crate::pool::Pool;
 
-/// Index of a chunk in the slab.
-pub(crate) type ChunkId = u32;
+/// Index of a block in the slab.
+pub(crate) type BlockId = u32;
 
-/// The tail's id when there is no tail chunk.
-const NO_TAIL: ChunkId = ChunkId::MAX;
+/// The tail's id when there is no tail block.
+const NO_TAIL: BlockId = BlockId::MAX;
 
-/// `Scratch::window` when there is no tail chunk: room for nothing.
+/// `Scratch::window` when there is no tail block: room for nothing.
 const NO_WINDOW: Cursor = Cursor {
-    chunk: NO_TAIL,
+    block: NO_TAIL,
     start: 0,
     pos: 0,
     base: NonNull::dangling(),
     cap: 0,
 };
 
-/// Default size of one scratch chunk.
+/// Default size of one scratch block.
 ///
 /// Big enough for the headers of a large pipelined batch (64 binary-protocol headers are
 /// 1.5 KiB) plus small values copied in under the flatten threshold, small enough that an
 /// active connection does not pin much memory.
-pub(crate) const DEFAULT_CHUNK_SIZE: usize = 16 * 1024;
+pub(crate) const DEFAULT_BLOCK_SIZE: usize = 16 * 1024;
 
-struct Chunk {
+struct Block {
     /// Start of `cap` bytes allocated as a `Box<[u8]>` (dangling when `cap == 0`).
     ptr: NonNull<u8>,
     cap: usize,
@@ -59,20 +59,20 @@ struct Chunk {
     released: usize,
 }
 
-// SAFETY: a chunk owns its allocation like a `Box<[u8]>`, which is Send and Sync.
-unsafe impl Send for Chunk {}
+// SAFETY: a block owns its allocation like a `Box<[u8]>`, which is Send and Sync.
+unsafe impl Send for Block {}
 // SAFETY: as above; shared access only reads.
-unsafe impl Sync for Chunk {}
+unsafe impl Sync for Block {}
 
-impl Chunk {
-    fn with_capacity(cap: usize) -> Chunk {
-        Chunk::from_box(vec![0u8; cap].into_boxed_slice())
+impl Block {
+    fn with_capacity(cap: usize) -> Block {
+        Block::from_box(vec![0u8; cap].into_boxed_slice())
     }
 
-    fn from_box(storage: Box<[u8]>) -> Chunk {
+    fn from_box(storage: Box<[u8]>) -> Block {
         let cap = storage.len();
         let raw: *mut [u8] = Box::into_raw(storage);
-        Chunk {
+        Block {
             // SAFETY: `Box::into_raw` never returns null.
             ptr: unsafe { NonNull::new_unchecked(raw.cast::<u8>()) },
             cap,
@@ -82,13 +82,13 @@ impl Chunk {
         }
     }
 
-    /// Gives the allocation back as a `Box`; the chunk is left empty.
+    /// Gives the allocation back as a `Box`; the block is left empty.
     fn take_box(&mut self) -> Box<[u8]> {
         let raw = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.cap);
         self.ptr = NonNull::dangling();
         self.cap = 0;
         // SAFETY: `ptr`/`cap` came from `Box::into_raw` of a `Box<[u8]>` of exactly `cap` bytes
-        // (`from_box`), and ownership is handed back exactly once: the chunk now owns nothing.
+        // (`from_box`), and ownership is handed back exactly once: the block now owns nothing.
         unsafe { Box::from_raw(raw) }
     }
 
@@ -112,27 +112,27 @@ impl Chunk {
     }
 }
 
-impl Drop for Chunk {
+impl Drop for Block {
     fn drop(&mut self) {
         drop(self.take_box());
     }
 }
 
-/// Where an open format guard writes: `chunk[start..pos]` holds its uncommitted bytes.
+/// Where an open format guard writes: `block[start..pos]` holds its uncommitted bytes.
 ///
-/// It also caches the chunk's base pointer and capacity, so that writing through a guard costs
+/// It also caches the block's base pointer and capacity, so that writing through a guard costs
 /// one comparison and no lookup in the slab. Invariant (kept by [`Scratch::set_tail`], which
 /// makes the scratch's own window onto its tail, and by [`Scratch::open`],
 /// [`Scratch::append`] and [`Scratch::reserve`], which copy that window or move a cursor):
-/// `base` and `cap` are those of the live chunk `chunk` of the scratch that made the cursor,
+/// `base` and `cap` are those of the live block `block` of the scratch that made the cursor,
 /// and `start <= pos <= cap`. The one exception is the window while there is no tail
-/// (`NO_WINDOW`: no chunk, capacity 0), which is never handed out: `open` makes a tail first,
+/// (`NO_WINDOW`: no block, capacity 0), which is never handed out: `open` makes a tail first,
 /// and `append` needs room. A cursor is used only with that scratch, and only while its guard
-/// is open (or within `append`): the guard borrows the buffer mutably, so no chunk is freed or
+/// is open (or within `append`): the guard borrows the buffer mutably, so no block is freed or
 /// reused meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cursor {
-    pub(crate) chunk: ChunkId,
+    pub(crate) block: BlockId,
     pub(crate) start: usize,
     pub(crate) pos: usize,
     base: NonNull<u8>,
@@ -146,7 +146,7 @@ unsafe impl Send for Cursor {}
 unsafe impl Sync for Cursor {}
 
 impl Cursor {
-    /// The chunk's base address, to locate a pending iovec inside the chunk.
+    /// The block's base address, to locate a pending iovec inside the block.
     #[inline]
     pub(crate) fn base_addr(&self) -> usize {
         self.base.as_ptr().addr()
@@ -154,35 +154,35 @@ impl Cursor {
 }
 
 pub(crate) struct Scratch {
-    chunks: Vec<Chunk>,
-    /// Chunks no segment references, ready for reuse. Never contains the tail.
-    free: Vec<ChunkId>,
-    /// The tail, the chunk guards write to, as the cursor a guard opened now would get:
-    /// `window.chunk` is the tail's id (`NO_TAIL`: none, then the rest is empty), `base` and
+    blocks: Vec<Block>,
+    /// Blocks no segment references, ready for reuse. Never contains the tail.
+    free: Vec<BlockId>,
+    /// The tail, the block guards write to, as the cursor a guard opened now would get:
+    /// `window.block` is the tail's id (`NO_TAIL`: none, then the rest is empty), `base` and
     /// `cap` its memory, `pos` its `filled` cursor. `window.start` is not kept (a guard's
     /// cursor starts at `pos`, [`open`](Self::open)): one store less per commit, and a guard's
     /// length is then known from its writes alone, so the compiler drops the empty-guard test
     /// of a fixed-size header. Kept here so that opening and committing a guard touch no slab
-    /// entry; while a chunk is the tail its own `filled`
+    /// entry; while a block is the tail its own `filled`
     /// field is stale (read it with [`filled`](Self::filled)), and it is written back when the
-    /// chunk stops being the tail ([`set_tail`](Self::set_tail)).
+    /// block stops being the tail ([`set_tail`](Self::set_tail)).
     window: Cursor,
-    chunk_size: usize,
-    /// Σ (filled − sent) over all chunks.
+    block_size: usize,
+    /// Σ (filled − sent) over all blocks.
     unsent: usize,
-    /// Σ (sent − released) over all chunks.
+    /// Σ (sent − released) over all blocks.
     held: usize,
-    /// Where chunk storage comes from and goes back to; `None`: the allocator.
+    /// Where block storage comes from and goes back to; `None`: the allocator.
     pool: Option<Arc<dyn Pool>>,
 }
 
 impl Scratch {
-    pub(crate) fn new(chunk_size: usize) -> Scratch {
+    pub(crate) fn new(block_size: usize) -> Scratch {
         Scratch {
-            chunks: Vec::new(),
+            blocks: Vec::new(),
             free: Vec::new(),
             window: NO_WINDOW,
-            chunk_size: chunk_size.max(1),
+            block_size: block_size.max(1),
             unsent: 0,
             held: 0,
             pool: None,
@@ -197,35 +197,35 @@ impl Scratch {
         self.pool.as_ref()
     }
 
-    /// Hands every chunk's storage to the pool (or frees it). Only when idle: no segment points
+    /// Hands every block's storage to the pool (or frees it). Only when idle: no segment points
     /// into scratch and no guard is open (`&mut self`).
     pub(crate) fn release_storage(&mut self) -> usize {
         debug_assert!(self.is_idle(), "releasing scratch storage that is in use");
         let bytes = self.capacity();
-        for mut c in self.chunks.drain(..) {
+        for mut c in self.blocks.drain(..) {
             let storage = c.take_box();
             if let Some(pool) = &self.pool {
                 pool.give(storage);
             }
         }
         self.free = Vec::new();
-        // The chunks are gone: nothing to write the tail's `filled` back to.
+        // The blocks are gone: nothing to write the tail's `filled` back to.
         self.window = NO_WINDOW;
         bytes
     }
 
-    pub(crate) fn chunk_size(&self) -> usize {
-        self.chunk_size
+    pub(crate) fn block_size(&self) -> usize {
+        self.block_size
     }
 
     /// Bytes of heap memory held by this scratch area.
     pub(crate) fn capacity(&self) -> usize {
-        self.chunks.iter().map(|c| c.cap).sum()
+        self.blocks.iter().map(|c| c.cap).sum()
     }
 
     /// True when no committed byte is unsent or unreleased and the tail's cursors are at rest.
     pub(crate) fn is_idle(&self) -> bool {
-        let tail_at_rest = match self.chunks.get(self.tail() as usize) {
+        let tail_at_rest = match self.blocks.get(self.tail() as usize) {
             Some(c) => self.window.pos == 0 && c.sent == 0 && c.released == 0,
             None => true,
         };
@@ -240,7 +240,7 @@ impl Scratch {
         self.held
     }
 
-    /// Starts a guard at the end of the tail chunk, creating the tail if there is none.
+    /// Starts a guard at the end of the tail block, creating the tail if there is none.
     #[inline]
     pub(crate) fn open(&mut self) -> Cursor {
         if self.tail() == NO_TAIL {
@@ -248,7 +248,7 @@ impl Scratch {
         }
         let w = &self.window;
         Cursor {
-            chunk: w.chunk,
+            block: w.block,
             start: w.pos,
             pos: w.pos,
             base: w.base,
@@ -259,35 +259,35 @@ impl Scratch {
     #[cold]
     #[inline(never)]
     fn new_tail(&mut self) {
-        let id = self.acquire(self.chunk_size);
+        let id = self.acquire(self.block_size);
         self.set_tail(id);
     }
 
-    /// The tail chunk's id, or `NO_TAIL`.
+    /// The tail block's id, or `NO_TAIL`.
     #[inline]
-    fn tail(&self) -> ChunkId {
-        self.window.chunk
+    fn tail(&self) -> BlockId {
+        self.window.block
     }
 
-    /// Bytes of `chunk` committed so far (its `filled` cursor).
+    /// Bytes of `block` committed so far (its `filled` cursor).
     #[inline]
-    fn filled(&self, chunk: ChunkId) -> usize {
-        if chunk == self.tail() {
+    fn filled(&self, block: BlockId) -> usize {
+        if block == self.tail() {
             self.window.pos
         } else {
-            self.chunks[chunk as usize].filled
+            self.blocks[block as usize].filled
         }
     }
 
-    /// Makes `new` (a live chunk, or `NO_TAIL`) the tail, writing the old tail's `filled`
-    /// cursor back to its chunk.
-    fn set_tail(&mut self, new: ChunkId) {
-        if let Some(old) = self.chunks.get_mut(self.window.chunk as usize) {
+    /// Makes `new` (a live block, or `NO_TAIL`) the tail, writing the old tail's `filled`
+    /// cursor back to its block.
+    fn set_tail(&mut self, new: BlockId) {
+        if let Some(old) = self.blocks.get_mut(self.window.block as usize) {
             old.filled = self.window.pos;
         }
-        self.window = match self.chunks.get(new as usize) {
+        self.window = match self.blocks.get(new as usize) {
             Some(c) => Cursor {
-                chunk: new,
+                block: new,
                 start: c.filled,
                 pos: c.filled,
                 base: c.ptr,
@@ -298,7 +298,7 @@ impl Scratch {
     }
 
     /// The writable bytes `cur.pos .. cur.pos + n`, moving the guard's uncommitted bytes to a larger
-    /// chunk first if they do not fit. Committed bytes are never moved.
+    /// block first if they do not fit. Committed bytes are never moved.
     #[inline]
     pub(crate) fn reserve(&mut self, cur: &mut Cursor, n: usize) -> &mut [u8] {
         if cur.cap - cur.pos < n {
@@ -306,9 +306,9 @@ impl Scratch {
             // through memory, which keeps the caller's guard in a stack slot on the hot path
             // too; this way it lives in registers (`BENCHMARKS.md`, callgrind).
             let used = cur.pos - cur.start;
-            let moved = self.relocate(cur.chunk, cur.start, cur.pos, n);
+            let moved = self.relocate(cur.block, cur.start, cur.pos, n);
             debug_assert_eq!((moved.start, moved.pos), (0, used));
-            // The guard's bytes now sit at the start of the new chunk. Rebuilt from `used`
+            // The guard's bytes now sit at the start of the new block. Rebuilt from `used`
             // rather than taken from `moved`: both paths then give `pos - start` as the same
             // expression, so the compiler knows a guard's length from its writes alone (and
             // drops a fixed-size header's empty-guard test at commit).
@@ -319,16 +319,16 @@ impl Scratch {
             };
         }
         debug_assert_eq!(
-            self.chunks[cur.chunk as usize].ptr, cur.base,
+            self.blocks[cur.block as usize].ptr, cur.base,
             "stale cursor"
         );
         let at = cur.pos;
         cur.pos += n;
         // SAFETY: `at + n <= cur.cap` (checked above, or `relocate` made room), and `base`/`cap`
-        // are those of the live chunk `cur.chunk` (the `Cursor` invariant). Bytes at or past the
-        // chunk's `filled` cursor belong to the open guard alone: no segment points there, and
+        // are those of the live block `cur.block` (the `Cursor` invariant). Bytes at or past the
+        // block's `filled` cursor belong to the open guard alone: no segment points there, and
         // the guard's `&mut` borrow of the buffer (through `&mut self`) excludes every other
-        // access. Derived from the chunk's raw base pointer, so committed bytes that pending
+        // access. Derived from the block's raw base pointer, so committed bytes that pending
         // iovecs point at are not invalidated.
         unsafe { core::slice::from_raw_parts_mut(cur.base.as_ptr().add(at), n) }
     }
@@ -336,61 +336,61 @@ impl Scratch {
     /// Mutable access to bytes already written by an open guard (to fill a reserved field).
     pub(crate) fn written_mut(&mut self, cur: &Cursor, from: usize, len: usize) -> &mut [u8] {
         debug_assert!(cur.start + from + len <= cur.pos);
-        self.chunks[cur.chunk as usize].bytes_mut(cur.start + from, len)
+        self.blocks[cur.block as usize].bytes_mut(cur.start + from, len)
     }
 
     #[cold]
     #[inline(never)]
-    fn relocate(&mut self, chunk: ChunkId, start: usize, pos: usize, n: usize) -> Cursor {
+    fn relocate(&mut self, block: BlockId, start: usize, pos: usize, n: usize) -> Cursor {
         let used = pos - start;
         let need = used
             .checked_add(n)
             .expect("format guard length overflows usize");
-        let cap = if need <= self.chunk_size {
-            self.chunk_size
+        let cap = if need <= self.block_size {
+            self.block_size
         } else {
             need.next_power_of_two()
         };
         let new = self.acquire(cap);
-        let (from, to) = self.pair_mut(chunk, new);
+        let (from, to) = self.pair_mut(block, new);
         to.bytes_mut(0, used)
             .copy_from_slice(from.bytes(start, used));
-        let old = chunk;
-        let c = &self.chunks[new as usize];
+        let old = block;
+        let c = &self.blocks[new as usize];
         let moved = Cursor {
-            chunk: new,
+            block: new,
             start: 0,
             pos: used,
             base: c.ptr,
             cap: c.cap,
         };
         if old != self.tail() {
-            // An earlier relocation's chunk: only this guard used it.
+            // An earlier relocation's block: only this guard used it.
             self.recycle(old);
         }
         moved
     }
 
-    /// Makes the guard's bytes `cur.chunk[cur.start..cur.pos]` committed.
+    /// Makes the guard's bytes `cur.block[cur.start..cur.pos]` committed.
     #[inline(always)]
     pub(crate) fn commit(&mut self, cur: &Cursor) {
-        if cur.chunk != self.tail() {
-            self.retire_tail(cur.chunk);
+        if cur.block != self.tail() {
+            self.retire_tail(cur.block);
         }
         debug_assert_eq!(self.window.pos, cur.start, "tail moved under an open guard");
         self.window.pos = cur.pos;
         self.unsent += cur.pos - cur.start;
     }
 
-    /// A guard that relocated to chunk `new` commits: `new` becomes the tail, and the old tail
+    /// A guard that relocated to block `new` commits: `new` becomes the tail, and the old tail
     /// is recycled now if nothing in it is pending or held (otherwise when its last byte is
     /// released).
     #[cold]
     #[inline(never)]
-    fn retire_tail(&mut self, new: ChunkId) {
+    fn retire_tail(&mut self, new: BlockId) {
         let old = self.tail();
         self.set_tail(new);
-        if let Some(c) = self.chunks.get(old as usize) {
+        if let Some(c) = self.blocks.get(old as usize) {
             if c.released == c.filled {
                 self.recycle(old);
             }
@@ -414,7 +414,7 @@ impl Scratch {
         // the room was checked twice).
         let w = &self.window;
         let mut cur = Cursor {
-            chunk: w.chunk,
+            block: w.block,
             start: w.pos,
             pos: w.pos,
             base: w.base,
@@ -431,19 +431,19 @@ impl Scratch {
     /// Drops an open guard's bytes.
     #[inline(always)]
     pub(crate) fn abandon(&mut self, cur: &Cursor) {
-        if cur.chunk != self.tail() {
-            self.recycle(cur.chunk);
+        if cur.block != self.tail() {
+            self.recycle(cur.block);
         }
     }
 
     /// Committed bytes of a segment.
     #[inline]
-    pub(crate) fn bytes(&self, chunk: ChunkId, start: usize, end: usize) -> &[u8] {
-        self.chunks[chunk as usize].bytes(start, end - start)
+    pub(crate) fn bytes(&self, block: BlockId, start: usize, end: usize) -> &[u8] {
+        self.blocks[block as usize].bytes(start, end - start)
     }
 
-    /// The bytes `from..cur.pos` of a just-committed cursor's chunk as an iovec that outlives
-    /// this borrow: a new segment (`from == cur.start`) or a pending run of the same chunk
+    /// The bytes `from..cur.pos` of a just-committed cursor's block as an iovec that outlives
+    /// this borrow: a new segment (`from == cur.start`) or a pending run of the same block
     /// extended by the cursor's bytes (`from` where that run now starts).
     ///
     /// # Safety
@@ -455,25 +455,25 @@ impl Scratch {
     /// released, so reading them meanwhile is sound.
     #[inline]
     pub(crate) unsafe fn committed_iovec(&self, cur: &Cursor, from: usize) -> IoSlice<'static> {
-        debug_assert!(from <= cur.start && cur.pos <= self.filled(cur.chunk));
-        // SAFETY: `from..cur.pos` lies in the live chunk `cur.chunk` (`pos <= cap` by the
+        debug_assert!(from <= cur.start && cur.pos <= self.filled(cur.block));
+        // SAFETY: `from..cur.pos` lies in the live block `cur.block` (`pos <= cap` by the
         // `Cursor` invariant) and is committed (caller's contract); the pointer derives from the
-        // chunk's raw base pointer, so later writes past `filled` do not invalidate it.
+        // block's raw base pointer, so later writes past `filled` do not invalidate it.
         IoSlice::new(unsafe {
             core::slice::from_raw_parts(cur.base.as_ptr().add(from), cur.pos - from)
         })
     }
 
-    /// The pending run of `run_len` bytes at address `run_addr` in `cur.chunk`, which ends
+    /// The pending run of `run_len` bytes at address `run_addr` in `cur.block`, which ends
     /// where `cur` starts, extended by the cursor's bytes, as an iovec that outlives this
     /// borrow: [`committed_iovec`](Self::committed_iovec) from where the run starts, given
     /// as the run's own address and length (so the new length is one add, and the address
-    /// is the one already stored), with the chunk's provenance.
+    /// is the one already stored), with the block's provenance.
     ///
     /// # Safety
     ///
     /// As for [`committed_iovec`](Self::committed_iovec), with `from` the offset of
-    /// `run_addr` in the chunk: `cur` just committed by this scratch, and the run's bytes
+    /// `run_addr` in the block: `cur` just committed by this scratch, and the run's bytes
     /// committed and unreleased, ending at `cur.start`.
     #[inline]
     pub(crate) unsafe fn extended_iovec(
@@ -483,9 +483,9 @@ impl Scratch {
         run_len: usize,
     ) -> IoSlice<'static> {
         debug_assert_eq!(run_addr + run_len, cur.base_addr() + cur.start);
-        debug_assert!(cur.pos <= self.filled(cur.chunk));
-        // SAFETY: `run_addr..cur.pos` of the chunk is committed and unreleased (caller's
-        // contract) and lies in the live chunk `cur.chunk`; the pointer takes the chunk's raw
+        debug_assert!(cur.pos <= self.filled(cur.block));
+        // SAFETY: `run_addr..cur.pos` of the block is committed and unreleased (caller's
+        // contract) and lies in the live block `cur.block`; the pointer takes the block's raw
         // base pointer's provenance (`with_addr`), as `committed_iovec`'s does, so later writes
         // past `filled` do not invalidate it.
         IoSlice::new(unsafe {
@@ -496,68 +496,68 @@ impl Scratch {
         })
     }
 
-    /// `n` bytes of `chunk` were copied by the kernel: sent and released in one step.
+    /// `n` bytes of `block` were copied by the kernel: sent and released in one step.
     #[inline]
-    pub(crate) fn consume(&mut self, chunk: ChunkId, n: usize) {
-        let filled = self.filled(chunk);
-        let c = &mut self.chunks[chunk as usize];
+    pub(crate) fn consume(&mut self, block: BlockId, n: usize) {
+        let filled = self.filled(block);
+        let c = &mut self.blocks[block as usize];
         c.sent += n;
         c.released += n;
         debug_assert!(
             c.sent <= filled,
-            "scratch chunk sent past its filled cursor"
+            "scratch block sent past its filled cursor"
         );
         self.unsent -= n;
         if c.released == filled {
-            self.drained(chunk);
+            self.drained(block);
         }
     }
 
-    /// `n` bytes of `chunk` were accepted by the kernel and it keeps reading them until released.
+    /// `n` bytes of `block` were accepted by the kernel and it keeps reading them until released.
     #[inline]
-    pub(crate) fn mark_sent(&mut self, chunk: ChunkId, n: usize) {
-        let filled = self.filled(chunk);
-        let c = &mut self.chunks[chunk as usize];
+    pub(crate) fn mark_sent(&mut self, block: BlockId, n: usize) {
+        let filled = self.filled(block);
+        let c = &mut self.blocks[block as usize];
         c.sent += n;
         debug_assert!(
             c.sent <= filled,
-            "scratch chunk sent past its filled cursor"
+            "scratch block sent past its filled cursor"
         );
         self.unsent -= n;
         self.held += n;
     }
 
-    /// `n` sent bytes of `chunk` are no longer read by anyone; reuses the chunk once all are.
+    /// `n` sent bytes of `block` are no longer read by anyone; reuses the block once all are.
     #[inline]
-    pub(crate) fn mark_released(&mut self, chunk: ChunkId, n: usize) {
-        let filled = self.filled(chunk);
-        let c = &mut self.chunks[chunk as usize];
+    pub(crate) fn mark_released(&mut self, block: BlockId, n: usize) {
+        let filled = self.filled(block);
+        let c = &mut self.blocks[block as usize];
         c.released += n;
         debug_assert!(
             c.released <= c.sent,
-            "scratch chunk released past its sent cursor"
+            "scratch block released past its sent cursor"
         );
         self.held -= n;
         if c.released == filled {
-            self.drained(chunk);
+            self.drained(block);
         }
     }
 
-    /// Every committed byte of `chunk` is released: reuse it.
+    /// Every committed byte of `block` is released: reuse it.
     #[inline]
-    fn drained(&mut self, chunk: ChunkId) {
-        if chunk == self.tail() && self.chunks[chunk as usize].cap <= self.chunk_size {
-            let c = &mut self.chunks[chunk as usize];
+    fn drained(&mut self, block: BlockId) {
+        if block == self.tail() && self.blocks[block as usize].cap <= self.block_size {
+            let c = &mut self.blocks[block as usize];
             c.filled = 0;
             c.sent = 0;
             c.released = 0;
             self.window.pos = 0;
         } else {
-            if chunk == self.tail() {
+            if block == self.tail() {
                 // An oversized tail (one large format): free it; the next guard opens a new tail.
                 self.set_tail(NO_TAIL);
             }
-            self.recycle(chunk);
+            self.recycle(block);
         }
     }
 
@@ -565,11 +565,11 @@ impl Scratch {
     pub(crate) fn audit(&self) -> Result<(), String> {
         let mut unsent = 0;
         let mut held = 0;
-        for (i, c) in self.chunks.iter().enumerate() {
-            let filled = self.filled(i as ChunkId);
+        for (i, c) in self.blocks.iter().enumerate() {
+            let filled = self.filled(i as BlockId);
             if !(c.released <= c.sent && c.sent <= filled && filled <= c.cap) {
                 return Err(format!(
-                    "scratch chunk {i}: cursors out of order (released {}, sent {}, filled {filled}, capacity {})",
+                    "scratch block {i}: cursors out of order (released {}, sent {}, filled {filled}, capacity {})",
                     c.released, c.sent, c.cap
                 ));
             }
@@ -578,20 +578,20 @@ impl Scratch {
         }
         if unsent != self.unsent || held != self.held {
             return Err(format!(
-                "scratch totals disagree with chunk cursors: unsent {} vs {unsent}, held {} vs {held}",
+                "scratch totals disagree with block cursors: unsent {} vs {unsent}, held {} vs {held}",
                 self.unsent, self.held
             ));
         }
         let tail = self.tail();
         if tail != NO_TAIL {
             if self.free.contains(&tail) {
-                return Err(format!("tail chunk {tail} is on the free list"));
+                return Err(format!("tail block {tail} is on the free list"));
             }
-            let c = &self.chunks[tail as usize];
+            let c = &self.blocks[tail as usize];
             let w = &self.window;
             if (w.base, w.cap) != (c.ptr, c.cap) || w.pos > c.cap {
                 return Err(format!(
-                    "tail window (base {:p}, capacity {}, filled {}) is not chunk {tail} (base {:p}, capacity {})",
+                    "tail window (base {:p}, capacity {}, filled {}) is not block {tail} (base {:p}, capacity {})",
                     w.base, w.cap, w.pos, c.ptr, c.cap
                 ));
             }
@@ -599,46 +599,46 @@ impl Scratch {
         Ok(())
     }
 
-    fn acquire(&mut self, cap: usize) -> ChunkId {
-        // A free chunk that is big enough, newest first (usually the last one).
-        let chunks = &self.chunks;
+    fn acquire(&mut self, cap: usize) -> BlockId {
+        // A free block that is big enough, newest first (usually the last one).
+        let blocks = &self.blocks;
         if let Some(i) = self
             .free
             .iter()
-            .rposition(|&id| chunks[id as usize].cap >= cap)
+            .rposition(|&id| blocks[id as usize].cap >= cap)
         {
             return self.free.swap_remove(i);
         }
         if let Some(id) = self.free.pop() {
             // Too small: trade its storage for a bigger one.
-            let small = self.chunks[id as usize].take_box();
+            let small = self.blocks[id as usize].take_box();
             if let Some(pool) = &self.pool {
                 pool.give(small);
             }
-            self.chunks[id as usize] = self.new_chunk(cap);
+            self.blocks[id as usize] = self.new_block(cap);
             return id;
         }
-        let id = ChunkId::try_from(self.chunks.len()).expect("more than u32::MAX scratch chunks");
-        let chunk = self.new_chunk(cap);
-        self.chunks.push(chunk);
+        let id = BlockId::try_from(self.blocks.len()).expect("more than u32::MAX scratch blocks");
+        let block = self.new_block(cap);
+        self.blocks.push(block);
         id
     }
 
-    /// A chunk of at least `cap` bytes, from the pool if it has one, else from the allocator.
-    fn new_chunk(&self, cap: usize) -> Chunk {
+    /// A block of at least `cap` bytes, from the pool if it has one, else from the allocator.
+    fn new_block(&self, cap: usize) -> Block {
         match self.pool.as_ref().and_then(|p| p.take(cap)) {
-            Some(storage) => Chunk::from_box(storage),
-            None => Chunk::with_capacity(cap),
+            Some(storage) => Block::from_box(storage),
+            None => Block::with_capacity(cap),
         }
     }
 
-    fn recycle(&mut self, id: ChunkId) {
-        let c = &mut self.chunks[id as usize];
+    fn recycle(&mut self, id: BlockId) {
+        let c = &mut self.blocks[id as usize];
         c.filled = 0;
         c.sent = 0;
         c.released = 0;
-        if c.cap > self.chunk_size {
-            // An oversized chunk from one large format: do not keep it idle here.
+        if c.cap > self.block_size {
+            // An oversized block from one large format: do not keep it idle here.
             let storage = c.take_box();
             if let Some(pool) = &self.pool {
                 pool.give(storage);
@@ -647,14 +647,14 @@ impl Scratch {
         self.free.push(id);
     }
 
-    fn pair_mut(&mut self, a: ChunkId, b: ChunkId) -> (&Chunk, &mut Chunk) {
+    fn pair_mut(&mut self, a: BlockId, b: BlockId) -> (&Block, &mut Block) {
         let (a, b) = (a as usize, b as usize);
         assert_ne!(a, b);
         if a < b {
-            let (lo, hi) = self.chunks.split_at_mut(b);
+            let (lo, hi) = self.blocks.split_at_mut(b);
             (&lo[a], &mut hi[0])
         } else {
-            let (lo, hi) = self.chunks.split_at_mut(a);
+            let (lo, hi) = self.blocks.split_at_mut(a);
             (&hi[0], &mut lo[b])
         }
     }
@@ -673,17 +673,17 @@ impl Drop for Scratch {
 impl fmt::Debug for Scratch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cursors: Vec<_> = self
-            .chunks
+            .blocks
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.released, c.sent, self.filled(i as ChunkId), c.cap))
+            .map(|(i, c)| (c.released, c.sent, self.filled(i as BlockId), c.cap))
             .collect();
         f.debug_struct("Scratch")
             .field("tail", &self.tail())
             .field("free", &self.free)
             .field("unsent", &self.unsent)
             .field("held", &self.held)
-            .field("chunks(released, sent, filled, cap)", &cursors)
+            .field("blocks(released, sent, filled, cap)", &cursors)
             .finish()
     }
 }

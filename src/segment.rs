@@ -3,7 +3,7 @@
 //! Pending segments are kept in iovec form: `iovs[head..]` is exactly the array a vectored write
 //! takes, so gathering costs nothing and a partial write only shortens the front entry (as
 //! `IoSlice::advance_slices` does). `metas` runs parallel to `iovs` and says what each iovec
-//! points into: a scratch chunk, or a pinned value, whose owner sits in the meta itself, so a
+//! points into: a scratch block, or a pinned value, whose owner sits in the meta itself, so a
 //! pinned segment is one push and one entry, and passing it needs no second queue. The metas
 //! are `ManuallyDrop`: a passed entry's owner is released (or moved out) where it sits, and
 //! the array is cleared and compacted without running any drop.
@@ -26,7 +26,7 @@ use std::io::IoSlice;
 use std::mem::ManuallyDrop;
 
 use crate::pinned::Owner;
-use crate::scratch::{ChunkId, Cursor, Scratch};
+use crate::scratch::{BlockId, Cursor, Scratch};
 
 /// What advancing past bytes means for their memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub(crate) enum Release {
 /// What a pending iovec points into.
 #[derive(Debug)]
 enum Meta {
-    Scratch(ChunkId),
+    Scratch(BlockId),
     /// A pinned value and its owner.
     Pinned(Owner),
 }
@@ -52,7 +52,7 @@ static_assertions::assert_eq_size!(Meta, Owner);
 /// What a held segment keeps alive.
 #[derive(Debug)]
 enum Kept {
-    Scratch(ChunkId),
+    Scratch(BlockId),
     Pinned(Owner),
 }
 
@@ -69,7 +69,7 @@ pub(crate) struct SegmentQueue {
     /// `iovs[head..]` are the pending bytes, in order.
     ///
     /// Invariant: each pending iovec points into what `metas` at the same index names —
-    /// committed, unreleased bytes of a live scratch chunk, or the tail of the bytes of the
+    /// committed, unreleased bytes of a live scratch block, or the tail of the bytes of the
     /// pinned owner in that meta — and is never empty. The `'static` is a lie the queue keeps honest: iovecs leave only through
     /// [`io_slices`](Self::io_slices), which shortens it to the queue's borrow, and the memory
     /// they point to outlives that borrow (pinned owners are dropped, scratch reused, only
@@ -98,14 +98,14 @@ pub(crate) struct SegmentQueue {
     /// The highest offset [`release_through`](Self::release_through) was called with: the kernel
     /// reads nothing before it.
     released_through: u64,
-    /// `(chunk, end)` when the last pending segment is the scratch run `chunk[..end]`, so the
-    /// next commit at `chunk[end]` extends it; otherwise the chunk is `NO_RUN.0` (no committed
-    /// cursor is in that chunk, so the end does not matter and is left as it was: ending a
+    /// `(block, end)` when the last pending segment is the scratch run `block[..end]`, so the
+    /// next commit at `block[end]` extends it; otherwise the block is `NO_RUN.0` (no committed
+    /// cursor is in that block, so the end does not matter and is left as it was: ending a
     /// run is one store).
-    run: (ChunkId, usize),
+    run: (BlockId, usize),
 }
 
-const NO_RUN: (ChunkId, usize) = (ChunkId::MAX, usize::MAX);
+const NO_RUN: (BlockId, usize) = (BlockId::MAX, usize::MAX);
 
 impl Default for SegmentQueue {
     fn default() -> Self {
@@ -168,17 +168,17 @@ impl SegmentQueue {
     #[inline(always)]
     pub(crate) fn push_scratch(&mut self, scratch: &Scratch, cur: &Cursor) {
         let n = cur.pos - cur.start;
-        debug_assert!(n > 0 && cur.chunk != NO_RUN.0);
+        debug_assert!(n > 0 && cur.block != NO_RUN.0);
         self.count_in(n);
-        if self.run == (cur.chunk, cur.start) {
+        if self.run == (cur.block, cur.start) {
             debug_assert!(self.segments() > 0, "a scratch run is pending");
             let at = self.iovs.len().wrapping_sub(1);
-            // SAFETY: `run` names a chunk only while the last pending segment is that run
+            // SAFETY: `run` names a block only while the last pending segment is that run
             // (set just after pushing or extending it, ended by every other push and by the
             // reset of a drained queue; `audit` checks it), so `iovs` is not empty and `at`
             // is its last index.
             let last = unsafe { self.iovs.get_unchecked_mut(at) };
-            // SAFETY: the last pending iovec is the scratch run of `cur.chunk` that ends at
+            // SAFETY: the last pending iovec is the scratch run of `cur.block` that ends at
             // `cur.start` (`self.run`), committed and unreleased (its front may have been
             // sent since, so it starts where the iovec now starts); `cur` was just committed
             // right after it.
@@ -188,8 +188,8 @@ impl SegmentQueue {
         }
         // SAFETY: `cur` was just committed; its bytes are released only after this segment.
         let iov = unsafe { scratch.committed_iovec(cur, cur.start) };
-        self.push_segment(Meta::Scratch(cur.chunk), |_| iov);
-        self.run = (cur.chunk, cur.pos);
+        self.push_segment(Meta::Scratch(cur.block), |_| iov);
+        self.run = (cur.block, cur.pos);
     }
 
     /// Appends a pinned value of `len > 0` bytes.
@@ -323,8 +323,8 @@ impl SegmentQueue {
             // past it: it is moved out exactly once and never read or dropped again.
             let meta = unsafe { ManuallyDrop::take(&mut self.metas[h]) };
             match (meta, now) {
-                (Meta::Scratch(chunk), true) => {
-                    scratch.consume(chunk, rem);
+                (Meta::Scratch(block), true) => {
+                    scratch.consume(block, rem);
                     self.reset_if_drained();
                 }
                 (Meta::Pinned(owner), true) => {
@@ -351,10 +351,10 @@ impl SegmentQueue {
     /// consistent. (Releasing an `Arc<[u8]>` cannot panic: its drop is the allocator's, which
     /// must not unwind.)
     ///
-    /// Scratch bytes passed are handed back to `scratch` once per run of segments in one chunk
+    /// Scratch bytes passed are handed back to `scratch` once per run of segments in one block
     /// (the headers between the pinned values of a batch all sit in the tail) rather than
-    /// once per segment. That is the same as consuming them one by one: a chunk is reused
-    /// only once every committed byte of it is consumed, and the bytes of one chunk are queued,
+    /// once per segment. That is the same as consuming them one by one: a block is reused
+    /// only once every committed byte of it is consumed, and the bytes of one block are queued,
     /// so passed, in order. They too are handed back before a `Drop` that may panic.
     #[inline]
     fn advance_copied(&mut self, n: usize, scratch: &mut Scratch) {
@@ -370,8 +370,8 @@ impl SegmentQueue {
                 // Inside the front segment: the usual case for a long scratch run.
                 self.bytes_out += n as u64;
                 iov.advance(n);
-                if let Meta::Scratch(chunk) = **meta {
-                    scratch.consume(chunk, n);
+                if let Meta::Scratch(block) = **meta {
+                    scratch.consume(block, n);
                 }
                 return;
             }
@@ -379,8 +379,8 @@ impl SegmentQueue {
         // Bytes not yet passed; `bytes_out` is stored as `out + (n - left)`.
         let mut left = n;
         let out = self.bytes_out;
-        // Bytes of `spent_chunk` passed and not yet consumed (0: none).
-        let mut spent_chunk = ChunkId::MAX;
+        // Bytes of `spent_block` passed and not yet consumed (0: none).
+        let mut spent_block = BlockId::MAX;
         let mut spent = 0usize;
         let count = iovs.len();
         debug_assert_eq!(metas.len(), count);
@@ -405,11 +405,11 @@ impl SegmentQueue {
                 // The write ends inside this segment (or, `left == 0`, just before it).
                 if left > 0 {
                     iov.advance(left);
-                    if let Meta::Scratch(chunk) = **meta {
-                        if chunk == spent_chunk {
+                    if let Meta::Scratch(block) = **meta {
+                        if block == spent_block {
                             spent += left;
                         } else {
-                            scratch.consume(chunk, left);
+                            scratch.consume(block, left);
                         }
                     }
                 }
@@ -417,11 +417,11 @@ impl SegmentQueue {
             }
             left -= rem;
             match &mut **meta {
-                Meta::Scratch(chunk) => {
-                    let chunk = *chunk;
-                    if chunk != spent_chunk {
-                        consume_spent(scratch, spent_chunk, spent);
-                        spent_chunk = chunk;
+                Meta::Scratch(block) => {
+                    let block = *block;
+                    if block != spent_block {
+                        consume_spent(scratch, spent_block, spent);
+                        spent_block = block;
                         spent = 0;
                     }
                     spent += rem;
@@ -435,7 +435,7 @@ impl SegmentQueue {
                     // scratch passed so far handed back.
                     self.bytes_out = out + (n - left) as u64;
                     self.head = start + (count - it.len());
-                    consume_spent(scratch, spent_chunk, spent);
+                    consume_spent(scratch, spent_block, spent);
                     spent = 0;
                     // SAFETY: as above; the head is already past it.
                     unsafe { release_in_place(meta) };
@@ -449,7 +449,7 @@ impl SegmentQueue {
         );
         self.bytes_out = out + n as u64;
         self.head = start + passed;
-        consume_spent(scratch, spent_chunk, spent);
+        consume_spent(scratch, spent_block, spent);
         self.reset_if_drained();
     }
 
@@ -468,15 +468,15 @@ impl SegmentQueue {
     /// Accounts for `step` bytes sent from inside the front segment `h`.
     #[inline]
     fn advance_inside(&mut self, h: usize, step: usize, scratch: &mut Scratch, mode: Release) {
-        let chunk = match *self.metas[h] {
-            Meta::Scratch(chunk) => Some(chunk),
+        let block = match *self.metas[h] {
+            Meta::Scratch(block) => Some(block),
             Meta::Pinned(_) => None,
         };
-        match (chunk, mode) {
-            (Some(chunk), Release::OnSend) => scratch.consume(chunk, step),
-            (Some(chunk), Release::OnCompletion) => {
-                scratch.mark_sent(chunk, step);
-                self.hold(Kept::Scratch(chunk), step, self.bytes_out);
+        match (block, mode) {
+            (Some(block), Release::OnSend) => scratch.consume(block, step),
+            (Some(block), Release::OnCompletion) => {
+                scratch.mark_sent(block, step);
+                self.hold(Kept::Scratch(block), step, self.bytes_out);
             }
             (None, Release::OnSend) => {}
             (None, Release::OnCompletion) => {
@@ -492,7 +492,7 @@ impl SegmentQueue {
     fn finish(&mut self, meta: Meta, step: usize, scratch: &mut Scratch, mode: Release) {
         let earlier = std::mem::take(&mut self.front_sent_held);
         match (meta, mode) {
-            (Meta::Scratch(chunk), Release::OnSend) => scratch.consume(chunk, step),
+            (Meta::Scratch(block), Release::OnSend) => scratch.consume(block, step),
             (Meta::Pinned(owner), Release::OnSend) => {
                 if earlier == 0 {
                     owner.release();
@@ -507,9 +507,9 @@ impl SegmentQueue {
                     self.hold(Kept::Pinned(owner), earlier, self.front_held_end);
                 }
             }
-            (Meta::Scratch(chunk), Release::OnCompletion) => {
-                scratch.mark_sent(chunk, step);
-                self.hold(Kept::Scratch(chunk), step, self.bytes_out);
+            (Meta::Scratch(block), Release::OnCompletion) => {
+                scratch.mark_sent(block, step);
+                self.hold(Kept::Scratch(block), step, self.bytes_out);
             }
             (Meta::Pinned(owner), Release::OnCompletion) => {
                 self.held_len -= earlier;
@@ -537,7 +537,7 @@ impl SegmentQueue {
             self.held_len -= h.len;
             released += h.len;
             match h.kept {
-                Kept::Scratch(chunk) => scratch.mark_released(chunk, h.len),
+                Kept::Scratch(block) => scratch.mark_released(block, h.len),
                 Kept::Pinned(owner) => owner.release(),
             }
         }
@@ -565,7 +565,7 @@ impl SegmentQueue {
             // The partly sent front segment is pinned: forget its owner, in place (assigning
             // to a `ManuallyDrop` drops nothing), so the queue's `Drop` skips it.
             debug_assert!(matches!(*self.metas[self.head], Meta::Pinned(_)));
-            self.metas[self.head] = ManuallyDrop::new(Meta::Scratch(ChunkId::MAX));
+            self.metas[self.head] = ManuallyDrop::new(Meta::Scratch(BlockId::MAX));
             self.front_sent_held = 0;
         }
         self.held_len = 0;
@@ -683,12 +683,12 @@ unsafe fn release_in_place(meta: &mut ManuallyDrop<Meta>) {
     unsafe { ManuallyDrop::drop(meta) }
 }
 
-/// Hands `n` bytes of `chunk` passed by [`SegmentQueue::advance_copied`] back to `scratch`
+/// Hands `n` bytes of `block` passed by [`SegmentQueue::advance_copied`] back to `scratch`
 /// (nothing if `n == 0`).
 #[inline(always)]
-fn consume_spent(scratch: &mut Scratch, chunk: ChunkId, n: usize) {
+fn consume_spent(scratch: &mut Scratch, block: BlockId, n: usize) {
     if n > 0 {
-        scratch.consume(chunk, n);
+        scratch.consume(block, n);
     }
 }
 

@@ -1,7 +1,6 @@
-//! [`BufferStealer`]: reclaiming an idle connection's buffer storage, safely.
+//! [`Stealable`]: reclaiming an idle connection's buffer storage, safely.
 
-use core::fmt;
-use std::io;
+use crate::error::StealError;
 
 /// The way a server reclaims an idle connection's buffer storage into a pool, and how the
 /// buffer gets storage back when the connection becomes active again.
@@ -34,7 +33,7 @@ use std::io;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sendbuf::{BufferStealer, LocalPool, Pool, PoolLimits, ReadBuffer};
+/// use sendbuf::{Stealable, LocalPool, Pool, PoolLimits, ReadBuffer};
 ///
 /// let pool: Arc<dyn Pool> = LocalPool::new(PoolLimits::new());
 /// let mut conns: Vec<ReadBuffer> = (0..3).map(|_| ReadBuffer::new().with_pool(pool.clone())).collect();
@@ -45,33 +44,33 @@ use std::io;
 ///
 /// let reclaimed: usize = conns
 ///     .iter_mut()
-///     .map(|c| c as &mut dyn BufferStealer)
+///     .map(|c| c as &mut dyn Stealable)
 ///     .filter_map(|c| c.steal().ok())
 ///     .sum();
 /// assert_eq!(reclaimed, 16 * 1024);
 /// assert_eq!((pool.stats().stolen, pool.stats().refused), (1, 2));
 /// ```
-pub trait BufferStealer {
+pub trait Stealable {
     /// Hands all the buffer's storage to its pool (or frees it when it has none) if nothing is
     /// pending. Returns the bytes of storage reclaimed (0 if it held none).
     ///
     /// # Errors
     ///
-    /// [`StealRefused`] with the bytes pending and held, if anything is; the buffer is unchanged.
+    /// [`StealError`] with the bytes pending and held, if anything is; the buffer is unchanged.
     ///
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, ReadBuffer};
+    /// use sendbuf::{Stealable, ReadBuffer};
     ///
-    /// let mut buf = ReadBuffer::with_capacity(4096);
+    /// let mut buf = ReadBuffer::with_block_size(4096);
     /// buf.read_from(&mut &b"PING\r\n"[..]).unwrap();
     /// assert_eq!(buf.steal().unwrap_err().pending, 6);
     /// buf.consume(6);
     /// assert_eq!(buf.steal(), Ok(4096));
     /// assert_eq!(buf.capacity(), 0);
     /// ```
-    fn steal(&mut self) -> Result<usize, StealRefused>;
+    fn steal(&mut self) -> Result<usize, StealError>;
 
     /// Bytes of storage the buffer holds now (what a successful [`steal`](Self::steal) would
     /// reclaim).
@@ -79,55 +78,12 @@ pub trait BufferStealer {
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, ReadBuffer};
+    /// use sendbuf::{Stealable, ReadBuffer};
     ///
-    /// let mut buf = ReadBuffer::with_capacity(1024);
+    /// let mut buf = ReadBuffer::with_block_size(1024);
     /// assert_eq!(buf.storage_bytes(), 0); // nothing until the first read
     /// buf.read_from(&mut &b"x"[..]).unwrap();
     /// assert_eq!(buf.storage_bytes(), 1024);
     /// ```
     fn storage_bytes(&self) -> usize;
-}
-
-/// Returned by [`BufferStealer::steal`] when the buffer still holds data; the buffer is left
-/// unchanged.
-///
-/// # Examples
-///
-/// ```
-/// use sendbuf::{BufferStealer, ReadBuffer};
-///
-/// let mut buf = ReadBuffer::new();
-/// buf.read_from(&mut &b"abc"[..]).unwrap();
-/// let err = buf.steal().unwrap_err();
-/// assert_eq!((err.pending, err.held), (3, 0));
-/// assert_eq!(
-///     err.to_string(),
-///     "cannot steal a buffer with 3 bytes pending and 0 bytes held by the kernel"
-/// );
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StealRefused {
-    /// Bytes not yet sent (write side) or not yet consumed (read side).
-    pub pending: usize,
-    /// Bytes already sent whose memory the kernel still reads (zero-copy sends).
-    pub held: usize,
-}
-
-impl fmt::Display for StealRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot steal a buffer with {} bytes pending and {} bytes held by the kernel",
-            self.pending, self.held
-        )
-    }
-}
-
-impl std::error::Error for StealRefused {}
-
-impl From<StealRefused> for io::Error {
-    fn from(err: StealRefused) -> io::Error {
-        io::Error::other(err)
-    }
 }

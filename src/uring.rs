@@ -249,7 +249,9 @@ impl Book {
                 }
                 let sent = usize::try_from(res).unwrap_or(0);
                 if res >= 0
-                    && (buf.sent_total() != rec.start || sent > rec.offered || sent > buf.len())
+                    && (buf.sent_total() != rec.start
+                        || sent > rec.offered
+                        || sent > buf.pending_len())
                 {
                     return Err(invalid(format!(
                         "token {}: the buffer is not the one submitted or changed while the \
@@ -259,7 +261,7 @@ impl Book {
                         sent,
                         rec.start,
                         buf.sent_total(),
-                        buf.len()
+                        buf.pending_len()
                     )));
                 }
                 let held = more && rec.zero_copy;
@@ -627,8 +629,7 @@ impl UringSender {
         fd: BorrowedFd<'_>,
         zero_copy: bool,
     ) -> io::Result<usize> {
-        #[allow(clippy::len_zero)]
-        if buf.len() == 0 {
+        if !buf.has_pending() {
             return Ok(0);
         }
         let all = buf.io_slices();
@@ -830,7 +831,7 @@ mod tests {
     }
 
     fn buffer(drops: &Arc<AtomicUsize>) -> WriteBuffer {
-        let mut buf = WriteBuffer::with_capacity(64);
+        let mut buf = WriteBuffer::with_block_size(64);
         buf.set_flatten_threshold(0);
         buf.put_slice(b"head");
         buf.pin(Counted(vec![7; 100], drops.clone()));
@@ -839,7 +840,7 @@ mod tests {
     }
 
     fn send(book: &mut Book, token: u64, buf: &WriteBuffer, zc: bool) -> u64 {
-        book.begin(token, buf, buf.len(), zc).unwrap()
+        book.begin(token, buf, buf.pending_len(), zc).unwrap()
     }
 
     #[test]
@@ -887,9 +888,9 @@ mod tests {
                 held: true
             }
         );
-        assert_eq!((buf.len(), buf.held_len()), (0, 108));
+        assert_eq!((buf.pending_len(), buf.held_len()), (0, 108));
         assert_eq!(drops.load(Ordering::SeqCst), 0, "released before notif");
-        assert!(crate::BufferStealer::steal(&mut buf).is_err());
+        assert!(crate::Stealable::steal(&mut buf).is_err());
         assert_eq!(book.outstanding(1), 1);
         assert_eq!(
             book.finish(n, &mut buf).unwrap(),
@@ -941,7 +942,7 @@ mod tests {
         let c = book.cqe(s, -libc::EAGAIN, 0).unwrap();
         let err = book.finish(c, &mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
-        assert_eq!(buf.len(), 108);
+        assert_eq!(buf.pending_len(), 108);
         // A failed zero-copy send still gets its notification, which releases nothing.
         let s = send(&mut book, 9, &buf, true);
         let r = book.cqe(s, -libc::EPIPE, F_MORE).unwrap();
@@ -954,7 +955,7 @@ mod tests {
             book.finish(n, &mut buf).unwrap(),
             UringEvent::Released { bytes: 0 }
         );
-        assert_eq!(buf.len(), 108);
+        assert_eq!(buf.pending_len(), 108);
         assert!(book.sends.is_empty() && book.tokens.is_empty());
         assert_eq!(book.cqe(s, 0, 0), None, "stale completions match nothing");
     }
@@ -987,7 +988,7 @@ mod tests {
         );
         assert_eq!(buf.held_len(), 0);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
-        buf.advance(buf.len());
+        buf.advance(buf.pending_len());
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         assert!(buf.is_empty());
     }

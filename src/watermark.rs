@@ -5,9 +5,7 @@
 //! mark and resumes once it drained to the low mark; a hard limit bounds memory even when the
 //! server ignores the marks.
 
-use core::fmt;
-use std::io;
-
+use crate::error::HardLimitError;
 use crate::write_buffer::WriteBuffer;
 
 /// High and low water marks, in bytes held by a [`WriteBuffer`] (pending plus held by the
@@ -98,46 +96,6 @@ pub enum Pressure {
     Low,
 }
 
-/// Returned by the `try_` commit and pin methods when the bytes would take the buffer past its
-/// hard limit. The buffer is unchanged (a guard's bytes are rolled back) and stays usable.
-///
-/// # Examples
-///
-/// ```
-/// let mut buf = sendbuf::WriteBuffer::new();
-/// buf.set_hard_limit(Some(8));
-/// let err = buf.try_put_slice(b"0123456789").unwrap_err();
-/// assert_eq!((err.requested, err.held, err.limit), (10, 0, 8));
-/// assert!(buf.is_empty());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitError {
-    /// Bytes the commit or pin would have added.
-    pub requested: usize,
-    /// Bytes the buffer held (pending plus held by the kernel).
-    pub held: usize,
-    /// The hard limit.
-    pub limit: usize,
-}
-
-impl fmt::Display for LimitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "adding {} bytes to a buffer holding {} would pass its hard limit of {} bytes",
-            self.requested, self.held, self.limit
-        )
-    }
-}
-
-impl std::error::Error for LimitError {}
-
-impl From<LimitError> for io::Error {
-    fn from(err: LimitError) -> io::Error {
-        io::Error::new(io::ErrorKind::OutOfMemory, err)
-    }
-}
-
 /// Per-buffer back-pressure state.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backpressure {
@@ -186,7 +144,12 @@ impl Backpressure {
     /// (the usual case) that is one add and one compare on the queue's own total, without
     /// computing `held`.
     #[inline(always)]
-    pub(crate) fn grow(&mut self, bytes_in: u64, held: usize, n: usize) -> Result<(), LimitError> {
+    pub(crate) fn grow(
+        &mut self,
+        bytes_in: u64,
+        held: usize,
+        n: usize,
+    ) -> Result<(), HardLimitError> {
         debug_assert!(n > 0, "growing by nothing");
         debug_assert!(bytes_in >= self.gone && bytes_in - self.gone >= held as u64);
         // `held = bytes_in - gone_now` with `gone <= gone_now`, so
@@ -210,7 +173,7 @@ impl Backpressure {
         bytes_in: u64,
         held: usize,
         n: usize,
-    ) -> Result<(), LimitError> {
+    ) -> Result<(), HardLimitError> {
         let gone = bytes_in - held as u64;
         debug_assert!(gone >= self.gone, "bytes gone only grow");
         self.gone = gone;
@@ -313,9 +276,9 @@ impl Backpressure {
 
     /// Checks that `n` more bytes fit under the hard limit.
     #[inline]
-    pub(crate) fn admit(&self, held: usize, n: usize) -> Result<(), LimitError> {
+    pub(crate) fn admit(&self, held: usize, n: usize) -> Result<(), HardLimitError> {
         if n > self.hard_limit.saturating_sub(held) {
-            return Err(LimitError {
+            return Err(HardLimitError {
                 requested: n,
                 held,
                 limit: self.hard_limit,
@@ -385,7 +348,7 @@ impl WriteBuffer {
     /// Sets (or removes) a hard limit on the bytes the buffer holds (pending plus held by the
     /// kernel). Past it, [`try_put_slice`](Self::try_put_slice),
     /// [`try_pin`](Self::try_pin) and [`FormatGuard::try_commit`](crate::FormatGuard::try_commit)
-    /// return a [`LimitError`], and their infallible twins panic.
+    /// return a [`HardLimitError`], and their infallible twins panic.
     ///
     /// # Examples
     ///

@@ -3,14 +3,14 @@
 use core::fmt;
 use std::io::IoSlice;
 
-use crate::error::{panic_advance, AdvanceError};
+use crate::error::{panic_advance, panic_limit, AdvanceError, HardLimitError, StealError};
 use crate::format::FormatGuard;
 use crate::pinned::Owner;
 use crate::pool::Pool;
-use crate::scratch::{Cursor, Scratch, DEFAULT_CHUNK_SIZE};
+use crate::scratch::{Cursor, Scratch, DEFAULT_BLOCK_SIZE};
 use crate::segment::{Release, SegmentQueue};
-use crate::steal::{BufferStealer, StealRefused};
-use crate::watermark::{Backpressure, LimitError};
+use crate::steal::Stealable;
+use crate::watermark::Backpressure;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -53,14 +53,14 @@ pub const DEFAULT_FLATTEN_THRESHOLD: usize = 1024;
 /// f.commit();
 /// buf.pin(value.clone());          // zero-copy
 /// buf.put_slice(b"\r\nEND\r\n");
-/// assert_eq!(buf.len(), 18 + 4096 + 7);
+/// assert_eq!(buf.pending_len(), 18 + 4096 + 7);
 ///
 /// // Suppose the socket took 100 bytes: 18 of header, 82 of the value.
 /// buf.advance(100);
 /// assert_eq!(buf.chunk().len(), 4096 - 82);
 /// assert_eq!(Arc::strong_count(&value), 2); // still pinned
 ///
-/// buf.advance(buf.len());
+/// buf.advance(buf.pending_len());
 /// assert!(buf.is_empty());
 /// assert_eq!(Arc::strong_count(&value), 1); // released exactly once
 /// ```
@@ -89,36 +89,40 @@ impl WriteBuffer {
     /// assert_eq!(buf.capacity(), 0);
     /// ```
     pub fn new() -> Self {
-        Self::with_capacity(DEFAULT_CHUNK_SIZE)
+        Self::with_block_size(DEFAULT_BLOCK_SIZE)
     }
 
-    /// An empty buffer whose scratch memory comes in chunks of `chunk_size` bytes (at least 1),
-    /// allocated on first use. A single format larger than a chunk gets a chunk of its own.
+    /// An empty buffer whose scratch memory comes in blocks of `block_size` bytes (at least 1).
+    ///
+    /// Like [`new`](Self::new), it allocates nothing now: the first block is taken on the first
+    /// format (from the [pool](Self::with_pool), if the buffer has one). A single format larger
+    /// than a block gets a block of its own. The default is 16 KiB.
     ///
     /// # Examples
     ///
     /// ```
-    /// let mut buf = sendbuf::WriteBuffer::with_capacity(4096);
+    /// let mut buf = sendbuf::WriteBuffer::with_block_size(4096);
+    /// assert_eq!(buf.capacity(), 0); // nothing allocated yet
     /// buf.put_slice(b"x");
     /// assert_eq!(buf.capacity(), 4096);
     /// ```
-    pub fn with_capacity(chunk_size: usize) -> Self {
+    pub fn with_block_size(block_size: usize) -> Self {
         WriteBuffer {
             queue: SegmentQueue::default(),
-            scratch: Scratch::new(chunk_size),
+            scratch: Scratch::new(block_size),
             flatten_below: DEFAULT_FLATTEN_THRESHOLD,
             guards_opened: 0,
             backpressure: Backpressure::default(),
         }
     }
 
-    /// Takes scratch storage from `pool` (and gives it back on [`steal`](BufferStealer::steal)
-    /// and when chunks are trimmed) instead of the allocator.
+    /// Takes scratch storage from `pool` (and gives it back on [`steal`](Stealable::steal)
+    /// and when blocks are trimmed) instead of the allocator.
     ///
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, LocalPool, Pool, PoolLimits, WriteBuffer};
+    /// use sendbuf::{Stealable, LocalPool, Pool, PoolLimits, WriteBuffer};
     ///
     /// let pool = LocalPool::new(PoolLimits::new());
     /// let mut buf = WriteBuffer::new().with_pool(pool.clone());
@@ -145,15 +149,15 @@ impl WriteBuffer {
         self.scratch.capacity()
     }
 
-    /// Size of one scratch chunk, as given to [`with_capacity`](Self::with_capacity).
+    /// Size of one scratch block, as given to [`with_block_size`](Self::with_block_size).
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(sendbuf::WriteBuffer::with_capacity(1024).chunk_size(), 1024);
+    /// assert_eq!(sendbuf::WriteBuffer::with_block_size(1024).block_size(), 1024);
     /// ```
-    pub fn chunk_size(&self) -> usize {
-        self.scratch.chunk_size()
+    pub fn block_size(&self) -> usize {
+        self.scratch.block_size()
     }
 
     /// Pinned values shorter than this many bytes are copied into scratch instead.
@@ -184,18 +188,54 @@ impl WriteBuffer {
         self.flatten_below = bytes;
     }
 
-    /// Bytes pending: committed or pinned, not yet advanced past.
+    /// Bytes still to send: committed or pinned, not yet advanced past.
+    ///
+    /// This is what [`bytes::Buf::remaining`] reports. It is not the opposite of
+    /// [`is_empty`](Self::is_empty), which also waits for bytes the kernel still reads after a
+    /// zero-copy send ([`held_len`](Self::held_len)): a send loop runs while
+    /// [`has_pending`](Self::has_pending), a steal waits for `is_empty`.
+    ///
+    /// [`bytes::Buf::remaining`]: https://docs.rs/bytes/1/bytes/buf/trait.Buf.html#tymethod.remaining
     ///
     /// # Examples
     ///
     /// ```
     /// let mut buf = sendbuf::WriteBuffer::new();
     /// buf.put_slice(b"abc");
-    /// assert_eq!(buf.len(), 3);
+    /// assert_eq!(buf.pending_len(), 3);
+    /// buf.advance(2);
+    /// assert_eq!(buf.pending_len(), 1);
     /// ```
     #[inline]
-    pub fn len(&self) -> usize {
+    pub fn pending_len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// True while bytes are still to send: the condition of a send loop.
+    ///
+    /// The same as `pending_len() != 0`. Not the same as `!is_empty()`: after a zero-copy send
+    /// nothing may be pending while the kernel still holds bytes, and a loop on `!is_empty()`
+    /// would spin until the kernel's completion arrives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sendbuf::WriteBuffer;
+    ///
+    /// let mut buf = WriteBuffer::new();
+    /// buf.put_slice(b"VALUE k 0 5\r\nhello\r\nEND\r\n");
+    ///
+    /// let mut wire = Vec::new();
+    /// while buf.has_pending() {
+    ///     buf.write_to(&mut wire)?;
+    /// }
+    /// assert_eq!(wire.len(), 25);
+    /// assert!(buf.is_empty()); // copying sends hold nothing back
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.queue.len() != 0
     }
 
     /// Bytes already sent whose memory the kernel may still read (zero-copy sends); always 0
@@ -302,7 +342,7 @@ impl WriteBuffer {
         false
     }
 
-    /// Checks every invariant (O(segments + chunks)): the byte counts against the segment queue
+    /// Checks every invariant (O(segments + blocks)): the byte counts against the segment queue
     /// and the scratch cursors. Tests and fuzzers call it after each step.
     ///
     /// # Panics
@@ -375,7 +415,7 @@ impl WriteBuffer {
     ///
     /// # Errors
     ///
-    /// [`LimitError`] if `src` does not fit under the [hard limit](Self::set_hard_limit); the
+    /// [`HardLimitError`] if `src` does not fit under the [hard limit](Self::set_hard_limit); the
     /// buffer is unchanged.
     ///
     /// # Examples
@@ -387,7 +427,7 @@ impl WriteBuffer {
     /// assert!(buf.try_put_slice(b"e").is_err());
     /// ```
     #[inline]
-    pub fn try_put_slice(&mut self, src: &[u8]) -> Result<(), LimitError> {
+    pub fn try_put_slice(&mut self, src: &[u8]) -> Result<(), HardLimitError> {
         let n = src.len();
         if n == 0 {
             return Ok(());
@@ -407,10 +447,10 @@ impl WriteBuffer {
         Ok(())
     }
 
-    /// [`try_put_slice`](Self::try_put_slice) when `src` does not fit in the tail chunk (or
-    /// there is none): a guard moves the bytes to a new chunk.
+    /// [`try_put_slice`](Self::try_put_slice) when `src` does not fit in the tail block (or
+    /// there is none): a guard moves the bytes to a new block.
     #[inline(never)]
-    fn put_slice_through_guard(&mut self, src: &[u8]) -> Result<(), LimitError> {
+    fn put_slice_through_guard(&mut self, src: &[u8]) -> Result<(), HardLimitError> {
         // The guard's commit checks the hard limit again; on failure it rolls the bytes back.
         let mut f = self.format();
         f.put_slice(src);
@@ -421,9 +461,20 @@ impl WriteBuffer {
     /// has been advanced past; then drops it, exactly once. Values shorter than
     /// [`flatten_threshold`](Self::flatten_threshold) are copied into scratch and dropped at once.
     ///
-    /// `Vec<u8>`, `String`, `Box<[u8]>`, `Arc<[u8]>`, `&'static [u8]` and, with the feature
-    /// `bytes`, `bytes::Bytes` and `BytesMut` (frozen) are stored without an allocation; any
-    /// other owner is boxed.
+    /// The buffer owns `value` until then, so it must be `'static`: pass an owner (`Arc<[u8]>`,
+    /// `Vec<u8>`, `Bytes`...), not a borrow. To queue a value you only borrow, such as an item
+    /// still in your cache, call [`pin_cloned`](Self::pin_cloned)`(&item)`: it copies a small
+    /// value straight from the borrow and clones only a value it pins. (Passing `&item` here
+    /// fails to compile with "borrowed data escapes outside of method", E0521.)
+    ///
+    /// # Which owners cost an allocation
+    ///
+    /// `Vec<u8>`, `String`, `Box<[u8]>`, `Arc<[u8]>` and `&'static [u8]` are stored in the queue
+    /// as they are, with no allocation. So are `bytes::Bytes` and `BytesMut` (frozen) **with the
+    /// feature `bytes`**; without it they are "any other owner". Any other
+    /// `AsRef<[u8]> + Send + 'static` value is boxed: one small allocation per pinned value,
+    /// freed when it is released. Values below the flatten threshold are copied, whatever
+    /// their kind, and never boxed.
     ///
     /// `value.as_ref()` must return the same bytes every time it is called.
     ///
@@ -459,7 +510,7 @@ impl WriteBuffer {
     ///
     /// # Errors
     ///
-    /// [`LimitError`] if the value does not fit under the [hard limit](Self::set_hard_limit);
+    /// [`HardLimitError`] if the value does not fit under the [hard limit](Self::set_hard_limit);
     /// the value is dropped and the buffer is unchanged.
     ///
     /// # Examples
@@ -471,7 +522,7 @@ impl WriteBuffer {
     /// assert!(buf.is_empty());
     /// ```
     #[inline]
-    pub fn try_pin<V>(&mut self, value: V) -> Result<(), LimitError>
+    pub fn try_pin<V>(&mut self, value: V) -> Result<(), HardLimitError>
     where
         V: AsRef<[u8]> + Send + 'static,
     {
@@ -489,9 +540,11 @@ impl WriteBuffer {
     /// [`flatten_threshold`](Self::flatten_threshold) is copied into scratch straight from
     /// `value`, and only a value that is pinned is cloned.
     ///
-    /// This is the call for a cache that holds its values as `Arc<[u8]>` or `bytes::Bytes`:
-    /// `pin(value.clone())` would pay a reference count (two atomic operations, more than the
-    /// rest of queueing a small response) for a value that is then copied anyway.
+    /// This is the call for a cache that holds its values as `Arc<[u8]>` or `bytes::Bytes`, and
+    /// for any value you hold only by reference: [`pin`](Self::pin) takes an owner, so
+    /// `pin(&value)` does not compile, and `pin(value.clone())` would pay a reference count
+    /// (two atomic operations, more than the rest of queueing a small response) for a value
+    /// that is then copied anyway.
     ///
     /// # Examples
     ///
@@ -505,7 +558,7 @@ impl WriteBuffer {
     /// buf.pin_cloned(&large); // pinned: one clone, no copy
     /// assert_eq!(Arc::strong_count(&small), 1);
     /// assert_eq!(Arc::strong_count(&large), 2);
-    /// assert_eq!(buf.len(), 4 + 64 * 1024);
+    /// assert_eq!(buf.pending_len(), 4 + 64 * 1024);
     /// buf.clear();
     /// assert_eq!(Arc::strong_count(&large), 1);
     /// ```
@@ -529,7 +582,7 @@ impl WriteBuffer {
     ///
     /// # Errors
     ///
-    /// [`LimitError`] if the value does not fit under the [hard limit](Self::set_hard_limit);
+    /// [`HardLimitError`] if the value does not fit under the [hard limit](Self::set_hard_limit);
     /// nothing is cloned or queued then.
     ///
     /// # Examples
@@ -542,7 +595,7 @@ impl WriteBuffer {
     /// assert_eq!(std::sync::Arc::strong_count(&value), 1);
     /// ```
     #[inline]
-    pub fn try_pin_cloned<V>(&mut self, value: &V) -> Result<(), LimitError>
+    pub fn try_pin_cloned<V>(&mut self, value: &V) -> Result<(), HardLimitError>
     where
         V: AsRef<[u8]> + Clone + Send + 'static,
     {
@@ -563,7 +616,7 @@ impl WriteBuffer {
         &mut self,
         len: usize,
         value: impl FnOnce() -> V,
-    ) -> Result<(), LimitError>
+    ) -> Result<(), HardLimitError>
     where
         V: AsRef<[u8]> + Send + 'static,
     {
@@ -659,7 +712,7 @@ impl WriteBuffer {
     ///
     /// # Panics
     ///
-    /// If `n > self.len()`, naming both numbers. [`try_advance`](Self::try_advance) returns an
+    /// If `n > self.pending_len()`, naming both numbers. [`try_advance`](Self::try_advance) returns an
     /// error instead.
     ///
     /// # Examples
@@ -669,7 +722,7 @@ impl WriteBuffer {
     /// buf.put_slice(b"head");
     /// buf.pin(vec![0u8; 1000]);
     /// buf.advance(10); // inside the pinned value
-    /// assert_eq!(buf.len(), 994);
+    /// assert_eq!(buf.pending_len(), 994);
     /// ```
     ///
     /// ```should_panic
@@ -757,7 +810,7 @@ impl WriteBuffer {
     /// assert!(buf.is_empty());
     /// ```
     pub fn clear(&mut self) {
-        self.advance_with(self.len(), Release::OnSend)
+        self.advance_with(self.pending_len(), Release::OnSend)
             .expect("advancing by what is pending");
     }
 
@@ -788,7 +841,7 @@ impl WriteBuffer {
 
     /// Queues the bytes of a committing guard (not empty) if they fit under the hard limit.
     #[inline(always)]
-    pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), LimitError> {
+    pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), HardLimitError> {
         self.backpressure.grow(
             self.queue.bytes_in(),
             self.held_bytes(),
@@ -800,29 +853,21 @@ impl WriteBuffer {
     }
 }
 
-/// A commit or pin past the hard limit through an infallible method: a programming error.
-#[cold]
-#[inline(never)]
-#[track_caller]
-pub(crate) fn panic_limit(err: &LimitError) -> ! {
-    panic!("{err} (use the try_ methods on a buffer with a hard limit)")
-}
-
-impl BufferStealer for WriteBuffer {
+impl Stealable for WriteBuffer {
     /// Hands the scratch storage to the buffer's pool (or frees it) and frees the segment
     /// queue's arrays, if [`is_empty`](WriteBuffer::is_empty): nothing pending, nothing held by
     /// the kernel, every count agreeing. The next format takes storage again.
     ///
     /// # Errors
     ///
-    /// [`StealRefused`] while anything is pending or held; the buffer is unchanged.
+    /// [`StealError`] while anything is pending or held; the buffer is unchanged.
     ///
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, WriteBuffer};
+    /// use sendbuf::{Stealable, WriteBuffer};
     ///
-    /// let mut buf = WriteBuffer::with_capacity(4096);
+    /// let mut buf = WriteBuffer::with_block_size(4096);
     /// buf.put_slice(b"response");
     /// assert_eq!(buf.steal().unwrap_err().pending, 8);
     /// buf.advance(8);
@@ -833,7 +878,7 @@ impl BufferStealer for WriteBuffer {
     /// A buffer cannot be stolen while a format guard is open on it:
     ///
     /// ```compile_fail
-    /// use sendbuf::{BufferStealer, WriteBuffer};
+    /// use sendbuf::{Stealable, WriteBuffer};
     ///
     /// let mut buf = WriteBuffer::new();
     /// let mut f = buf.format();
@@ -841,13 +886,13 @@ impl BufferStealer for WriteBuffer {
     /// buf.steal().unwrap(); // error: `buf` is borrowed by the guard
     /// f.commit();
     /// ```
-    fn steal(&mut self) -> Result<usize, StealRefused> {
+    fn steal(&mut self) -> Result<usize, StealError> {
         let accepted = self.is_empty();
         if let Some(pool) = self.scratch.pool() {
             pool.record_steal(accepted);
         }
         if !accepted {
-            return Err(StealRefused {
+            return Err(StealError {
                 pending: self.queue.len(),
                 held: self.queue.held_len(),
             });
@@ -863,9 +908,9 @@ impl BufferStealer for WriteBuffer {
     /// # Examples
     ///
     /// ```
-    /// use sendbuf::{BufferStealer, WriteBuffer};
+    /// use sendbuf::{Stealable, WriteBuffer};
     ///
-    /// let mut buf = WriteBuffer::with_capacity(1024);
+    /// let mut buf = WriteBuffer::with_block_size(1024);
     /// assert_eq!(buf.storage_bytes(), 0);
     /// buf.put_slice(b"x");
     /// assert!(buf.storage_bytes() >= 1024);
@@ -896,8 +941,8 @@ impl Drop for WriteBuffer {
         }
         let leaked = self.queue.leak_held();
         LEAKED_ON_DROP.fetch_add(leaked as u64, Ordering::Relaxed);
-        // Held scratch bytes live in chunks this buffer owns: forget the whole scratch area
-        // (a few chunks), but let go of the pool it would have returned them to.
+        // Held scratch bytes live in blocks this buffer owns: forget the whole scratch area
+        // (a few blocks), but let go of the pool it would have returned them to.
         self.scratch.set_pool(None);
         core::mem::forget(core::mem::replace(&mut self.scratch, Scratch::new(1)));
         if cfg!(debug_assertions) {
@@ -945,7 +990,7 @@ mod tests {
     }
 
     fn queue(drops: &Arc<AtomicUsize>) -> WriteBuffer {
-        let mut buf = WriteBuffer::with_capacity(64);
+        let mut buf = WriteBuffer::with_block_size(64);
         buf.set_flatten_threshold(0);
         buf.put_slice(b"head");
         buf.pin(Counted(vec![7; 100], drops.clone()));
@@ -959,7 +1004,7 @@ mod tests {
         let mut buf = queue(&drops);
         buf.advance_with(108, Release::OnCompletion).unwrap();
         buf.check_invariants();
-        assert_eq!(buf.len(), 0);
+        assert_eq!(buf.pending_len(), 0);
         assert_eq!(buf.queue.held_len(), 108);
         assert!(!buf.is_empty(), "the kernel still reads 108 bytes");
         assert_eq!(
@@ -983,7 +1028,7 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let mut buf = queue(&drops);
         buf.advance_with(2, Release::OnCompletion).unwrap(); // inside "head"
-        buf.advance(buf.len()); // the rest by copying sends
+        buf.advance(buf.pending_len()); // the rest by copying sends
         buf.check_invariants();
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         assert!(!buf.is_empty(), "two bytes of scratch are still held");
@@ -1003,7 +1048,7 @@ mod tests {
         buf.advance_with(10, Release::OnCompletion).unwrap(); // head + 6 bytes of the value
         buf.advance(98); // the rest copied
         buf.check_invariants();
-        assert_eq!(buf.len(), 0);
+        assert_eq!(buf.pending_len(), 0);
         assert_eq!(
             drops.load(Ordering::SeqCst),
             0,
@@ -1036,7 +1081,7 @@ mod tests {
 
     #[test]
     fn steal_is_refused_while_the_kernel_holds_bytes() {
-        use crate::BufferStealer;
+        use crate::Stealable;
         let drops = Arc::new(AtomicUsize::new(0));
         let mut buf = queue(&drops);
         buf.advance_with(108, Release::OnCompletion).unwrap();
@@ -1064,14 +1109,14 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_with_held_bytes_is_not_recycled_or_given_to_the_pool() {
-        use crate::{BufferStealer, LocalPool, Pool, PoolLimits};
+    fn a_block_with_held_bytes_is_not_recycled_or_given_to_the_pool() {
+        use crate::{LocalPool, Pool, PoolLimits, Stealable};
         let pool = LocalPool::new(PoolLimits::new());
-        let mut buf = WriteBuffer::with_capacity(16).with_pool(pool.clone());
-        buf.put_slice(b"0123456789abcdef"); // fills chunk 0 exactly
+        let mut buf = WriteBuffer::with_block_size(16).with_pool(pool.clone());
+        buf.put_slice(b"0123456789abcdef"); // fills block 0 exactly
         buf.advance_with(16, Release::OnCompletion).unwrap();
-        // The next format cannot go into chunk 0: it opens another chunk.
-        buf.put_slice(b"next-chunk");
+        // The next format cannot go into block 0: it opens another block.
+        buf.put_slice(b"next-block");
         buf.advance(10);
         buf.put_slice(b"more");
         buf.advance(4);
@@ -1091,7 +1136,7 @@ mod tests {
         use crate::{LocalPool, Pool, PoolLimits};
         let drops = Arc::new(AtomicUsize::new(0));
         let pool = LocalPool::new(PoolLimits::new());
-        let mut buf = WriteBuffer::with_capacity(64).with_pool(pool.clone());
+        let mut buf = WriteBuffer::with_block_size(64).with_pool(pool.clone());
         buf.set_flatten_threshold(0);
         buf.put_slice(b"head");
         buf.pin(Counted(vec![7; 100], drops.clone()));
@@ -1140,7 +1185,11 @@ mod tests {
             buf.pin(vec![1u8; 60]);
             buf.put_slice(&[2; 40]);
             buf.advance_with(100, Release::OnCompletion).unwrap();
-            assert_eq!((buf.len(), buf.held_len()), (0, 100), "round {round}");
+            assert_eq!(
+                (buf.pending_len(), buf.held_len()),
+                (0, 100),
+                "round {round}"
+            );
             assert!(
                 buf.try_put_slice(&[3]).is_err(),
                 "round {round}: held bytes count"

@@ -128,7 +128,7 @@ impl Tracker {
 /// * [`enable`](Self::enable) sets `SO_ZEROCOPY`; until then (or if it fails: Unix sockets,
 ///   old kernels) every send is an ordinary copying send.
 /// * [`send`](Self::send) uses `MSG_ZEROCOPY` when at least [`threshold`](Self::threshold) bytes
-///   go out in the call; the bytes sent are then *held*: [`WriteBuffer::len`] drops,
+///   go out in the call; the bytes sent are then *held*: [`WriteBuffer::pending_len`] drops,
 ///   [`WriteBuffer::held_len`] grows, pinned values stay alive and scratch is not reused.
 ///   `ENOBUFS` (the socket's option memory is full) makes that call a copying send.
 /// * [`poll_completions`](Self::poll_completions) reads the error queue (call it when the
@@ -168,7 +168,7 @@ impl Tracker {
 ///     rx.read_exact(&mut got).unwrap();
 ///     got
 /// });
-/// while buf.len() > 0 {
+/// while buf.has_pending() {
 ///     zc.send(&mut buf, &tx).unwrap();
 /// }
 /// assert_eq!(reader.join().unwrap().len(), 17 + 64 * 1024);
@@ -436,7 +436,7 @@ impl ZeroCopy {
     /// buf.pin(value.clone());
     /// let mut zc = sendbuf::ZeroCopy::assume_enabled(0);
     /// zc.record_send(&mut buf, 4096, true).unwrap(); // counter value 0
-    /// assert_eq!((buf.len(), buf.held_len()), (0, 4096));
+    /// assert_eq!((buf.pending_len(), buf.held_len()), (0, 4096));
     /// assert_eq!(Arc::strong_count(&value), 2); // the kernel may still read it
     /// zc.complete(&mut buf, 0, 0, false);
     /// assert_eq!(Arc::strong_count(&value), 1);
@@ -518,7 +518,7 @@ impl ZeroCopy {
     ///         Ok(5000)
     ///     })
     ///     .unwrap();
-    /// assert_eq!((n, buf.len(), buf.held_len()), (5000, 15_000, 5000));
+    /// assert_eq!((n, buf.pending_len(), buf.held_len()), (5000, 15_000, 5000));
     /// zc.complete(&mut buf, 0, 0, false); // the kernel is done with those 5000 bytes
     /// assert_eq!(buf.held_len(), 0);
     /// ```
@@ -526,8 +526,7 @@ impl ZeroCopy {
     where
         F: FnMut(&[IoSlice<'_>], bool) -> io::Result<usize>,
     {
-        #[allow(clippy::len_zero)]
-        if buf.len() == 0 {
+        if !buf.has_pending() {
             return Ok(0);
         }
         let (result, offered, zero_copy) = {

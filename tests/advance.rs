@@ -6,7 +6,7 @@ mod util;
 use std::error::Error as _;
 use std::io::{self, IoSlice, Write};
 
-use sendbuf::{AdvanceError, GatherLimit, IoVecBuilder, WriteBuffer, INLINE_IOVECS};
+use sendbuf::{AdvanceError, GatherLimits, IoVecBuilder, WriteBuffer, INLINE_IOVECS};
 use util::{assert_pending, chunk_list, drain, pending, Counted, PrefixWriter, XorShift};
 
 /// Header | pinned 1000 (drop-counted) | trailer: 3 + 1000 + 2 bytes, three segments.
@@ -199,7 +199,7 @@ fn a_writer_that_claims_more_than_offered_gives_invalid_data() {
         calls: 0,
     };
     let err = buf
-        .write_to_with(&mut w, GatherLimit::default().max_bytes(100))
+        .write_to_with(&mut w, GatherLimits::new().with_max_bytes(100))
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert_pending(&buf, &model[10..]);
@@ -232,7 +232,7 @@ fn write_to_on_an_empty_buffer_does_not_call_the_writer() {
     };
     assert_eq!(buf.write_to(&mut w).unwrap(), 0);
     assert_eq!(
-        buf.write_to_with(&mut w, GatherLimit::default().max_bytes(1))
+        buf.write_to_with(&mut w, GatherLimits::new().with_max_bytes(1))
             .unwrap(),
         0
     );
@@ -281,25 +281,28 @@ fn many_segments(n: usize) -> (WriteBuffer, Vec<usize>, Vec<u8>) {
 
 #[test]
 fn gather_limit_clamps_its_arguments() {
-    let default = GatherLimit::default();
-    assert_eq!(default.bytes(), usize::MAX);
-    assert!(default.iovecs() >= 16);
+    let default = GatherLimits::new();
+    assert_eq!(default.max_bytes(), usize::MAX);
+    assert!(default.max_iovecs() >= 16);
     #[cfg(target_os = "linux")]
-    assert_eq!(default.iovecs(), 1024);
-    assert_eq!(default.max_iovecs(0).iovecs(), 1);
-    assert_eq!(default.max_iovecs(usize::MAX).iovecs(), default.iovecs());
-    assert_eq!(default.max_iovecs(7).iovecs(), 7);
-    assert_eq!(default.max_bytes(0).bytes(), 1);
-    assert_eq!(default.max_bytes(12345).bytes(), 12345);
-    assert_eq!(IoVecBuilder::new().limit(), default);
-    assert_eq!(IoVecBuilder::default().limit(), default);
+    assert_eq!(default.max_iovecs(), 1024);
+    assert_eq!(default.with_max_iovecs(0).max_iovecs(), 1);
+    assert_eq!(
+        default.with_max_iovecs(usize::MAX).max_iovecs(),
+        default.max_iovecs()
+    );
+    assert_eq!(default.with_max_iovecs(7).max_iovecs(), 7);
+    assert_eq!(default.with_max_bytes(0).max_bytes(), 1);
+    assert_eq!(default.with_max_bytes(12345).max_bytes(), 12345);
+    assert_eq!(IoVecBuilder::new().limits(), default);
+    assert_eq!(IoVecBuilder::default().limits(), default);
 }
 
 #[test]
 fn io_vec_builder_respects_max_bytes() {
     let (buf, _lens, model) = many_segments(20);
     for max in 1..=model.len() + 2 {
-        let mut iov = IoVecBuilder::with_limit(GatherLimit::default().max_bytes(max));
+        let mut iov = IoVecBuilder::with_limits(GatherLimits::new().with_max_bytes(max));
         let n = iov.gather(&buf);
         let want = max.min(model.len());
         assert_eq!(n, want, "max_bytes({max})");
@@ -314,7 +317,7 @@ fn io_vec_builder_respects_max_bytes() {
 fn io_vec_builder_respects_max_iovecs() {
     let (buf, lens, model) = many_segments(20);
     for max in 1..=25 {
-        let mut iov = IoVecBuilder::with_limit(GatherLimit::default().max_iovecs(max));
+        let mut iov = IoVecBuilder::with_limits(GatherLimits::new().with_max_iovecs(max));
         let n = iov.gather(&buf);
         let k = max.min(20);
         assert_eq!(iov.as_slices().len(), k, "max_iovecs({max})");
@@ -334,14 +337,14 @@ fn io_vec_builder_applies_both_limits_and_can_be_reused() {
     let mut other = WriteBuffer::new();
     other.put_slice(b"xyz");
     let empty = WriteBuffer::new();
-    let limit = GatherLimit::default().max_iovecs(3).max_bytes(5);
-    let mut iov = IoVecBuilder::with_limit(limit);
+    let limit = GatherLimits::new().with_max_iovecs(3).with_max_bytes(5);
+    let mut iov = IoVecBuilder::with_limits(limit);
     // Segments are 1, 2, 3... bytes: 3 iovecs hold 6 bytes, the budget cuts the third.
     assert_eq!(iov.gather(&buf), 5);
     let lens: Vec<usize> = iov.as_slices().iter().map(|s| s.len()).collect();
     assert_eq!(lens, [1, 2, 2]);
-    let limit = GatherLimit::default().max_iovecs(2).max_bytes(100);
-    let mut iov2 = IoVecBuilder::with_limit(limit);
+    let limit = GatherLimits::new().with_max_iovecs(2).with_max_bytes(100);
+    let mut iov2 = IoVecBuilder::with_limits(limit);
     assert_eq!(iov2.gather(&buf), 3);
 
     // Gathering again replaces the contents; clear empties them.
@@ -357,7 +360,7 @@ fn io_vec_builder_applies_both_limits_and_can_be_reused() {
 
 #[test]
 fn gather_is_capped_at_iov_max_and_beyond_the_inline_storage() {
-    let max = GatherLimit::default().iovecs();
+    let max = GatherLimits::new().max_iovecs();
     let n = max + 50;
     let (mut buf, lens, model) = many_segments(n);
     let mut iov = IoVecBuilder::new();
@@ -408,14 +411,14 @@ fn write_to_with_respects_the_limits() {
         let (mut buf, _lens, model) = many_segments(rng.range(1, 60));
         let max_iovecs = rng.range(1, 8);
         let max_bytes = rng.range(1, 40);
-        let limit = GatherLimit::default()
-            .max_iovecs(max_iovecs)
-            .max_bytes(max_bytes);
+        let limit = GatherLimits::new()
+            .with_max_iovecs(max_iovecs)
+            .with_max_bytes(max_bytes);
         let mut w = Recorder::default();
         while !buf.is_empty() {
-            let before = buf.len();
+            let before = buf.pending_len();
             let n = buf.write_to_with(&mut w, limit).unwrap();
-            assert_eq!(buf.len(), before - n);
+            assert_eq!(buf.pending_len(), before - n);
             buf.check_invariants();
         }
         assert_eq!(w.out, model);
@@ -532,7 +535,7 @@ fn a_panicking_drop_of_the_last_value_leaves_the_buffer_empty_and_usable() {
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     buf.check_invariants();
     assert!(buf.is_empty());
-    assert_eq!((buf.len(), buf.segments()), (0, 0));
+    assert_eq!((buf.pending_len(), buf.segments()), (0, 0));
 
     for round in 0..3u8 {
         buf.put_slice(&[round; 5]);
@@ -559,7 +562,7 @@ fn one_advance_across_headers_in_two_chunks_hands_back_each_chunk_exactly() {
 
     let queue = |panicky: Option<&std::sync::Arc<AtomicUsize>>| {
         // 16-byte chunks: three 6-byte headers fill one, the fourth goes to the next.
-        let mut buf = WriteBuffer::with_capacity(16);
+        let mut buf = WriteBuffer::with_block_size(16);
         buf.set_flatten_threshold(0);
         let mut model = Vec::new();
         for i in 0..4u8 {
@@ -590,7 +593,7 @@ fn one_advance_across_headers_in_two_chunks_hands_back_each_chunk_exactly() {
         buf.advance(first);
         buf.check_invariants();
         assert_pending(&buf, &model[first..]);
-        buf.advance(buf.len());
+        buf.advance(buf.pending_len());
         buf.check_invariants();
         assert!(buf.is_empty(), "split at {first}");
     }
@@ -624,7 +627,7 @@ fn write_buffer_is_send() {
     })
     .join()
     .unwrap();
-    assert_eq!(buf.len(), 500);
+    assert_eq!(buf.pending_len(), 500);
 }
 
 /// A queue that never fully drains, with a pinned value in every message: the segment arrays
@@ -632,7 +635,7 @@ fn write_buffer_is_send() {
 /// out in order, and each value is dropped exactly once.
 #[test]
 fn segment_arrays_stay_bounded_while_never_fully_drained() {
-    use sendbuf::BufferStealer as _;
+    use sendbuf::Stealable as _;
 
     let messages = if cfg!(miri) { 200 } else { 5_000 };
     let mut buf = WriteBuffer::new();
@@ -650,8 +653,8 @@ fn segment_arrays_stay_bounded_while_never_fully_drained() {
         want.extend_from_slice(&header);
         want.extend_from_slice(&values[i % 4]);
         // Keep about three messages pending: write out all but the last 306 bytes.
-        if buf.len() > 306 {
-            let n = buf.len() - 306;
+        if buf.pending_len() > 306 {
+            let n = buf.pending_len() - 306;
             got.extend(pending(&buf).into_iter().take(n));
             buf.advance(n);
         }

@@ -23,7 +23,7 @@ struct Snapshot {
 fn snapshot(buf: &WriteBuffer) -> Snapshot {
     buf.check_invariants();
     Snapshot {
-        len: buf.len(),
+        len: buf.pending_len(),
         chunks: chunk_list(buf),
         segments: buf.segments(),
         is_empty: buf.is_empty(),
@@ -32,7 +32,7 @@ fn snapshot(buf: &WriteBuffer) -> Snapshot {
 
 /// A buffer with a bit of everything pending: a partly sent header, a pinned value, a trailer.
 fn busy_buffer(chunk_size: usize) -> WriteBuffer {
-    let mut buf = WriteBuffer::with_capacity(chunk_size);
+    let mut buf = WriteBuffer::with_block_size(chunk_size);
     buf.put_slice(b"HEADER:");
     buf.pin(vec![b'v'; 600]);
     buf.put_slice(b"\r\n");
@@ -211,7 +211,7 @@ fn encode_writes_a_24_byte_header() {
 #[test]
 fn encode_into_reused_scratch_overwrites_every_byte() {
     // Scratch is not zeroed on reuse: encode must see (and overwrite) whatever was there.
-    let mut buf = WriteBuffer::with_capacity(64);
+    let mut buf = WriteBuffer::with_block_size(64);
     for _ in 0..3 {
         buf.put_slice(&[0xAA; 64]);
         assert_eq!(drain(&mut buf), [0xAA; 64]);
@@ -225,7 +225,7 @@ fn encode_into_reused_scratch_overwrites_every_byte() {
 #[test]
 fn headers_that_cross_a_chunk_stay_whole() {
     // 30-byte chunks: every second header does not fit behind the first and moves.
-    let mut buf = WriteBuffer::with_capacity(30);
+    let mut buf = WriteBuffer::with_block_size(30);
     let mut expected = Vec::new();
     for i in 0..10u8 {
         let mut f = buf.format();
@@ -245,7 +245,7 @@ fn headers_that_cross_a_chunk_stay_whole() {
 
 #[test]
 fn put_slice_extends_the_pending_run_until_the_chunk_is_full_then_moves_on() {
-    let mut buf = WriteBuffer::with_capacity(64);
+    let mut buf = WriteBuffer::with_block_size(64);
     buf.put_slice(&[1; 40]);
     buf.put_slice(&[2; 24]); // fills the chunk exactly: the same iovec
     assert_eq!(chunk_list(&buf), [[[1; 40].as_slice(), &[2; 24]].concat()]);
@@ -365,7 +365,7 @@ fn dropping_a_guard_that_outgrew_its_chunk_leaves_no_trace() {
     // The oversized chunk the guard moved to is given back, not kept idle (one regular chunk
     // may be kept for reuse).
     assert!(
-        buf.capacity() <= capacity + buf.chunk_size(),
+        buf.capacity() <= capacity + buf.block_size(),
         "{}",
         buf.capacity()
     );
@@ -382,7 +382,7 @@ fn repeated_rollbacks_do_not_grow_the_buffer() {
     let before = snapshot(&buf);
     // Guards that outgrow the tail move to a regular chunk (kept for reuse afterwards) or an
     // oversized one (given back): memory stays bounded by one extra regular chunk.
-    let bound = buf.capacity() + buf.chunk_size();
+    let bound = buf.capacity() + buf.block_size();
     for round in 0..if cfg!(miri) { 60 } else { 1000 } {
         let mut f = buf.format();
         f.put_bytes(round as u8, 10 + round % 300);
@@ -629,7 +629,7 @@ fn scratch_is_reused_after_draining() {
     let messages = if cfg!(miri) { 200 } else { 10_000 };
     let mut rng = XorShift::new(0x5EED_F0F0);
     let value: Arc<[u8]> = vec![b'v'; 2048].into();
-    let mut buf = WriteBuffer::with_capacity(4096);
+    let mut buf = WriteBuffer::with_block_size(4096);
     let mut w = PrefixWriter::random(0x5EED_F0F1, 3000);
     let mut capacity = None;
     for i in 0..messages {
@@ -663,13 +663,13 @@ fn scratch_is_reused_after_draining() {
 /// holding 1 MB of scratch. It is now freed when drained, like any other oversized chunk.
 #[test]
 fn an_oversized_chunk_is_not_kept_once_drained() {
-    let mut buf = WriteBuffer::with_capacity(64);
+    let mut buf = WriteBuffer::with_block_size(64);
     buf.put_slice(b"small");
     buf.put_slice(&vec![1u8; 100_000]);
-    buf.advance(buf.len());
+    buf.advance(buf.pending_len());
     assert_pending(&buf, b"");
     assert!(
-        buf.capacity() <= 2 * buf.chunk_size(),
+        buf.capacity() <= 2 * buf.block_size(),
         "an idle buffer holds {} bytes of scratch",
         buf.capacity()
     );
@@ -680,7 +680,7 @@ fn scratch_stays_bounded_while_never_fully_drained() {
     // One message always stays pending, so the tail chunk is never idle and chunks must be
     // recycled through the free list.
     let messages = if cfg!(miri) { 300 } else { 10_000 };
-    let mut buf = WriteBuffer::with_capacity(256);
+    let mut buf = WriteBuffer::with_block_size(256);
     let mut sizes = std::collections::VecDeque::new();
     let mut max_capacity = 0;
     for i in 0..messages {
@@ -696,7 +696,7 @@ fn scratch_stays_bounded_while_never_fully_drained() {
         buf.check_invariants();
         max_capacity = max_capacity.max(buf.capacity());
     }
-    assert_eq!(buf.len(), 128);
+    assert_eq!(buf.pending_len(), 128);
     assert!(
         max_capacity <= 3 * 256,
         "scratch grew to {max_capacity} bytes for 128 pending"

@@ -119,7 +119,7 @@ fn a_completed_zero_copy_prefix_of_a_pending_value_is_not_held() {
     buf.pin(value);
     let mut zc = ZeroCopy::assume_enabled(0);
     zc.record_send(&mut buf, 1, true).unwrap(); // counter value 0: the value's first byte
-    assert_eq!((buf.len(), buf.held_len()), (3, 1));
+    assert_eq!((buf.pending_len(), buf.held_len()), (3, 1));
 
     assert_eq!(zc.complete(&mut buf, 0, 0, false), 1, "bytes released");
     assert_eq!(zc.outstanding(), 0);

@@ -230,10 +230,10 @@ impl Connection {
 
         // One write now, then more only while the backlog is too large.
         self.send_once();
-        while self.buf.len() > BACKLOG {
+        while self.buf.pending_len() > BACKLOG {
             self.send_once();
         }
-        debug_assert!(self.buf.len() <= BACKLOG);
+        debug_assert!(self.buf.pending_len() <= BACKLOG);
     }
 
     fn note(&mut self, bytes: &[u8]) {
@@ -330,10 +330,10 @@ fn pinning_the_inline_owner_kinds_does_not_allocate() {
         allocs, 0,
         "pinning Arc, &'static, Vec, Box and String must not allocate"
     );
-    assert_eq!(buf.len(), 5 * 4096);
+    assert_eq!(buf.pending_len(), 5 * 4096);
 
     // The owned kinds are freed when sent; that is a free, not an allocation.
-    let ((), allocs, frees) = heap_calls(|| buf.advance(buf.len()));
+    let ((), allocs, frees) = heap_calls(|| buf.advance(buf.pending_len()));
     assert_eq!((allocs, frees), (0, 3));
     assert_eq!(Arc::strong_count(&arc), 1);
 }

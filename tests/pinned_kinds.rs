@@ -375,7 +375,7 @@ macro_rules! pinned_kind_tests {
             #[test]
             fn many_values_each_released_when_passed() {
                 let mut rng = XorShift::new(0x5EED_0001);
-                let mut buf = WriteBuffer::with_capacity(64);
+                let mut buf = WriteBuffer::with_block_size(64);
                 buf.set_flatten_threshold(16);
                 let mut model = Vec::new();
                 // (end offset, probe, pinned by reference)

@@ -18,7 +18,6 @@
 //! every other `WriteBuffer` operation. The seed is fixed and nothing is persisted: every run
 //! checks the same cases.
 // `len() == 0` is meant: pending bytes. `is_empty()` also counts bytes the kernel holds.
-#![allow(clippy::len_zero)]
 // The kernel derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
 #![allow(unexpected_cfgs)]
 
@@ -30,7 +29,7 @@ use kernel::{Answer, Kernel, Report};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use sendbuf::{BufferStealer, WriteBuffer, ZeroCopy};
+use sendbuf::{Stealable, WriteBuffer, ZeroCopy};
 use util::{Counted, DropCount};
 
 const CASES: u32 = if cfg!(miri) { 6 } else { 512 };
@@ -185,11 +184,11 @@ fn check(model: &Model, buf: &WriteBuffer, zc: &ZeroCopy) {
         );
     }
     let pending = model.wire.len() as u64 - model.sent;
-    assert_eq!(buf.len() as u64, pending);
+    assert_eq!(buf.pending_len() as u64, pending);
 }
 
 fn run(input: &Input) {
-    let mut buf = WriteBuffer::with_capacity(input.chunk);
+    let mut buf = WriteBuffer::with_block_size(input.chunk);
     buf.set_flatten_threshold(input.flatten);
     let (kernel, mut zc) = Kernel::new(
         true,
@@ -233,7 +232,7 @@ fn run(input: &Input) {
                 m.kernel.complete(&mut zc, &mut buf, report);
             }
             Op::Steal => {
-                let empty = buf.len() == 0 && buf.held_len() == 0;
+                let empty = !buf.has_pending() && buf.held_len() == 0;
                 match buf.steal() {
                     Ok(_) => {
                         assert!(empty, "stolen while pending or held");
@@ -241,7 +240,7 @@ fn run(input: &Input) {
                     }
                     Err(err) => {
                         assert!(!empty, "steal refused on an idle buffer");
-                        assert_eq!((err.pending, err.held), (buf.len(), buf.held_len()));
+                        assert_eq!((err.pending, err.held), (buf.pending_len(), buf.held_len()));
                     }
                 }
             }
@@ -250,7 +249,7 @@ fn run(input: &Input) {
     }
 
     // The connection winds down: everything is sent, then the kernel completes every send.
-    while buf.len() > 0 {
+    while buf.has_pending() {
         m.send(&mut buf, &mut zc, Answer::All);
         check(&m, &buf, &zc);
     }

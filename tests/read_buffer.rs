@@ -4,7 +4,7 @@
 
 use std::io::{self, ErrorKind, Read};
 
-use sendbuf::{BufferStealer, ConsumeError, ReadBuffer, ReadLimitError};
+use sendbuf::{ConsumeError, ReadBuffer, ReadLimitError, Stealable};
 
 /// Fixed-seed xorshift64: reproducible "random" splits without a dependency.
 struct XorShift(u64);
@@ -89,7 +89,7 @@ fn random_chunks_and_random_consumes_are_byte_exact() {
     ] {
         let mut rng = XorShift(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
         let mut reader = ChunkedReader::new(&src, seed, max_chunk);
-        let mut buf = ReadBuffer::with_capacity(initial);
+        let mut buf = ReadBuffer::with_block_size(initial);
         let mut out = Vec::with_capacity(src.len());
         loop {
             match buf.read_from(&mut reader) {
@@ -151,7 +151,7 @@ fn length_prefixed_frames_parse_whatever_the_chunking() {
     let (wire, bodies) = frames(rounds(400), 77);
     for seed in 1..=rounds(8) as u64 {
         let mut reader = ChunkedReader::new(&wire, seed, 1 + (seed as usize * 37) % 700);
-        let mut buf = ReadBuffer::with_capacity(16);
+        let mut buf = ReadBuffer::with_block_size(16);
         let mut parsed = Vec::new();
         loop {
             match buf.read_from(&mut reader) {
@@ -176,7 +176,7 @@ fn length_prefixed_frames_parse_whatever_the_chunking() {
 fn every_split_point_of_a_frame_stream() {
     let (wire, bodies) = frames(6, 5);
     for split in 0..=wire.len() {
-        let mut buf = ReadBuffer::with_capacity(4);
+        let mut buf = ReadBuffer::with_block_size(4);
         let mut parsed = Vec::new();
         for mut piece in [&wire[..split], &wire[split..]] {
             while !piece.is_empty() {
@@ -194,7 +194,7 @@ fn every_split_point_of_a_frame_stream() {
 fn consume_at_every_point_then_read_more() {
     let src = stream(64, 9);
     for k in 0..=src.len() {
-        let mut buf = ReadBuffer::with_capacity(64);
+        let mut buf = ReadBuffer::with_block_size(64);
         buf.read_from(&mut &src[..]).unwrap();
         buf.consume(k);
         assert_eq!(buf.data(), &src[k..]);
@@ -224,7 +224,7 @@ fn limit_of(err: &io::Error) -> ReadLimitError {
 
 #[test]
 fn max_len_bounds_a_flooding_peer_with_an_error() {
-    let mut buf = ReadBuffer::with_capacity(1000);
+    let mut buf = ReadBuffer::with_block_size(1000);
     buf.set_max_len(10_000);
     let mut total = 0;
     let err = loop {
@@ -258,7 +258,7 @@ fn max_len_bounds_a_flooding_peer_with_an_error() {
 
 #[test]
 fn max_len_holds_even_when_storage_is_larger() {
-    let mut buf = ReadBuffer::with_capacity(4096);
+    let mut buf = ReadBuffer::with_block_size(4096);
     buf.read_from(&mut &b"x"[..]).unwrap();
     buf.set_max_len(100);
     assert_eq!(buf.read_from(&mut Flood).unwrap(), 99);
@@ -278,7 +278,7 @@ fn max_len_zero_reads_nothing() {
 
 #[test]
 fn reserve_errs_past_max_len_and_leaves_the_buffer_alone() {
-    let mut buf = ReadBuffer::with_capacity(64);
+    let mut buf = ReadBuffer::with_block_size(64);
     buf.set_max_len(1000);
     buf.read_from(&mut &b"header"[..]).unwrap();
     assert_eq!(
@@ -305,7 +305,7 @@ fn reserve_errs_past_max_len_and_leaves_the_buffer_alone() {
 
 #[test]
 fn reserve_makes_contiguous_room_for_a_body() {
-    let mut buf = ReadBuffer::with_capacity(64);
+    let mut buf = ReadBuffer::with_block_size(64);
     buf.read_from(&mut &b"set k 0 0 5000\r\n"[..]).unwrap();
     buf.consume(16);
     buf.read_from(&mut &b"ab"[..]).unwrap();
@@ -374,7 +374,7 @@ fn a_reader_that_overreports_is_an_error_not_a_panic() {
             Ok(buf.len() + 1)
         }
     }
-    let mut buf = ReadBuffer::with_capacity(8);
+    let mut buf = ReadBuffer::with_block_size(8);
     let err = buf.read_from(&mut Liar).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData);
     assert!(buf.is_empty());
@@ -409,7 +409,7 @@ fn consume_past_the_end_panics_with_both_numbers() {
 
 #[test]
 fn clear_discards_data_and_keeps_storage() {
-    let mut buf = ReadBuffer::with_capacity(32);
+    let mut buf = ReadBuffer::with_block_size(32);
     buf.read_from(&mut &b"abc"[..]).unwrap();
     buf.clear();
     assert!(buf.is_empty());
@@ -420,7 +420,7 @@ fn clear_discards_data_and_keeps_storage() {
 #[test]
 fn steal_is_refused_while_any_byte_is_unconsumed() {
     let src = stream(50, 3);
-    let mut buf = ReadBuffer::with_capacity(64);
+    let mut buf = ReadBuffer::with_block_size(64);
     buf.read_from(&mut &src[..]).unwrap();
     for left in (1..=50).rev() {
         let refused = buf.steal().unwrap_err();
@@ -450,7 +450,7 @@ fn steal_refused_error_converts_to_io_error() {
     let err: io::Error = buf.steal().unwrap_err().into();
     assert_eq!(
         err.to_string(),
-        "cannot steal a buffer with 3 bytes pending and 0 bytes held by the kernel"
+        "cannot steal the buffer: 3 bytes are pending and 0 bytes held by the kernel"
     );
 }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sendbuf::{GatherLimit, IoVecBuilder, WriteBuffer};
+use sendbuf::{GatherLimits, IoVecBuilder, WriteBuffer};
 use socket2::SockRef;
 
 /// Default volume: about ten seconds of a debug build on the project's 2-core machine.
@@ -212,13 +212,13 @@ struct Sent {
 /// Queues `target` bytes of messages and sends them all on the non-blocking `tx`.
 fn send_all(tx: &TcpStream, values: &Values, target: u64) -> Sent {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let mut buf = WriteBuffer::with_capacity(4096);
+    let mut buf = WriteBuffer::with_block_size(4096);
     let mut st = Sent::default();
     let counted_drops = Arc::new(AtomicUsize::new(0));
     let mut counted = 0;
 
     while st.bytes < target || !buf.is_empty() {
-        while buf.len() < HIGH_MARK && st.bytes < target {
+        while buf.pending_len() < HIGH_MARK && st.bytes < target {
             if st.messages % 1024 == 0 {
                 buf.set_flatten_threshold([0, 64, 512, 4096][rng.below(4)]);
             }
@@ -255,13 +255,13 @@ fn send_all(tx: &TcpStream, values: &Values, target: u64) -> Sent {
 
         // Send down to the low mark (or everything, at the end).
         let low = if st.bytes < target { LOW_MARK } else { 0 };
-        while buf.len() > low {
+        while buf.pending_len() > low {
             let limit = match rng.below(8) {
-                0 => GatherLimit::default().max_iovecs(1 + rng.below(8)),
-                1 => GatherLimit::default().max_bytes(1 + rng.below(64 << 10)),
-                _ => GatherLimit::default(),
+                0 => GatherLimits::new().with_max_iovecs(1 + rng.below(8)),
+                1 => GatherLimits::new().with_max_bytes(1 + rng.below(64 << 10)),
+                _ => GatherLimits::new(),
             };
-            let offered = IoVecBuilder::with_limit(limit).gather(&buf);
+            let offered = IoVecBuilder::with_limits(limit).gather(&buf);
             match buf.send_to_with(tx, limit) {
                 Ok(n) => {
                     assert!(n > 0 && n <= offered, "sent {n} of {offered}");

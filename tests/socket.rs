@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sendbuf::{Encode, GatherLimit, WriteBuffer};
+use sendbuf::{Encode, GatherLimits, WriteBuffer};
 use socket2::{Domain, SockRef, Socket, Type};
 use util::{pending, Counted, XorShift};
 
@@ -180,7 +180,7 @@ fn send_stream(sock: &impl AsFd, mut stream: Stream, seed: u64) -> io::Result<Se
     let mut stats = SendStats::default();
     let mut done = false;
     loop {
-        while !done && buf.len() < HIGH_WATER {
+        while !done && buf.pending_len() < HIGH_WATER {
             match stream.next() {
                 Some(m) => m.queue(&mut buf),
                 None => done = true,
@@ -189,12 +189,12 @@ fn send_stream(sock: &impl AsFd, mut stream: Stream, seed: u64) -> io::Result<Se
         if done && buf.is_empty() {
             break;
         }
-        let before = buf.len();
+        let before = buf.pending_len();
         let limited = rng.one_in(8);
         let result = if limited {
-            let limit = GatherLimit::default()
-                .max_iovecs(rng.range(1, 4))
-                .max_bytes(rng.range(1, 64 * 1024));
+            let limit = GatherLimits::new()
+                .with_max_iovecs(rng.range(1, 4))
+                .with_max_bytes(rng.range(1, 64 * 1024));
             buf.send_to_with(sock, limit)
         } else {
             buf.send_to(sock)
@@ -202,7 +202,7 @@ fn send_stream(sock: &impl AsFd, mut stream: Stream, seed: u64) -> io::Result<Se
         match result {
             Ok(n) => {
                 assert!(n > 0 && n <= before, "sent {n} of {before}");
-                assert_eq!(buf.len(), before - n);
+                assert_eq!(buf.pending_len(), before - n);
                 stats.sends += 1;
                 stats.bytes += n;
                 if !limited && n < before {
@@ -210,7 +210,7 @@ fn send_stream(sock: &impl AsFd, mut stream: Stream, seed: u64) -> io::Result<Se
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                assert_eq!(buf.len(), before, "WouldBlock changed the buffer");
+                assert_eq!(buf.pending_len(), before, "WouldBlock changed the buffer");
                 stats.would_block += 1;
                 wait_writable(sock);
             }
@@ -387,17 +387,17 @@ fn send_to_with_limits_sends_at_most_the_limit() {
     let all = pending(&buf);
 
     assert_eq!(
-        buf.send_to_with(&a, GatherLimit::default().max_bytes(4))
+        buf.send_to_with(&a, GatherLimits::new().with_max_bytes(4))
             .unwrap(),
         4
     );
     assert_eq!(
-        buf.send_to_with(&a, GatherLimit::default().max_iovecs(1))
+        buf.send_to_with(&a, GatherLimits::new().with_max_iovecs(1))
             .unwrap(),
         6
     );
     assert_eq!(
-        buf.send_to_with(&a, GatherLimit::default().max_iovecs(1))
+        buf.send_to_with(&a, GatherLimits::new().with_max_iovecs(1))
             .unwrap(),
         6
     );
@@ -430,7 +430,7 @@ fn would_block_leaves_the_buffer_and_its_values_alone() {
     };
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     assert!(sent > 0 && sent < (1 << 20), "sent {sent}");
-    assert_eq!(buf.len(), 4 + (1 << 20) - sent);
+    assert_eq!(buf.pending_len(), 4 + (1 << 20) - sent);
     assert_eq!(drops.get(), 0);
     let left = pending(&buf);
     assert_eq!(
@@ -512,7 +512,7 @@ fn child_send_to_closed_peers() {
     let err = buf.send_to(&a).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "{err}");
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
-    assert_eq!(buf.len(), 4100, "a failed send changed the buffer");
+    assert_eq!(buf.pending_len(), 4100, "a failed send changed the buffer");
     assert_eq!(drops.get(), 0);
     drop(buf);
     assert_eq!(drops.get(), 1);
@@ -527,11 +527,15 @@ fn child_send_to_closed_peers() {
     let mut failed = None;
     for _ in 0..400 {
         buf.put_slice(&[1u8; 1000]);
-        let before = buf.len();
+        let before = buf.pending_len();
         match buf.send_to(&sender) {
             Ok(_) => thread::sleep(Duration::from_millis(5)),
             Err(e) => {
-                assert_eq!(buf.len(), before, "a failed send changed the buffer");
+                assert_eq!(
+                    buf.pending_len(),
+                    before,
+                    "a failed send changed the buffer"
+                );
                 failed = Some(e);
                 break;
             }

@@ -112,7 +112,7 @@ impl Queue {
     /// trailer (2) + flattened 7: 54 bytes.
     fn build(chunk_size: Option<usize>) -> Queue {
         let mut buf = match chunk_size {
-            Some(n) => WriteBuffer::with_capacity(n),
+            Some(n) => WriteBuffer::with_block_size(n),
             None => WriteBuffer::new(),
         };
         buf.set_flatten_threshold(THRESHOLD);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use sendbuf::{BufferStealer, LocalPool, Pool, PoolLimits, PoolStats, ReadBuffer, SharedPool};
+use sendbuf::{LocalPool, Pool, PoolLimits, PoolStats, ReadBuffer, SharedPool, Stealable};
 
 /// Fixed-seed xorshift64.
 struct XorShift(u64);
@@ -85,14 +85,14 @@ fn base(buf: &ReadBuffer) -> *const u8 {
 #[test]
 fn stolen_storage_is_reused_by_the_next_reader() {
     let pool = SharedPool::new(PoolLimits::new());
-    let mut a = ReadBuffer::with_capacity(4096).with_pool(pool.clone());
+    let mut a = ReadBuffer::with_block_size(4096).with_pool(pool.clone());
     deliver(&mut a, b"GET /a\r\n");
     let a_storage = base(&a);
     a.consume(8);
     assert_eq!(a.steal(), Ok(4096));
     assert_eq!(a.capacity(), 0);
 
-    let mut b = ReadBuffer::with_capacity(4096).with_pool(pool.clone());
+    let mut b = ReadBuffer::with_block_size(4096).with_pool(pool.clone());
     deliver(&mut b, b"GET /b\r\n");
     assert_eq!(
         base(&b),
@@ -115,7 +115,7 @@ fn stolen_storage_is_reused_by_the_next_reader() {
 fn a_buffer_gets_its_own_storage_back_after_a_steal() {
     on_fresh_thread(|| {
         let pool = LocalPool::new(PoolLimits::new());
-        let mut buf = ReadBuffer::with_capacity(2048).with_pool(pool.clone());
+        let mut buf = ReadBuffer::with_block_size(2048).with_pool(pool.clone());
         for round in 0..5u8 {
             deliver(&mut buf, &[round; 100]);
             let storage = base(&buf);
@@ -133,12 +133,12 @@ fn a_buffer_gets_its_own_storage_back_after_a_steal() {
 #[test]
 fn stale_bytes_in_reused_storage_are_never_visible() {
     let pool = SharedPool::new(PoolLimits::new());
-    let mut a = ReadBuffer::with_capacity(64).with_pool(pool.clone());
+    let mut a = ReadBuffer::with_block_size(64).with_pool(pool.clone());
     deliver(&mut a, b"password=hunter2");
     a.consume(16);
     a.steal().unwrap();
 
-    let mut b = ReadBuffer::with_capacity(64).with_pool(pool.clone());
+    let mut b = ReadBuffer::with_block_size(64).with_pool(pool.clone());
     assert!(b.data().is_empty());
     deliver(&mut b, b"hi");
     assert_eq!(pool.stats().taken, 1, "b must be on a's old storage");
@@ -148,7 +148,7 @@ fn stale_bytes_in_reused_storage_are_never_visible() {
 #[test]
 fn refused_steals_change_nothing_and_are_counted() {
     let pool = SharedPool::new(PoolLimits::new());
-    let mut buf = ReadBuffer::with_capacity(256).with_pool(pool.clone());
+    let mut buf = ReadBuffer::with_block_size(256).with_pool(pool.clone());
     deliver(&mut buf, b"partial requ");
     for consumed in 0..12 {
         let err = buf.steal().unwrap_err();
@@ -165,7 +165,7 @@ fn refused_steals_change_nothing_and_are_counted() {
 #[test]
 fn storage_grown_past_the_pool_limit_is_freed_at_steal() {
     let pool = SharedPool::new(PoolLimits::new().with_max_buffer_size(4096));
-    let mut buf = ReadBuffer::with_capacity(4096).with_pool(pool.clone());
+    let mut buf = ReadBuffer::with_block_size(4096).with_pool(pool.clone());
     deliver(&mut buf, &vec![b'v'; 20_000]); // one large request
     assert!(buf.capacity() > 4096);
     let grown = buf.capacity();
@@ -190,7 +190,7 @@ fn storage_grown_past_the_pool_limit_is_freed_at_steal() {
 fn a_full_pool_frees_stolen_storage() {
     let pool = SharedPool::new(PoolLimits::new().with_max_buffers(2));
     let mut conns: Vec<ReadBuffer> = (0..5)
-        .map(|_| ReadBuffer::with_capacity(128).with_pool(pool.clone()))
+        .map(|_| ReadBuffer::with_block_size(128).with_pool(pool.clone()))
         .collect();
     for c in &mut conns {
         deliver(c, b"q");
@@ -206,7 +206,7 @@ fn a_full_pool_frees_stolen_storage() {
 #[test]
 fn dropping_a_buffer_returns_its_storage() {
     let pool = SharedPool::new(PoolLimits::new());
-    let mut buf = ReadBuffer::with_capacity(512).with_pool(pool.clone());
+    let mut buf = ReadBuffer::with_block_size(512).with_pool(pool.clone());
     deliver(&mut buf, b"unparsed request on a closed connection");
     drop(buf);
     let s = pool.stats();
@@ -218,7 +218,7 @@ fn dropping_a_buffer_returns_its_storage() {
 
 #[test]
 fn steal_without_a_pool_frees_the_storage() {
-    let mut buf = ReadBuffer::with_capacity(1000);
+    let mut buf = ReadBuffer::with_block_size(1000);
     deliver(&mut buf, b"abc");
     buf.consume(3);
     assert_eq!(buf.steal(), Ok(1000));
@@ -229,7 +229,7 @@ fn steal_without_a_pool_frees_the_storage() {
 fn pooled_storage_larger_than_max_len_still_bounds_the_data() {
     let pool = SharedPool::new(PoolLimits::new());
     pool.give(vec![0u8; 65536].into_boxed_slice());
-    let mut buf = ReadBuffer::with_capacity(64).with_pool(pool.clone());
+    let mut buf = ReadBuffer::with_block_size(64).with_pool(pool.clone());
     buf.set_max_len(100);
     let flood = vec![b'f'; 1000];
     let mut peer = &flood[..];
@@ -314,7 +314,7 @@ fn sweep(pool: Arc<dyn Pool>, seed: u64) {
     let mut rng = XorShift(seed);
     let mut conns: Vec<Conn> = (0..CONNS)
         .map(|_| Conn {
-            buf: ReadBuffer::with_capacity(1024).with_pool(counting.clone()),
+            buf: ReadBuffer::with_block_size(1024).with_pool(counting.clone()),
             wire: lines(&mut rng, if cfg!(miri) { 20 } else { 400 }),
             arrived: 0,
             parsed: Vec::new(),
@@ -409,7 +409,7 @@ fn read_buffers_on_several_threads_share_one_pool() {
         .map(|t| {
             let pool = pool.clone();
             thread::spawn(move || {
-                let mut buf = ReadBuffer::with_capacity(4096).with_pool(pool);
+                let mut buf = ReadBuffer::with_block_size(4096).with_pool(pool);
                 let mut steals = 0u64;
                 for i in 0..rounds {
                     let msg = format!("thread {t} request {i}\n");
@@ -445,7 +445,7 @@ fn local_pool_buffers_on_two_threads_reuse_only_their_own_storage() {
         .map(|t| {
             let pool = pool.clone();
             thread::spawn(move || {
-                let mut buf = ReadBuffer::with_capacity(1024).with_pool(pool.clone());
+                let mut buf = ReadBuffer::with_block_size(1024).with_pool(pool.clone());
                 deliver(&mut buf, b"first");
                 let storage = base(&buf) as usize;
                 buf.consume(5);

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use sendbuf::{BufferStealer, LocalPool, Pool, PoolLimits, SharedPool, WriteBuffer};
+use sendbuf::{LocalPool, Pool, PoolLimits, SharedPool, Stealable, WriteBuffer};
 use util::{pending, Counted, XorShift};
 
 /// A mixed queue: headers, a pinned value, a flattened value, a trailer.
@@ -33,7 +33,7 @@ fn refused_after_every_partial_advance_of_a_mixed_queue() {
         mixed(&mut buf).0.len()
     };
     for n in 0..probe {
-        let mut buf = WriteBuffer::with_capacity(64).with_pool(pool.clone());
+        let mut buf = WriteBuffer::with_block_size(64).with_pool(pool.clone());
         let (bytes, drops) = mixed(&mut buf);
         buf.advance(n);
         let err = buf.steal().expect_err("stole a buffer with pending bytes");
@@ -45,7 +45,7 @@ fn refused_after_every_partial_advance_of_a_mixed_queue() {
         // Refusal changes nothing.
         assert_eq!(pending(&buf), &bytes[n..]);
         buf.check_invariants();
-        buf.advance(buf.len());
+        buf.advance(buf.pending_len());
         assert_eq!(drops.get(), 1);
         assert!(
             buf.steal().is_ok(),
@@ -167,8 +167,8 @@ fn steal_attempts_under_write_load_never_corrupt_the_stream() -> io::Result<()> 
     });
 
     let pool = LocalPool::new(PoolLimits::new());
-    let mut conn = WriteBuffer::with_capacity(2048).with_pool(pool.clone());
-    let mut other = WriteBuffer::with_capacity(2048).with_pool(pool.clone());
+    let mut conn = WriteBuffer::with_block_size(2048).with_pool(pool.clone());
+    let mut other = WriteBuffer::with_block_size(2048).with_pool(pool.clone());
     let mut rng = XorShift::new(11);
     let (mut refused, mut stolen, mut seq) = (0u64, 0u64, 0u32);
     // Every point at which a server might think the connection idle: try to steal, and let
@@ -179,7 +179,7 @@ fn steal_attempts_under_write_load_never_corrupt_the_stream() -> io::Result<()> 
             Err(_) => refused += 1,
         }
         other.put_slice(&[0xEE; 1500]);
-        other.advance(other.len());
+        other.advance(other.pending_len());
         other.steal().expect("the other connection is drained");
     };
     while seq < MESSAGES || !conn.is_empty() {

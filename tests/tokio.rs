@@ -145,12 +145,12 @@ async fn poll_write_to_advances_by_exactly_what_was_accepted() {
     let mut w = Trickle::new(99, 7, true);
     let mut sent = 0;
     while !buf.is_empty() {
-        let before = buf.len();
+        let before = buf.pending_len();
         let n = poll_fn(|cx| buf.poll_write_to(cx, Pin::new(&mut w)))
             .await
             .unwrap();
         assert!((1..=7).contains(&n));
-        assert_eq!(buf.len(), before - n);
+        assert_eq!(buf.pending_len(), before - n);
         sent += n;
         assert_eq!(w.out.len(), sent);
         buf.check_invariants();
@@ -197,15 +197,15 @@ fn pending_and_errors_leave_the_buffer_unchanged() {
     buf.pin(vec![1u8; 1000]);
 
     assert!(poll_once(&mut buf, &mut Fixed(None)).is_pending());
-    assert_eq!(buf.len(), 1003);
+    assert_eq!(buf.pending_len(), 1003);
 
     let err = poll_once(&mut buf, &mut Fixed(Some(|| Ok(0)))).map_err(|e| e.kind());
     assert_eq!(err, Poll::Ready(Err(io::ErrorKind::WriteZero)));
-    assert_eq!(buf.len(), 1003);
+    assert_eq!(buf.pending_len(), 1003);
 
     let err = poll_once(&mut buf, &mut Fixed(Some(|| Ok(5000)))).map_err(|e| e.kind());
     assert_eq!(err, Poll::Ready(Err(io::ErrorKind::InvalidData)));
-    assert_eq!(buf.len(), 1003);
+    assert_eq!(buf.pending_len(), 1003);
 
     let err = poll_once(
         &mut buf,
@@ -213,7 +213,7 @@ fn pending_and_errors_leave_the_buffer_unchanged() {
     )
     .map_err(|e| e.kind());
     assert_eq!(err, Poll::Ready(Err(io::ErrorKind::BrokenPipe)));
-    assert_eq!(buf.len(), 1003);
+    assert_eq!(buf.pending_len(), 1003);
     buf.check_invariants();
 }
 

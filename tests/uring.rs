@@ -2,14 +2,13 @@
 //! sends, every byte checked by reader threads, pinned values released exactly once and, for
 //! zero-copy sends, only after their notification.
 #![cfg(all(feature = "io-uring", target_os = "linux", not(miri)))]
-#![allow(clippy::len_zero)] // `len() > 0` means pending bytes; `is_empty` also counts held ones
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::thread::JoinHandle;
 
-use sendbuf::{BufferStealer, UringCompletion, UringEvent, UringSender, WriteBuffer};
+use sendbuf::{Stealable, UringCompletion, UringEvent, UringSender, WriteBuffer};
 
 mod util;
 
@@ -48,7 +47,7 @@ fn connections(n: usize, rounds: usize, drops: &DropCount) -> (Vec<Conn>, usize)
         socket2::SockRef::from(&rx)
             .set_recv_buffer_size(4096)
             .unwrap();
-        let mut buf = WriteBuffer::with_capacity(512);
+        let mut buf = WriteBuffer::with_block_size(512);
         buf.set_flatten_threshold(1024);
         let mut expected = Vec::new();
         for r in 0..rounds {
@@ -101,7 +100,7 @@ fn drive(sender: &mut UringSender, conns: &mut [Conn], zero_copy: bool, drops: &
     loop {
         let mut queued = 0;
         for (token, conn) in conns.iter_mut().enumerate() {
-            if conn.buf.len() > 0 && sender.outstanding(token as u64) == 0 {
+            if conn.buf.has_pending() && sender.outstanding(token as u64) == 0 {
                 let offered = sender
                     .submit(token as u64, &conn.buf, conn.tx.as_fd(), zero_copy)
                     .unwrap();
@@ -123,7 +122,7 @@ fn drive(sender: &mut UringSender, conns: &mut [Conn], zero_copy: bool, drops: &
         sender.reap(&mut done);
         for &c in &done {
             let conn = &mut conns[c.token() as usize];
-            let before_len = conn.buf.len();
+            let before_len = conn.buf.pending_len();
             let drops_before = drops.get();
             match sender.finish(c, &mut conn.buf).unwrap() {
                 UringEvent::Sent { bytes, held } => {
@@ -233,7 +232,7 @@ fn a_held_value_lives_until_its_notification_is_finished() {
     let mut buf = WriteBuffer::new();
     buf.put_slice(b"head ");
     buf.pin(Counted::counting(vec![b'v'; 50_000], &drops));
-    let total = buf.len();
+    let total = buf.pending_len();
     let mut s = sender(8);
     let mut done = Vec::new();
     let mut notes = Vec::new();
@@ -242,7 +241,7 @@ fn a_held_value_lives_until_its_notification_is_finished() {
         rx.read_exact(&mut got).unwrap();
         got
     });
-    while buf.len() > 0 {
+    while buf.has_pending() {
         s.submit(1, &buf, tx.as_fd(), true).unwrap();
         s.submit_and_wait(1).unwrap();
         done.clear();
@@ -263,7 +262,7 @@ fn a_held_value_lives_until_its_notification_is_finished() {
         notes.extend(done.iter().filter(|c| c.is_notification()));
     }
     assert_eq!(reader.join().unwrap().len(), total);
-    assert_eq!((buf.len(), buf.held_len()), (0, total));
+    assert_eq!((buf.pending_len(), buf.held_len()), (0, total));
     assert_eq!(drops.get(), 0, "released before its notification");
     assert!(buf.steal().is_err());
     for c in &notes {
@@ -320,7 +319,10 @@ fn errors_are_reported_per_token() {
     }
     assert!(errors >= 1, "sends to a reset peer must fail");
     assert!(bufs[0].is_empty());
-    assert!(bufs[1].len() > 0, "a failed send leaves the bytes pending");
+    assert!(
+        bufs[1].has_pending(),
+        "a failed send leaves the bytes pending"
+    );
     let mut got = [0u8; 9];
     good_rx.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ok\nok\nok\n");
@@ -366,13 +368,13 @@ fn a_send_to_a_full_socket_waits_in_the_kernel_until_the_peer_reads() {
         assert!(sent < total, "the socket took everything without a reader");
     }
     assert_eq!(s.outstanding(1), 1, "the send waits in the kernel");
-    assert_eq!(buf.len(), total - sent);
+    assert_eq!(buf.pending_len(), total - sent);
     let reader = std::thread::spawn(move || {
         let mut got = vec![0u8; total];
         rx.read_exact(&mut got).unwrap();
         got.iter().all(|&b| b == b'x')
     });
-    while s.in_flight() > 0 || buf.len() > 0 {
+    while s.in_flight() > 0 || buf.has_pending() {
         if s.outstanding(1) == 0 {
             s.submit(1, &buf, tx.as_fd(), false).unwrap();
         }

@@ -3,7 +3,7 @@
 
 mod util;
 
-use sendbuf::{LimitError, Pressure, Watermarks, WriteBuffer};
+use sendbuf::{Pressure, Watermarks, WriteBuffer};
 use util::{pending, Counted};
 
 fn marked(low: usize, high: usize) -> WriteBuffer {
@@ -84,17 +84,10 @@ fn the_hard_limit_errs_and_leaves_the_buffer_usable() {
     buf.set_hard_limit(Some(100));
     buf.put_slice(&[b'a'; 60]);
     let err = buf.try_put_slice(&[b'b'; 41]).unwrap_err();
-    assert_eq!(
-        err,
-        LimitError {
-            requested: 41,
-            held: 60,
-            limit: 100
-        }
-    );
+    assert_eq!((err.requested, err.held, err.limit), (41, 60, 100));
     assert_eq!(
         err.to_string(),
-        "adding 41 bytes to a buffer holding 60 would pass its hard limit of 100 bytes"
+        "cannot queue 41 more bytes: the buffer holds 60 bytes and its hard limit is 100 bytes"
     );
     assert_eq!(
         std::io::Error::from(err).kind(),
@@ -116,7 +109,7 @@ fn the_hard_limit_errs_and_leaves_the_buffer_usable() {
 
     // Exactly up to the limit fits; after draining, everything fits again.
     buf.try_put_slice(&[b'f'; 40]).unwrap();
-    assert_eq!(buf.len(), 100);
+    assert_eq!(buf.pending_len(), 100);
     buf.advance(100);
     buf.try_pin(vec![b'g'; 100]).unwrap();
     assert_eq!(pending(&buf), vec![b'g'; 100]);
@@ -134,7 +127,7 @@ fn the_hard_limit_and_the_high_mark_are_each_checked_whichever_comes_first() {
     f.commit();
     buf.pin(vec![3u8; 1000]); // pinned: 1499
     buf.pin(vec![4u8; 1]); // copied: 1500, exactly the limit
-    assert_eq!(buf.len(), 1500);
+    assert_eq!(buf.pending_len(), 1500);
     assert_eq!(buf.take_pressure_event(), None, "below the high mark");
     assert!(buf.try_put_slice(&[5; 1]).is_err());
     assert!(buf.try_pin(vec![5u8; 1]).is_err());
@@ -142,7 +135,7 @@ fn the_hard_limit_and_the_high_mark_are_each_checked_whichever_comes_first() {
     let mut f = buf.format();
     f.put_u8(5);
     assert!(f.try_commit().is_err());
-    assert_eq!(buf.len(), 1500);
+    assert_eq!(buf.pending_len(), 1500);
 
     // The limit raised above the mark: reaching the mark raises `High`, and the limit still
     // holds while backed up.
@@ -172,7 +165,7 @@ fn the_hard_limit_and_the_high_mark_are_each_checked_whichever_comes_first() {
     buf.pin(vec![0u8; 100_000]);
     buf.put_slice(&[0; 10_000]);
     assert_eq!(buf.take_pressure_event(), None);
-    assert_eq!(buf.len(), 112_000);
+    assert_eq!(buf.pending_len(), 112_000);
     buf.check_invariants();
 }
 
@@ -180,7 +173,7 @@ fn the_hard_limit_and_the_high_mark_are_each_checked_whichever_comes_first() {
 fn a_refused_guard_that_moved_to_a_larger_chunk_gives_that_chunk_back() {
     // 64-byte chunks: the guard's bytes do not fit behind the 40 pending ones, move to a new
     // chunk, then to a 128-byte one; the hard limit refuses the commit.
-    let mut buf = WriteBuffer::with_capacity(64);
+    let mut buf = WriteBuffer::with_block_size(64);
     buf.set_hard_limit(Some(100));
     buf.put_slice(&[b'a'; 40]);
     let mut f = buf.format();
@@ -209,7 +202,7 @@ fn a_refused_guard_that_moved_to_a_larger_chunk_gives_that_chunk_back() {
 }
 
 #[test]
-#[should_panic(expected = "would pass its hard limit of 8 bytes (use the try_ methods")]
+#[should_panic(expected = "its hard limit is 8 bytes (use the try_ methods")]
 fn infallible_commit_past_the_hard_limit_panics() {
     let mut buf = WriteBuffer::new();
     buf.set_hard_limit(Some(8));
@@ -227,11 +220,11 @@ fn the_limits_follow_what_the_buffer_holds_as_bytes_go_out() {
     buf.set_hard_limit(Some(100));
     buf.set_flatten_threshold(16); // the 40-byte values are pinned
     for round in 0..200usize {
-        let left = buf.len();
+        let left = buf.pending_len();
         assert!(left < 10, "round {round}: {left} left");
         let err = buf.try_put_slice(&vec![0; 101 - left]).unwrap_err();
         assert_eq!((err.held, err.limit), (left, 100), "round {round}");
-        assert_eq!(buf.len(), left, "a refused slice queues nothing");
+        assert_eq!(buf.pending_len(), left, "a refused slice queues nothing");
 
         buf.put_slice(&vec![1; 59 - left]);
         assert!(!buf.is_backed_up(), "round {round}: 59 held, below high");
@@ -245,7 +238,7 @@ fn the_limits_follow_what_the_buffer_holds_as_bytes_go_out() {
             buf.try_pin(vec![3u8; 40]).is_ok(),
             "round {round}: 100 fits"
         );
-        assert_eq!(buf.len(), 100);
+        assert_eq!(buf.pending_len(), 100);
         assert!(
             buf.try_pin(vec![4u8; 1]).is_err(),
             "round {round}: 101 does not"

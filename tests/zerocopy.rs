@@ -6,7 +6,6 @@
 //! when the data reaches the local receiver). Every test here makes system calls: not under Miri.
 #![cfg(all(target_os = "linux", not(miri)))]
 // `len() > 0` is meant: pending bytes. `!is_empty()` is also true while the kernel holds bytes.
-#![allow(clippy::len_zero)]
 
 mod util;
 
@@ -16,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::thread;
 use std::time::Duration;
 
-use sendbuf::{BufferStealer, WriteBuffer, ZeroCopy};
+use sendbuf::{Stealable, WriteBuffer, ZeroCopy};
 use socket2::SockRef;
 use util::{Counted, DropCount, XorShift};
 
@@ -125,7 +124,7 @@ fn zero_copy_sends_release_values_only_on_their_completion() {
     tx.set_nonblocking(true).unwrap();
 
     let mut rng = XorShift::new(0x5eed_2c0c);
-    let mut buf = WriteBuffer::with_capacity(4096);
+    let mut buf = WriteBuffer::with_block_size(4096);
     let (items, wire, drops) = responses(&mut rng, 150);
     let total = wire.len();
     let checker = spawn_checker(rx, wire, 7);
@@ -139,9 +138,9 @@ fn zero_copy_sends_release_values_only_on_their_completion() {
     let mut more = true;
     let mut sent = 0;
     let mut refused_steals = 0;
-    while more || buf.len() > 0 {
+    while more || buf.has_pending() {
         // Responses keep arriving while earlier ones are sent and held.
-        if more && (buf.len() == 0 || rng.one_in(3)) {
+        if more && (!buf.has_pending() || rng.one_in(3)) {
             for _ in 0..rng.range(1, 4) {
                 match items.next() {
                     Some((header, value)) => queue(&mut buf, &header, value),
@@ -238,7 +237,7 @@ fn fully_sent_value_lives_until_poll_completions((tx, mut rx): (TcpStream, TcpSt
         rx.read_exact(&mut got).unwrap();
         got
     });
-    while buf.len() > 0 {
+    while buf.has_pending() {
         zc.send(&mut buf, &tx).unwrap(); // blocking socket
     }
     assert_eq!(drops.get(), 0, "released when sent, before the completion");
@@ -281,7 +280,7 @@ fn copied_completion_turns_zero_copy_off_and_small_sends_copy() {
     assert_eq!(zc.stats().copying_sends, 1);
 
     buf.pin(vec![2u8; 256 * 1024]);
-    while buf.len() > 0 {
+    while buf.has_pending() {
         zc.send(&mut buf, &tx).unwrap();
     }
     assert!(zc.stats().zero_copy_sends >= 1);
@@ -292,7 +291,7 @@ fn copied_completion_turns_zero_copy_off_and_small_sends_copy() {
 
     let copying = zc.stats().copying_sends;
     buf.pin(vec![3u8; 256 * 1024]);
-    while buf.len() > 0 {
+    while buf.has_pending() {
         zc.send(&mut buf, &tx).unwrap();
         assert_eq!(buf.held_len(), 0, "zero copy is off: nothing held");
     }
@@ -315,7 +314,7 @@ fn unix_sockets_cannot_enable_zero_copy_and_copy() {
         b.read_exact(&mut got).unwrap();
         got
     });
-    while buf.len() > 0 {
+    while buf.has_pending() {
         zc.send(&mut buf, a.as_fd()).unwrap();
     }
     assert!(buf.is_empty());

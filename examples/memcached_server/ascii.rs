@@ -8,7 +8,7 @@
 
 use std::io::Write as _;
 
-use sendbuf::{LimitError, WriteBuffer};
+use sendbuf::{HardLimitError, WriteBuffer};
 
 use crate::protocol::{pin, put, put_dec, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
 use crate::stats::{bump, VERSION};
@@ -82,7 +82,7 @@ fn parse_i32(s: &[u8]) -> Option<i32> {
 }
 
 /// Queues a one-line reply unless the command said `noreply`.
-fn reply(out: &mut WriteBuffer, noreply: bool, line: &[u8]) -> Result<(), LimitError> {
+fn reply(out: &mut WriteBuffer, noreply: bool, line: &[u8]) -> Result<(), HardLimitError> {
     if noreply {
         return Ok(());
     }
@@ -90,7 +90,7 @@ fn reply(out: &mut WriteBuffer, noreply: bool, line: &[u8]) -> Result<(), LimitE
 }
 
 /// Handles the request at the start of `input`: see [`Step`].
-pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, LimitError> {
+pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, HardLimitError> {
     let (line_max, get_max) = line_limits(env);
     let window = &input[..input.len().min(get_max + 1)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
@@ -194,7 +194,7 @@ fn unterminated(
     line_max: usize,
     get_max: usize,
     out: &mut WriteBuffer,
-) -> Result<Step, LimitError> {
+) -> Result<Step, HardLimitError> {
     if input.len() <= line_max {
         return Ok(Step::Need(0));
     }
@@ -214,7 +214,7 @@ fn get(
     with_cas: bool,
     touch: Option<i32>,
     out: &mut WriteBuffer,
-) -> Result<(), LimitError> {
+) -> Result<(), HardLimitError> {
     let skip = if touch.is_some() { 2 } else { 1 };
     let keys = || {
         line.split(|&b| b == b' ')
@@ -294,7 +294,7 @@ fn update(
     input: &[u8],
     line_len: usize,
     out: &mut WriteBuffer,
-) -> Result<Step, LimitError> {
+) -> Result<Step, HardLimitError> {
     let noreply = t.noreply();
     let key = t.get(1);
     if key.len() > KEY_MAX {
@@ -360,7 +360,12 @@ fn update(
 }
 
 /// `incr`/`decr key delta [noreply]`.
-fn delta(env: &Env, t: &Tokens<'_>, incr: bool, out: &mut WriteBuffer) -> Result<(), LimitError> {
+fn delta(
+    env: &Env,
+    t: &Tokens<'_>,
+    incr: bool,
+    out: &mut WriteBuffer,
+) -> Result<(), HardLimitError> {
     let noreply = t.noreply();
     let key = t.get(1);
     if key.len() > KEY_MAX {
@@ -405,7 +410,7 @@ fn delta(env: &Env, t: &Tokens<'_>, incr: bool, out: &mut WriteBuffer) -> Result
 }
 
 /// `delete key [0] [noreply]` (the `0` is a legacy hold time, accepted only as zero).
-fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitError> {
+fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
     let n = t.len;
     let noreply = t.noreply();
     if n > 2 {
@@ -435,7 +440,7 @@ fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitE
 }
 
 /// `touch key exptime [noreply]`.
-fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitError> {
+fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
     let noreply = t.noreply();
     let key = t.get(1);
     if key.len() > KEY_MAX {
@@ -455,7 +460,7 @@ fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitEr
 }
 
 /// `stats`, `stats settings`, `stats reset`.
-fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), LimitError> {
+fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
     let list = match (t.len, t.get(1)) {
         (1, _) => env.stats.report(&env.store),
         (2, b"settings") => env.stats.settings(&env.store),

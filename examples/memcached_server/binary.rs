@@ -7,7 +7,7 @@
 //! command and formats the response header with a [`FormatGuard`](sendbuf::FormatGuard); values
 //! are pinned, not copied. Quiet commands answer only misses (gets) or errors (mutations).
 
-use sendbuf::{LimitError, WriteBuffer};
+use sendbuf::{HardLimitError, WriteBuffer};
 
 use std::sync::Arc;
 
@@ -135,7 +135,7 @@ fn respond(
     key: &[u8],
     body: &[u8],
     value: Option<Arc<[u8]>>,
-) -> Result<(), LimitError> {
+) -> Result<(), HardLimitError> {
     let value_len = value.as_ref().map_or(0, |v| v.len());
     let bodylen = extras.len() + key.len() + body.len() + value_len;
     let mut head = [0u8; HEADER_LEN];
@@ -165,7 +165,7 @@ fn respond(
 }
 
 /// An error response: the status and memcached's text for it.
-fn error(out: &mut WriteBuffer, h: &Header, status: u16) -> Result<(), LimitError> {
+fn error(out: &mut WriteBuffer, h: &Header, status: u16) -> Result<(), HardLimitError> {
     respond(out, h, status, 0, &[], &[], message(status), None)
 }
 
@@ -209,7 +209,7 @@ fn shape_ok(cmd: u8, key: usize, ext: usize, body: usize) -> Option<bool> {
 
 /// Handles the request at the start of `input` (which starts with a header, or a prefix of
 /// one): see [`Step`].
-pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, LimitError> {
+pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, HardLimitError> {
     let Some(head) = input.first_chunk::<HEADER_LEN>() else {
         return Ok(Step::Need(HEADER_LEN));
     };
@@ -293,7 +293,7 @@ fn execute(
     key: &[u8],
     value: &[u8],
     out: &mut WriteBuffer,
-) -> Result<bool, LimitError> {
+) -> Result<bool, HardLimitError> {
     let store = &*env.store;
     let stats = env.stats.local();
     match cmd {
@@ -469,7 +469,7 @@ fn execute(
 }
 
 /// `stat`: one response per statistic (key = name, value = its text), then an empty one.
-fn stat(env: &Env, h: &Header, group: &[u8], out: &mut WriteBuffer) -> Result<(), LimitError> {
+fn stat(env: &Env, h: &Header, group: &[u8], out: &mut WriteBuffer) -> Result<(), HardLimitError> {
     let list = match group {
         b"" => env.stats.report(&env.store),
         b"settings" => env.stats.settings(&env.store),

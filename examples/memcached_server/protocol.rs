@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use sendbuf::{FormatGuard, LimitError, WriteBuffer};
+use sendbuf::{FormatGuard, HardLimitError, WriteBuffer};
 
 use crate::stats::Stats;
 use crate::store::Store;
@@ -189,13 +189,13 @@ impl Session {
 
 /// Queues `bytes` in scratch.
 #[inline]
-pub fn put(out: &mut WriteBuffer, bytes: &[u8]) -> Result<(), LimitError> {
+pub fn put(out: &mut WriteBuffer, bytes: &[u8]) -> Result<(), HardLimitError> {
     out.try_put_slice(bytes)
 }
 
 /// Queues a value by reference (copied if short).
 #[inline]
-pub fn pin(out: &mut WriteBuffer, value: Arc<[u8]>) -> Result<(), LimitError> {
+pub fn pin(out: &mut WriteBuffer, value: Arc<[u8]>) -> Result<(), HardLimitError> {
     out.try_pin(value)
 }
 

@@ -24,7 +24,7 @@
 //! queue) for `Config::stall_timeout`, the connection is closed (stat `closed_stalled`).
 //!
 //! Connections idle (both buffers empty, nothing read) for a whole [`SWEEP_INTERVAL`] give
-//! their storage back through [`BufferStealer`] at the next sweep and hand their (now empty)
+//! their storage back through [`Stealable`] at the next sweep and hand their (now empty)
 //! buffer pair to a per-worker spare list, so an idle connection holds only its socket, its
 //! protocol session and a few words; when more than [`KEEP_ACTIVE`] connections of a worker
 //! hold buffers, one gives them back as soon as it goes idle. Freed memory is returned to the
@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use sendbuf::{
-    BufferStealer, GatherLimit, LocalPool, Pool, PoolLimits, ReadBuffer, Watermarks, WriteBuffer,
+    GatherLimits, LocalPool, Pool, PoolLimits, ReadBuffer, Stealable, Watermarks, WriteBuffer,
     ZeroCopy, ZeroCopyStats,
 };
 #[cfg(feature = "io-uring")]
@@ -437,7 +437,7 @@ impl Worker {
                 buffered,
                 stats,
                 read_max: need_bound(limits.max_item_size).max(READ_CAPACITY),
-                iov_max: GatherLimit::default().iovecs(),
+                iov_max: GatherLimits::new().max_iovecs(),
                 uring: on_uring,
                 to_send: Vec::new(),
             },
@@ -1121,9 +1121,9 @@ impl Ctx {
         self.active += 1;
         self.buffered.fetch_add(1, Ordering::Relaxed);
         self.spare.pop().unwrap_or_else(|| {
-            let mut rb = ReadBuffer::with_capacity(READ_CAPACITY).with_pool(self.pool.clone());
+            let mut rb = ReadBuffer::with_block_size(READ_CAPACITY).with_pool(self.pool.clone());
             rb.set_max_len(self.read_max);
-            let mut wb = WriteBuffer::with_capacity(SCRATCH_CHUNK).with_pool(self.pool.clone());
+            let mut wb = WriteBuffer::with_block_size(SCRATCH_CHUNK).with_pool(self.pool.clone());
             wb.set_watermarks(Some(Watermarks::new(LOW_WATER, HIGH_WATER)));
             Box::new(Buffers { rb, wb, need: 0 })
         })
@@ -1359,7 +1359,7 @@ fn flush(wb: &mut WriteBuffer, stream: &TcpStream, ctx: &Ctx) -> io::Result<bool
     loop {
         let slices = wb.io_slices();
         let offered = if slices.len() <= ctx.iov_max {
-            wb.len()
+            wb.pending_len()
         } else {
             slices[..ctx.iov_max].iter().map(|s| s.len()).sum()
         };
@@ -1385,7 +1385,7 @@ fn flush_zero_copy(
     loop {
         let slices = wb.io_slices();
         let offered = if slices.len() <= ctx.iov_max {
-            wb.len()
+            wb.pending_len()
         } else {
             slices[..ctx.iov_max].iter().map(|s| s.len()).sum()
         };
@@ -1403,5 +1403,5 @@ fn flush_zero_copy(
 /// Bytes queued and not yet sent. (`WriteBuffer::is_empty` is stricter: it also needs every
 /// byte released, which is what stealing waits for; sending only cares about this.)
 fn unsent(wb: &WriteBuffer) -> usize {
-    wb.len()
+    wb.pending_len()
 }

@@ -191,7 +191,7 @@ impl Kernel {
         pending: &[u8],
         answer: Answer,
     ) -> Option<Sent> {
-        let len = buf.len();
+        let len = buf.pending_len();
         let segments = buf.segments();
         let mut calls = Vec::new();
         let mut offered = 0;

@@ -162,10 +162,10 @@ fn serve(
 
     let store = Arc::new(Store::new(MEMORY_LIMIT, max_item_size));
     let mut session = Session::new(store.clone(), Arc::new(Stats::new(1)), limits);
-    let mut rb = ReadBuffer::with_capacity(READ_CAPACITY);
+    let mut rb = ReadBuffer::with_block_size(READ_CAPACITY);
     rb.set_max_len(read_max);
     let chunk = rng.as_mut().map_or(16 * 1024, |r| 1 + r.upto(16 * 1024));
-    let mut wb = WriteBuffer::with_capacity(chunk);
+    let mut wb = WriteBuffer::with_block_size(chunk);
     wb.set_watermarks(Some(Watermarks::new(high / 4, high)));
     wb.set_hard_limit(hard_limit);
 

@@ -46,9 +46,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sendbuf::{
-    AdvanceError, BufferStealer, Encode, FormatGuard, GatherLimit, IoVecBuilder, LimitError,
-    LocalPool, Pool, PoolLimits, Pressure, SharedPool, StealRefused, Watermarks, WriteBuffer,
-    ZeroCopy,
+    AdvanceError, Encode, FormatGuard, GatherLimits, HardLimitError, IoVecBuilder, LocalPool, Pool,
+    PoolLimits, Pressure, SharedPool, Stealable, Watermarks, WriteBuffer, ZeroCopy,
 };
 
 pub use crate::kernel::{Answer, Report};
@@ -113,7 +112,7 @@ pub enum Op {
     TryAdvancePast(u16),
     /// `clear`.
     Clear,
-    /// `BufferStealer::steal`: must succeed exactly when nothing is pending (or held), and leave
+    /// `Stealable::steal`: must succeed exactly when nothing is pending (or held), and leave
     /// the buffer without storage but usable; a refusal changes nothing.
     Steal,
     /// `set_watermarks`: `None`, or marks at the smaller and the larger number (the high mark at
@@ -451,17 +450,13 @@ impl Model {
     /// Whether `n` more bytes fit under the hard limit, checked against what the `try_` method
     /// returned: rejected exactly when `held + n > limit` (adding nothing always fits), with
     /// both numbers and the limit.
-    fn admit(&self, n: usize, result: Result<(), LimitError>) -> bool {
+    fn admit(&self, n: usize, result: Result<(), HardLimitError>) -> bool {
         let held = self.total();
         match self.hard_limit {
             Some(limit) if n > 0 && held + n > limit => {
                 assert_eq!(
-                    result,
-                    Err(LimitError {
-                        requested: n,
-                        held,
-                        limit
-                    }),
+                    result.map_err(|e| (e.requested, e.held, e.limit)),
+                    Err((n, held, limit)),
                     "{n} bytes over the hard limit"
                 );
                 false
@@ -619,7 +614,7 @@ impl Harness {
                     .with_max_buffer_size(4096),
             )),
         };
-        let mut buf = WriteBuffer::with_capacity(chunk_size);
+        let mut buf = WriteBuffer::with_block_size(chunk_size);
         if let Some(pool) = &pool {
             buf = buf.with_pool(pool.clone());
         }
@@ -735,18 +730,18 @@ impl Harness {
                 max_bytes,
                 writer,
             } => {
-                let mut limit = GatherLimit::default();
+                let mut limit = GatherLimits::new();
                 if let Some(n) = max_iovecs {
-                    limit = limit.max_iovecs(usize::from(*n));
+                    limit = limit.with_max_iovecs(usize::from(*n));
                 }
                 if let Some(n) = max_bytes {
-                    limit = limit.max_bytes(usize::from(*n));
+                    limit = limit.with_max_bytes(usize::from(*n));
                 }
                 let offered = gather(buf, model, limit);
                 write(buf, model, limit, *writer, offered);
             }
             Op::Advance(amount) => {
-                let len = buf.len();
+                let len = buf.pending_len();
                 match *amount {
                     Amount::Zero => {
                         buf.advance(0);
@@ -764,7 +759,7 @@ impl Harness {
                 }
             }
             Op::TryAdvancePast(n) => {
-                let available = buf.len();
+                let available = buf.pending_len();
                 let requested = available + 1 + usize::from(*n);
                 assert_eq!(
                     buf.try_advance(requested),
@@ -788,11 +783,8 @@ impl Harness {
                     model.stolen += 1;
                 } else {
                     assert_eq!(
-                        result,
-                        Err(StealRefused {
-                            pending: model.wire.len(),
-                            held: model.held
-                        }),
+                        result.map_err(|e| (e.pending, e.held)),
+                        Err((model.wire.len(), model.held)),
                         "steal of a busy buffer"
                     );
                     assert_eq!(buf.storage_bytes(), storage, "a refused steal took storage");
@@ -856,7 +848,7 @@ impl Harness {
                 }
             }
             Op::RecordSend { n, zero_copy } => {
-                let n = usize::from(*n) % (buf.len() + 1);
+                let n = usize::from(*n) % (buf.pending_len() + 1);
                 let sent = model.sent;
                 let pending = model.wire.make_contiguous();
                 let sent = model.kernel.record(zc, buf, sent, pending, n, *zero_copy);
@@ -877,7 +869,7 @@ impl Harness {
         let buf = &self.buf;
         let model = &mut self.model;
         buf.check_invariants();
-        assert_eq!(buf.len(), model.wire.len(), "len");
+        assert_eq!(buf.pending_len(), model.wire.len(), "len");
         assert_eq!(buf.held_len(), model.held, "held_len");
         assert_eq!(
             buf.is_empty(),
@@ -1018,7 +1010,7 @@ impl ScratchReuse {
 
     fn check(self, buf: &WriteBuffer, formatted: usize) {
         if let Some(capacity) = self.capacity {
-            if formatted <= buf.chunk_size() {
+            if formatted <= buf.block_size() {
                 assert_eq!(
                     buf.capacity(),
                     capacity,
@@ -1109,7 +1101,7 @@ fn framed(
     body: &[Item],
     end: FrameEnd,
     limited: bool,
-) -> (Vec<u8>, Result<(), LimitError>) {
+) -> (Vec<u8>, Result<(), HardLimitError>) {
     let mut expect = Vec::new();
     let mut f = buf.format();
     for item in head {
@@ -1175,12 +1167,12 @@ fn pin(
     kind: Owner,
     bytes: &'static [u8],
     limited: bool,
-) -> (*const u8, Tracker, Result<(), LimitError>) {
+) -> (*const u8, Tracker, Result<(), HardLimitError>) {
     fn put<V: AsRef<[u8]> + Send + 'static>(
         buf: &mut WriteBuffer,
         value: V,
         limited: bool,
-    ) -> Result<(), LimitError> {
+    ) -> Result<(), HardLimitError> {
         if limited {
             buf.try_pin(value)
         } else {
@@ -1224,23 +1216,23 @@ fn pin(
 }
 
 /// Gathers with `limit` and checks the iovecs against the model; returns the bytes gathered.
-fn gather(buf: &WriteBuffer, model: &mut Model, limit: GatherLimit) -> usize {
-    let len = buf.len();
+fn gather(buf: &WriteBuffer, model: &mut Model, limit: GatherLimits) -> usize {
+    let len = buf.pending_len();
     let wire = model.wire.make_contiguous();
-    let mut iov = IoVecBuilder::with_limit(limit);
+    let mut iov = IoVecBuilder::with_limits(limit);
     let n = iov.gather(buf);
     let slices = iov.as_slices();
     assert_eq!(n, iov.bytes(), "gather's return and bytes()");
     assert!(
-        slices.len() <= limit.iovecs(),
+        slices.len() <= limit.max_iovecs(),
         "{} iovecs over a limit of {}",
         slices.len(),
-        limit.iovecs()
+        limit.max_iovecs()
     );
     assert!(
-        n <= limit.bytes(),
+        n <= limit.max_bytes(),
         "{n} bytes over a limit of {}",
-        limit.bytes()
+        limit.max_bytes()
     );
     let mut off = 0;
     for (i, s) in slices.iter().enumerate() {
@@ -1253,10 +1245,10 @@ fn gather(buf: &WriteBuffer, model: &mut Model, limit: GatherLimit) -> usize {
         off += s.len();
     }
     assert_eq!(off, n, "gathered bytes");
-    if n < len.min(limit.bytes()) {
+    if n < len.min(limit.max_bytes()) {
         assert_eq!(
             slices.len(),
-            limit.iovecs(),
+            limit.max_iovecs(),
             "gather stopped short of its limits"
         );
     }
@@ -1268,11 +1260,11 @@ fn gather(buf: &WriteBuffer, model: &mut Model, limit: GatherLimit) -> usize {
 fn write(
     buf: &mut WriteBuffer,
     model: &mut Model,
-    limit: GatherLimit,
+    limit: GatherLimits,
     mode: Writer,
     offered: usize,
 ) {
-    let len = buf.len();
+    let len = buf.pending_len();
     let mut w = FakeWriter {
         mode,
         limit,
@@ -1316,7 +1308,7 @@ fn write(
 /// A `Write` that takes a prefix of what it is offered, fails, or lies, as told.
 struct FakeWriter {
     mode: Writer,
-    limit: GatherLimit,
+    limit: GatherLimits,
     /// Bytes offered to the one `write_vectored` call.
     offered: Option<usize>,
     out: Vec<u8>,
@@ -1330,7 +1322,7 @@ impl Write for FakeWriter {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         assert!(self.offered.is_none(), "write_to_with wrote twice");
         assert!(
-            bufs.len() <= self.limit.iovecs(),
+            bufs.len() <= self.limit.max_iovecs(),
             "more iovecs than the limit"
         );
         let offered: usize = bufs.iter().map(|b| b.len()).sum();

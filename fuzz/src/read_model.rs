@@ -20,8 +20,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use sendbuf::{
-    BufferStealer, ConsumeError, LocalPool, Pool, PoolLimits, ReadBuffer, ReadLimitError,
-    SharedPool, StealRefused,
+    ConsumeError, LocalPool, Pool, PoolLimits, ReadBuffer, ReadLimitError, SharedPool, Stealable,
 };
 
 /// Largest first-read storage an input selects: `with_capacity(1..=MAX_CAPACITY)`.
@@ -79,7 +78,7 @@ pub enum ReadOp {
     SetMaxLen(u32),
     /// `clear`.
     Clear,
-    /// `BufferStealer::steal`: must succeed exactly when everything read was consumed.
+    /// `Stealable::steal`: must succeed exactly when everything read was consumed.
     Steal,
 }
 
@@ -159,7 +158,7 @@ impl Harness {
                     .with_max_buffer_size(4096),
             )),
         };
-        let mut buf = ReadBuffer::with_capacity(capacity);
+        let mut buf = ReadBuffer::with_block_size(capacity);
         if let Some(pool) = &pool {
             buf = buf.with_pool(pool.clone());
         }
@@ -272,11 +271,8 @@ impl Harness {
                     model.stolen += 1;
                 } else {
                     assert_eq!(
-                        result,
-                        Err(StealRefused {
-                            pending: model.data.len(),
-                            held: 0
-                        }),
+                        result.map_err(|e| (e.pending, e.held)),
+                        Err((model.data.len(), 0)),
                         "steal of a buffer with unconsumed bytes"
                     );
                     assert_eq!(buf.capacity(), storage, "a refused steal took storage");

@@ -13,7 +13,7 @@ use crate::write_buffer::WriteBuffer;
 /// [`WriteBuffer::advance`] does.
 ///
 /// Every method is the inherent one of the same name: `remaining` is
-/// [`len`](WriteBuffer::len), `chunk` is the first iovec of
+/// [`pending_len`](WriteBuffer::pending_len), `chunk` is the first iovec of
 /// [`io_slices`](WriteBuffer::io_slices), and `chunks_vectored` fills `dst` from the same
 /// iovecs, so a `Buf` consumer sees exactly what [`send_to`](WriteBuffer::send_to) would send.
 ///
@@ -37,7 +37,7 @@ use crate::write_buffer::WriteBuffer;
 impl Buf for WriteBuffer {
     #[inline]
     fn remaining(&self) -> usize {
-        WriteBuffer::len(self)
+        WriteBuffer::pending_len(self)
     }
 
     #[inline]

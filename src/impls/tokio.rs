@@ -8,7 +8,7 @@ use std::io;
 
 use tokio::io::AsyncWrite;
 
-use crate::iovec::GatherLimit;
+use crate::iovec::GatherLimits;
 use crate::write_buffer::WriteBuffer;
 
 impl WriteBuffer {
@@ -22,7 +22,7 @@ impl WriteBuffer {
     /// take only the first slice anyway.
     ///
     /// On `Pending` the buffer is unchanged and the writer has arranged to wake `cx`. Call it
-    /// again while [`len`](Self::len) is not 0; [`flush_to`](Self::flush_to) does that loop.
+    /// again while [`has_pending`](Self::has_pending); [`flush_to`](Self::flush_to) does that loop.
     ///
     /// # Errors
     ///
@@ -55,13 +55,12 @@ impl WriteBuffer {
         mut writer: Pin<&mut W>,
     ) -> Poll<io::Result<usize>> {
         // Pending bytes, not `is_empty`: bytes the kernel still holds need no sending.
-        #[allow(clippy::len_zero)]
-        if self.len() == 0 {
+        if !self.has_pending() {
             return Poll::Ready(Ok(0));
         }
         let (written, offered) = if writer.is_write_vectored() {
             let all = self.io_slices();
-            let iov = &all[..all.len().min(GatherLimit::default().iovecs())];
+            let iov = &all[..all.len().min(GatherLimits::new().max_iovecs())];
             let offered: usize = iov.iter().map(|s| s.len()).sum();
             (writer.as_mut().poll_write_vectored(cx, iov), offered)
         } else {
@@ -124,8 +123,7 @@ impl WriteBuffer {
     ) -> io::Result<usize> {
         let mut total = 0;
         // Pending bytes, not `is_empty`, as in `poll_write_to`.
-        #[allow(clippy::len_zero)]
-        while self.len() != 0 {
+        while self.has_pending() {
             total += poll_fn(|cx| self.poll_write_to(cx, Pin::new(&mut *writer))).await?;
         }
         poll_fn(|cx| Pin::new(&mut *writer).poll_flush(cx)).await?;

@@ -86,6 +86,44 @@ pub(crate) fn sendmsg(
     }
 }
 
+/// `MSG_DONTWAIT`: this one send does not block, whatever the socket's mode.
+pub(crate) const MSG_DONTWAIT: libc::c_int = libc::MSG_DONTWAIT;
+
+/// Waits up to `timeout_ms` (-1: without limit) for `fd` to become writable, or to report an
+/// error or a hang-up (the next send then returns the error). Returns whether it did; an
+/// interrupted wait returns `false`, and the caller decides whether time is left.
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> io::Result<bool> {
+    poll_one(fd, libc::POLLOUT, timeout_ms)
+}
+
+/// One `poll` of `fd` for `events` (`POLLERR` and `POLLHUP` are always reported), up to
+/// `timeout_ms`. Returns whether anything was reported; `EINTR` counts as nothing.
+fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout_ms: libc::c_int,
+) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one live `pollfd` for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    match rc {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
 /// `MSG_ZEROCOPY`, `SO_ZEROCOPY` and the error queue (Linux 4.14+).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod zerocopy {
@@ -213,25 +251,7 @@ pub(crate) mod zerocopy {
     /// Waits up to `timeout_ms` for `fd` to report an error condition (`POLLERR`: something in
     /// its error queue) or a hang-up. Returns whether it did.
     pub(crate) fn wait_error(fd: BorrowedFd<'_>, timeout_ms: libc::c_int) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: 0, // POLLERR and POLLHUP are always reported
-            revents: 0,
-        };
-        // SAFETY: one live `pollfd` for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        match rc {
-            n if n > 0 => Ok(true),
-            0 => Ok(false),
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        poll_one(fd, 0, timeout_ms)
     }
 
     #[cfg(test)]

@@ -229,7 +229,7 @@ impl Fnv {
 
 /// The bytes that would be sent next: every pending chunk, concatenated. Does not advance.
 pub fn pending(buf: &WriteBuffer) -> Vec<u8> {
-    let mut out = Vec::with_capacity(buf.len());
+    let mut out = Vec::with_capacity(buf.pending_len());
     for chunk in buf.chunks() {
         out.extend_from_slice(chunk);
     }
@@ -262,7 +262,7 @@ pub fn assert_pending(buf: &WriteBuffer, expected: &[u8]) {
         joined == expected,
         "pending bytes differ from the model:\n got      {joined:?}\n expected {expected:?}"
     );
-    assert_eq!(buf.len(), expected.len(), "len()");
+    assert_eq!(buf.pending_len(), expected.len(), "len()");
     assert_eq!(buf.is_empty(), expected.is_empty(), "is_empty()");
     assert_eq!(buf.segments(), chunks.len(), "segments() vs chunks()");
     assert!(
