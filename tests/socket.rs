@@ -7,7 +7,7 @@
 mod util;
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sendbuf::{Encode, GatherLimits, WriteBuffer};
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 use util::{pending, Counted, XorShift};
 
 /// Kernel buffer sizes asked for (Linux doubles them and enforces a minimum of a few KiB).
@@ -332,23 +332,7 @@ where
 const TOTAL: usize = 64 << 20;
 
 fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    // Accepted sockets inherit the small receive buffer (set before the handshake, so the
-    // advertised window is small from the start).
-    listener.set_recv_buffer_size(RCVBUF).unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    listener.bind(&any.into()).unwrap();
-    listener.listen(1).unwrap();
-    let addr = listener.local_addr().unwrap();
-
-    let sender = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    sender.set_send_buffer_size(SNDBUF).unwrap();
-    sender.connect(&addr).unwrap();
-    let (receiver, _) = listener.accept().unwrap();
-    drop(listener);
-    let sender: TcpStream = sender.into();
-    sender.set_nodelay(true).unwrap();
-    (sender, receiver.into())
+    util::tcp_pair(SNDBUF, RCVBUF)
 }
 
 #[test]

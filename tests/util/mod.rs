@@ -281,3 +281,31 @@ pub fn assert_pending(buf: &WriteBuffer, expected: &[u8]) {
         assert_eq!(&**slice, chunk.as_slice(), "chunks_vectored() slice");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real sockets.
+// ---------------------------------------------------------------------------------------------
+
+/// A connected loopback TCP pair `(sender, receiver)` whose kernel buffers are asked to be
+/// `sndbuf` and `rcvbuf` bytes (Linux doubles them and enforces a minimum of a few KiB), so
+/// that nearly every send is partial. Both are blocking, the sender has `TCP_NODELAY`.
+pub fn tcp_pair(sndbuf: usize, rcvbuf: usize) -> (std::net::TcpStream, std::net::TcpStream) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // Accepted sockets inherit the small receive buffer (set before the handshake, so the
+    // advertised window is small from the start).
+    listener.set_recv_buffer_size(rcvbuf).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any.into()).unwrap();
+    listener.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let sender = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sender.set_send_buffer_size(sndbuf).unwrap();
+    sender.connect(&addr).unwrap();
+    let (receiver, _) = listener.accept().unwrap();
+    drop(listener);
+    let sender: std::net::TcpStream = sender.into();
+    sender.set_nodelay(true).unwrap();
+    (sender, receiver.into())
+}
