@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The example server (examples/memcached_server) side by side with real memcached (issue 10,
-# item 6), following ../shared/BENCH-METHOD.md:
+# The example server (examples/memcached_server) side by side with real memcached, by the
+# method BENCHMARKS.md describes:
 #
 #   * both servers started fresh and at once on 127.0.0.1 ports, same placement and worker count:
 #     pinned   = 1 worker each on cpu 1, client (1 thread) on cpu 0;

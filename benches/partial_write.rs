@@ -15,7 +15,7 @@
 //!   nothing);
 //! * `std_owned`: `std_advance_slices` plus the least a queue that **owns** its values pays: one
 //!   `Arc` clone per value as it is queued, dropped once the batch is written (two atomic
-//!   read-modify-writes per message). Not a target of issue 5; it shows how much of the gap
+//!   read-modify-writes per message). Not a target in itself; it shows how much of the gap
 //!   between `sendbuf` pinning a value and `std` is the reference count itself.
 //!
 //! Every contender writes through the same [`PartialWriter`], which only counts bytes, with the

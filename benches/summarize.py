@@ -7,7 +7,7 @@ Reads every <group>/<bench>/new/{benchmark,estimates}.json under the criterion d
 prints, in ns per message (criterion's median of the per-iteration time divided by the
 elements of the group's throughput):
 
-* partial_write: each contender per value size, the ratios that issue 5 sets targets for, and
+* partial_write: each contender per value size, the ratios the crate sets targets for, and
   whether each target is met;
 * flatten_*: copy versus pin per value size, pin - copy per message, and the crossover.
 """
@@ -66,7 +66,7 @@ def partial_write(res):
               f"| {r['bytes_queue'] / s:.2f}x | {s / r['naive_copy']:.2f}x "
               f"| {r['naive_copy'] / s:.2f}x | {owned_cells} |")
     print()
-    print("| target (issue 5) | per size | verdict |")
+    print("| target | per size | verdict |")
     print("|---|---|---|")
     t1 = [(z, r["sendbuf"] / r["std_advance_slices"]) for z, r in rows]
     print("| at most 1.5x std `advance_slices`, every size | "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI smoke of the load generator against the example server (issue 10, item 7): builds both
+# CI smoke of the load generator against the example server: builds both
 # examples (release), starts `memcached_server` on a free 127.0.0.1 port, runs
 # `examples/loadgen.rs` for 2 s (100 B values, 8 connections x depth 8, 9:1 get:set after a
 # populate step) and fails on any error or miss, or if no operation completed. The server is
