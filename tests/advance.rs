@@ -1,7 +1,7 @@
 //! Advancing and writing out: the panic and the checked twin, their error and its conversion,
 //! misbehaving writers, and the gather limits of `IoVecBuilder` and `write_to_with`.
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::error::Error as _;
 use std::io::{self, IoSlice, Write};

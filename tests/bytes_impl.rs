@@ -3,7 +3,7 @@
 //! once.
 #![cfg(feature = "bytes")]
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! `fmt::Write` and `io::Write`, reserved length fields, commit / rollback / `mem::forget`, merging
 //! of adjacent commits and reuse of scratch memory.
 
-mod util;
+use sendbuf_testkit::util;
 
 use core::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,19 +1,12 @@
 //! Inputs the `partial_writes` fuzz target found, replayed through the same model
-//! (`fuzz/src/model.rs`) by `cargo test`.
+//! (`sendbuf_testkit::model`) by `cargo test`.
 //!
 //! Each test is the `cargo fuzz fmt` output of a minimised crash (see `fuzz/README.md`), with the
 //! commit it was found on and what was wrong. A test for a bug not fixed yet is `#[ignore]`d with
 //! the reason, so the suite stays green; fixing the bug means removing the `#[ignore]`.
 
-// The model derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
-#![allow(unexpected_cfgs)]
-
-// `model.rs` uses the fake kernel as `crate::kernel`.
-#[path = "../fuzz/src/kernel.rs"]
-mod kernel;
-#[path = "../fuzz/src/model.rs"]
-mod model;
-mod util;
+use sendbuf_testkit::model;
+use sendbuf_testkit::util;
 
 use model::{Input, Op, PoolChoice, ZeroCopyChoice};
 

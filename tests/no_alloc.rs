@@ -8,7 +8,7 @@
 //! the normal allocator. Counts are kept per thread and only while a test asks for them, so the
 //! harness's own allocations and tests running in parallel on other threads are not counted.
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -16,7 +16,7 @@
 //! observes; every call goes to `System`. Watches are per thread, so tests running in parallel
 //! do not see each other's frees.
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;

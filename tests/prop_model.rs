@@ -6,19 +6,12 @@
 //! in order and coalesced, early, stale, flagged copied, `ENOBUFS`, the counter wrapping),
 //! checked against a simple model after each operation.
 //!
-//! The model and the operations are the fuzz target's (`fuzz/src/model.rs`, included by path), so
+//! The model and the operations are the fuzz target's (`sendbuf_testkit::model`), so
 //! `cargo test` alone runs the same checks as `cargo fuzz run partial_writes`; this file only
 //! generates the inputs. The seed is fixed and nothing is persisted: every run checks the same
 //! cases, and a failure prints the shrunk input to paste into `tests/fuzz_regressions.rs`.
 
-// The model derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
-#![allow(unexpected_cfgs)]
-
-// `model.rs` uses the fake kernel as `crate::kernel`.
-#[path = "../fuzz/src/kernel.rs"]
-mod kernel;
-#[path = "../fuzz/src/model.rs"]
-mod model;
+use sendbuf_testkit::model;
 
 use model::{
     Amount, Answer, FrameEnd, Header, Input, Item, Op, Order, Owner, PoolChoice, Report, Width,

@@ -3,17 +3,13 @@
 //! reserves of every size (far past the limit too), consumes and over-consumes, limit changes,
 //! clears and steals, with and without a pool, checked against a model after each operation.
 //!
-//! The model and the operations are the `read_buffer` fuzz target's (`fuzz/src/read_model.rs`,
-//! included by path), so `cargo test` alone runs the same checks as
+//! The model and the operations are the `read_buffer` fuzz target's
+//! (`sendbuf_testkit::read_model`), so `cargo test` alone runs the same checks as
 //! `cargo fuzz run read_buffer`; this file only generates the inputs. The seed is fixed and
 //! nothing is persisted; a failure prints the shrunk input to paste into
 //! `tests/fuzz_regressions.rs`.
 
-// The model derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
-#![allow(unexpected_cfgs)]
-
-#[path = "../fuzz/src/read_model.rs"]
-mod read_model;
+use sendbuf_testkit::read_model;
 
 use proptest::collection::vec;
 use proptest::prelude::*;

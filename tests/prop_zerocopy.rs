@@ -1,5 +1,5 @@
 //! Model-based property test of `ZeroCopy`'s bookkeeping, with no system call (so it also runs
-//! under Miri): the fake kernel of `fuzz/src/kernel.rs` accepts random prefixes of each send
+//! under Miri): the fake kernel of `sendbuf_testkit::kernel` accepts random prefixes of each send
 //! (or `EAGAIN`, or `ENOBUFS` for a zero-copy attempt), gives each zero-copy send the next value
 //! of its 32-bit counter (starting anywhere, wrapping at `u32::MAX`) and reports completions as
 //! the real one does: in order and coalesced into ranges, flagged copied or not; and, beyond
@@ -19,11 +19,9 @@
 //! checks the same cases.
 // `len() == 0` is meant: pending bytes. `is_empty()` also counts bytes the kernel holds.
 // The kernel derives `Arbitrary` under `cfg(fuzzing)`, which only the fuzz crate declares.
-#![allow(unexpected_cfgs)]
 
-#[path = "../fuzz/src/kernel.rs"]
-mod kernel;
-mod util;
+use sendbuf_testkit::kernel;
+use sendbuf_testkit::util;
 
 use kernel::{Answer, Kernel, Report};
 use proptest::collection::vec;

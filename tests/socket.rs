@@ -4,7 +4,7 @@
 //!
 //! Every test here makes system calls Miri cannot run: `#[cfg_attr(miri, ignore)]`.
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::io::{self, Read};
 use std::net::TcpStream;

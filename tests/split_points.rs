@@ -10,7 +10,7 @@
 //! to an iovec boundary (and the ends), and the second advance goes 0, 1, to the next boundary
 //! or to the end.
 
-mod util;
+use sendbuf_testkit::util;
 
 use core::fmt::Write as _;
 

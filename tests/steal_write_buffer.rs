@@ -2,7 +2,7 @@
 //! the moment the last byte is advanced past, and the production failure this crate exists to
 //! prevent (a buffer with unsent bytes taken away under write load) reproduced on a real socket.
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! error cases, and a request/response server on loopback.
 #![cfg(feature = "tokio")]
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use sendbuf::{Stealable, UringCompletion, UringEvent, UringSender, WriteBuffer};
 
-mod util;
+use sendbuf_testkit::util;
 
 use util::{Counted, DropCount};
 

@@ -1,7 +1,7 @@
 //! Water marks fire once per crossing; the hard limit errs (never panics through the `try_`
 //! methods) and leaves the buffer usable.
 
-mod util;
+use sendbuf_testkit::util;
 
 use sendbuf::{Pressure, Watermarks, WriteBuffer};
 use util::{pending, Counted};

@@ -7,7 +7,7 @@
 #![cfg(all(target_os = "linux", not(miri)))]
 // `len() > 0` is meant: pending bytes. `!is_empty()` is also true while the kernel holds bytes.
 
-mod util;
+use sendbuf_testkit::util;
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};

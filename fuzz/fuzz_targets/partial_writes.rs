@@ -5,6 +5,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|input: sendbuf_fuzz::Input| {
-    sendbuf_fuzz::run(&input);
+fuzz_target!(|input: sendbuf_testkit::model::Input| {
+    sendbuf_testkit::model::run(&input);
 });

@@ -7,6 +7,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|input: sendbuf_fuzz::ReadInput| {
-    sendbuf_fuzz::read_model::run(&input);
+fuzz_target!(|input: sendbuf_testkit::read_model::ReadInput| {
+    sendbuf_testkit::read_model::run(&input);
 });

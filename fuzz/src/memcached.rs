@@ -211,7 +211,7 @@ fn serve(
         // 2. A partial write: the kernel takes some of the output (at least a byte when the
         //    loop would otherwise wait for it).
         if !wb.is_empty() {
-            let mut n = rng.as_mut().map_or(wb.len(), |r| r.upto(wb.len()));
+            let mut n = rng.as_mut().map_or(wb.pending_len(), |r| r.upto(wb.pending_len()));
             if closed || wb.is_backed_up() {
                 n = n.max(1);
             }

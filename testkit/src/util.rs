@@ -1,6 +1,5 @@
-//! Helpers shared by the integration tests (each `tests/*.rs` is its own crate and uses a
-//! different subset, hence the `dead_code` allowance, as in mio's `tests/util/mod.rs`).
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: drop-counting owners, writers that take a prefix,
+//! a seeded generator, views of what a buffer holds, and real socket pairs.
 
 use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +54,7 @@ impl Drop for Counted {
 }
 
 /// The observer side of a [`Counted`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DropCount(Arc<AtomicUsize>);
 
 impl DropCount {

@@ -15,9 +15,7 @@
 //! nothing of the buffer's segments: a caller's model learns from each [`Sent`] which stream
 //! bytes are held, and from [`Kernel::through`] which are released.
 //!
-//! Shared by the `partial_writes` model (`model.rs`) and `tests/prop_zerocopy.rs`, which include
-//! this file by path as a module `kernel` at their crate root.
-#![allow(dead_code)] // each including crate uses a subset
+//! Shared by the `partial_writes` model (`model.rs`) and `tests/prop_zerocopy.rs`.
 
 use std::io::{self, IoSlice};
 
@@ -28,7 +26,7 @@ const IOV_MAX: usize = 1024;
 
 /// How the fake kernel answers one `sendmsg`.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Answer {
     /// Accepts `n % (offered + 1)` bytes (so sometimes none, sometimes all).
     Accept(u32),
@@ -44,7 +42,7 @@ pub enum Answer {
 
 /// Which completion the fake kernel reports.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Report {
     /// The oldest `1 + k % unreported` unreported sends with consecutive counter values, as one
     /// range: what TCP does.

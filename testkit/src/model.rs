@@ -32,13 +32,12 @@
 //! `ci/miri.sh`): an early drop is a use after free when the bytes are compared, a double drop a
 //! double free, and a missing one a leak when the buffer is dropped at the end.
 //!
-//! This file is the fuzz crate's library and is included by path from `tests/prop_model.rs` and
-//! `tests/fuzz_regressions.rs`. Under `cargo fuzz` (`--cfg fuzzing`) the inputs derive
-//! `arbitrary::Arbitrary`; proptest builds them with its own strategies.
+//! The fuzz target `partial_writes`, `tests/prop_model.rs` and `tests/fuzz_regressions.rs` all
+//! drive this one model. With the feature `arbitrary` (the fuzz crate turns it on) the inputs
+//! derive `arbitrary::Arbitrary`; proptest builds them with its own strategies.
 //!
 //! To cover a new operation, add a variant to [`Op`] and its arm to [`Harness::apply`] (and a
 //! strategy to `tests/prop_model.rs`); the checks after each operation apply unchanged.
-#![allow(dead_code)] // each including crate uses a subset
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, IoSlice, Write};
@@ -65,7 +64,7 @@ pub const MAX_THRESHOLD: usize = 1100;
 
 /// A whole test case: the buffer's chunk size, then the operations.
 #[derive(Debug, Clone)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Input {
     /// `with_capacity(1 + chunk_size % MAX_CHUNK_SIZE)`.
     pub chunk_size: u16,
@@ -80,7 +79,7 @@ pub struct Input {
 /// One operation on the buffer. Numbers are raw and reduced into range by [`Harness::apply`], so
 /// every value of every field is a valid operation.
 #[derive(Debug, Clone)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Op {
     /// Formats `items` through one guard, then commits it or drops it (a rollback).
     Format { items: Vec<Item>, commit: bool },
@@ -138,7 +137,7 @@ pub enum Op {
 
 /// The socket's `ZeroCopy` at the start.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ZeroCopyChoice {
     /// `ZeroCopy::assume_enabled`; else `ZeroCopy::new()`, whose `send_with` always copies.
     pub enabled: bool,
@@ -165,7 +164,7 @@ impl Default for ZeroCopyChoice {
 
 /// Where the buffer's scratch storage comes from (`WriteBuffer::with_pool`).
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum PoolChoice {
     /// The allocator.
     None,
@@ -177,7 +176,7 @@ pub enum PoolChoice {
 
 /// One typed write through a [`FormatGuard`].
 #[derive(Debug, Clone)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Item {
     U8(u8),
     I8(i8),
@@ -210,7 +209,7 @@ pub enum Item {
 }
 
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Order {
     Big,
     Little,
@@ -218,7 +217,7 @@ pub enum Order {
 }
 
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Width {
     U16,
     U32,
@@ -226,7 +225,7 @@ pub enum Width {
 }
 
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum FrameEnd {
     Commit,
     Rollback,
@@ -236,7 +235,7 @@ pub enum FrameEnd {
 
 /// The owner kind a value is pinned as.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Owner {
     Vec,
     Boxed,
@@ -249,7 +248,7 @@ pub enum Owner {
 
 /// How the fake writer behind [`Op::Write`] answers `write_vectored`.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Writer {
     /// Takes `n % (offered + 1)` bytes: anything from none (`WriteZero`) to all.
     Accept(u16),
@@ -262,7 +261,7 @@ pub enum Writer {
 
 /// How far to advance.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Amount {
     Zero,
     /// Exactly what is pending.
@@ -273,7 +272,7 @@ pub enum Amount {
 
 /// A memcached binary-protocol style header, written through [`Encode`].
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Header {
     pub opcode: u8,
     pub status: u16,

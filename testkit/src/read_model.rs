@@ -9,11 +9,9 @@
 //! `len`, `is_empty`, `check_invariants`, and that storage never grows past the largest limit
 //! the buffer had (or the pool's largest buffer): a peer cannot make it grow without bound.
 //!
-//! This file is the fuzz crate's `read_model` module and is included by path from
-//! `tests/prop_read_buffer.rs` and `tests/fuzz_regressions.rs`. Under `cargo fuzz`
-//! (`--cfg fuzzing`) the inputs derive `arbitrary::Arbitrary`; proptest builds them with its own
-//! strategies.
-#![allow(dead_code)] // each including crate uses a subset
+//! The fuzz target `read_buffer`, `tests/prop_read_buffer.rs` and `tests/fuzz_regressions.rs`
+//! all drive this one model. With the feature `arbitrary` the inputs derive
+//! `arbitrary::Arbitrary`; proptest builds them with its own strategies.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -33,7 +31,7 @@ pub const POOL_MAX_BUFFER: usize = 64 * 1024;
 
 /// A whole test case: the buffer's first-read capacity, its pool, then the operations.
 #[derive(Debug, Clone)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReadInput {
     /// `with_capacity(1 + capacity % MAX_CAPACITY)`.
     pub capacity: u16,
@@ -44,7 +42,7 @@ pub struct ReadInput {
 
 /// Where the buffer's storage comes from (`ReadBuffer::with_pool`).
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ReadPool {
     None,
     /// A `LocalPool` keeping buffers of up to [`POOL_MAX_BUFFER`].
@@ -56,7 +54,7 @@ pub enum ReadPool {
 /// One operation. Numbers are raw and reduced into range by [`Harness::apply`], so every value
 /// of every field is a valid operation.
 #[derive(Debug, Clone)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ReadOp {
     /// The peer sends these bytes (they wait in the socket until read).
     Deliver(Vec<u8>),
@@ -84,7 +82,7 @@ pub enum ReadOp {
 
 /// What the reader answers when no bytes wait.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Idle {
     /// `Ok(0)`: end of stream.
     Eof,
@@ -98,7 +96,7 @@ pub enum Idle {
 
 /// The argument of [`ReadOp::Reserve`].
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Size {
     /// `n % (max_len - len + 1)`: always fits.
     Fits(u32),
