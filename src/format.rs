@@ -4,6 +4,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 
+use crate::decimal::Decimal;
 use crate::scratch::Cursor;
 use crate::write_buffer::WriteBuffer;
 
@@ -324,6 +325,33 @@ impl<'a> FormatGuard<'a> {
         i32 => put_i32, put_i32_le, put_i32_ne;
         u64 => put_u64, put_u64_le, put_u64_ne;
         i64 => put_i64, put_i64_le, put_i64_ne;
+    }
+
+    /// Writes an integer in decimal ASCII, with a leading `-` if negative: what `write!(f,
+    /// "{v}")` writes, without the formatting machinery. For text protocols (`VALUE k 0 5`,
+    /// `Content-Length: 42`).
+    ///
+    /// Takes every primitive integer type ([`Decimal`]). With the default feature `itoa` the
+    /// digits come from the [`itoa`](https://docs.rs/itoa) crate; without it, from
+    /// `core::fmt`. The bytes are the same either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// let mut f = buf.format();
+    /// f.put_slice(b"VALUE k ");
+    /// f.put_decimal(0u32);
+    /// f.put_u8(b' ');
+    /// f.put_decimal(1_048_576usize);
+    /// f.put_u8(b' ');
+    /// f.put_decimal(i64::MIN);
+    /// f.commit();
+    /// assert_eq!(buf.chunk(), b"VALUE k 0 1048576 -9223372036854775808");
+    /// ```
+    #[inline]
+    pub fn put_decimal<T: Decimal>(&mut self, v: T) {
+        v.put_to(self);
     }
 
     /// Writes a fixed-size value through its [`Encode`] implementation.
