@@ -94,7 +94,10 @@ impl<const N: usize> Reserved<N> {
 ///
 /// Created by [`WriteBuffer::format`]. Writers follow `bytes::BufMut`'s names: `put_u16` is
 /// big-endian (network order), `put_u16_le` little-endian, `put_u16_ne` native. Text protocols
-/// use [`core::fmt::Write`] (`write!`), which never allocates.
+/// use [`put_decimal`](Self::put_decimal) or [`core::fmt::Write`] (`write!`), neither of which
+/// allocates; `std::io::Write` producers and, with the feature `bytes`, `bytes::BufMut`
+/// encoders write into it too (where a method name is both inherent and `BufMut`'s, a call on
+/// a guard means the inherent one).
 ///
 /// Until `commit`, nothing the guard wrote is visible: the buffer's length, iovecs and
 /// emptiness are exactly as before. `mem::forget` on a guard is a rollback too.
@@ -442,6 +445,31 @@ impl<'a> FormatGuard<'a> {
         u64, 8 => reserve_u64, fill_u64, fill_u64_le;
     }
 
+    /// The rest of the guard's current scratch block, for writing in place; never empty (a
+    /// full block first moves the guard's bytes to a larger one). Nothing counts as written
+    /// until [`advance_spare`](Self::advance_spare).
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
+        self.buf.scratch_mut().spare(&mut self.cur)
+    }
+
+    /// Counts the first `n` bytes of [`spare_mut`](Self::spare_mut) as written.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than the block has left after the guard's bytes, naming both numbers.
+    #[cfg(feature = "bytes")]
+    #[inline]
+    #[track_caller]
+    pub(crate) fn advance_spare(&mut self, n: usize) {
+        let room = self.cur.room();
+        if n > room {
+            panic_advance_spare(n, room);
+        }
+        self.cur.pos += n;
+    }
+
     /// Appends the written bytes to the buffer's queue, after everything committed or pinned
     /// before. Adjacent commits share one segment (one iovec).
     ///
@@ -521,6 +549,14 @@ impl<'a> FormatGuard<'a> {
 #[track_caller]
 fn panic_foreign_field(offset: usize) -> ! {
     panic!("reserved field at offset {offset} belongs to another format guard")
+}
+
+#[cfg(feature = "bytes")]
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn panic_advance_spare(n: usize, room: usize) -> ! {
+    panic!("cannot advance a format guard by {n} bytes: its current chunk has {room} bytes")
 }
 
 #[cold]
