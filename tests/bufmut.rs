@@ -201,16 +201,6 @@ fn hard_limit_applies_at_commit() {
 }
 
 #[test]
-#[should_panic(expected = "cannot queue")]
-fn commit_past_the_hard_limit_panics() {
-    let mut buf = WriteBuffer::new();
-    buf.set_hard_limit(Some(8));
-    let mut f = buf.format();
-    BufMut::put_slice(&mut f, b"more than eight");
-    f.commit();
-}
-
-#[test]
 fn chunk_mut_is_the_rest_of_the_block_and_never_empty() {
     let mut buf = WriteBuffer::with_block_size(8);
     buf.put_slice(b"abc");

@@ -190,10 +190,14 @@ impl AsyncWrite for Fixed {
     }
 }
 
-fn poll_once(buf: &mut WriteBuffer, w: &mut Fixed) -> Poll<io::Result<usize>> {
+/// Polls `f` once with a waker that does nothing.
+fn poll_noop<T>(f: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
     let waker = Waker::from(Arc::new(NoopWaker));
-    let mut cx = Context::from_waker(&waker);
-    buf.poll_write_to(&mut cx, Pin::new(w))
+    f(&mut Context::from_waker(&waker))
+}
+
+fn poll_once(buf: &mut WriteBuffer, w: &mut Fixed) -> Poll<io::Result<usize>> {
+    poll_noop(|cx| buf.poll_write_to(cx, Pin::new(w)))
 }
 
 #[test]
@@ -595,9 +599,7 @@ impl AsyncRead for Steps {
 }
 
 fn poll_read_once(buf: &mut ReadBuffer, r: &mut Steps) -> Poll<io::Result<usize>> {
-    let waker = Waker::from(Arc::new(NoopWaker));
-    let mut cx = Context::from_waker(&waker);
-    buf.poll_read_from(&mut cx, Pin::new(r))
+    poll_noop(|cx| buf.poll_read_from(cx, Pin::new(r)))
 }
 
 #[test]
