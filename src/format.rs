@@ -4,6 +4,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 
+use crate::decimal::Decimal;
 use crate::scratch::Cursor;
 use crate::write_buffer::WriteBuffer;
 
@@ -93,7 +94,10 @@ impl<const N: usize> Reserved<N> {
 ///
 /// Created by [`WriteBuffer::format`]. Writers follow `bytes::BufMut`'s names: `put_u16` is
 /// big-endian (network order), `put_u16_le` little-endian, `put_u16_ne` native. Text protocols
-/// use [`core::fmt::Write`] (`write!`), which never allocates.
+/// use [`put_decimal`](Self::put_decimal) or [`core::fmt::Write`] (`write!`), neither of which
+/// allocates; `std::io::Write` producers and, with the feature `bytes`, `bytes::BufMut`
+/// encoders write into it too (where a method name is both inherent and `BufMut`'s, a call on
+/// a guard means the inherent one).
 ///
 /// Until `commit`, nothing the guard wrote is visible: the buffer's length, iovecs and
 /// emptiness are exactly as before. `mem::forget` on a guard is a rollback too.
@@ -326,6 +330,33 @@ impl<'a> FormatGuard<'a> {
         i64 => put_i64, put_i64_le, put_i64_ne;
     }
 
+    /// Writes an integer in decimal ASCII, with a leading `-` if negative: what `write!(f,
+    /// "{v}")` writes, without the formatting machinery. For text protocols (`VALUE k 0 5`,
+    /// `Content-Length: 42`).
+    ///
+    /// Takes every primitive integer type ([`Decimal`]). With the default feature `itoa` the
+    /// digits come from the [`itoa`](https://docs.rs/itoa) crate; without it, from
+    /// `core::fmt`. The bytes are the same either way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut buf = sendbuf::WriteBuffer::new();
+    /// let mut f = buf.format();
+    /// f.put_slice(b"VALUE k ");
+    /// f.put_decimal(0u32);
+    /// f.put_u8(b' ');
+    /// f.put_decimal(1_048_576usize);
+    /// f.put_u8(b' ');
+    /// f.put_decimal(i64::MIN);
+    /// f.commit();
+    /// assert_eq!(buf.chunk(), b"VALUE k 0 1048576 -9223372036854775808");
+    /// ```
+    #[inline]
+    pub fn put_decimal<T: Decimal>(&mut self, v: T) {
+        v.put_to(self);
+    }
+
     /// Writes a fixed-size value through its [`Encode`] implementation.
     ///
     /// # Examples
@@ -414,6 +445,31 @@ impl<'a> FormatGuard<'a> {
         u64, 8 => reserve_u64, fill_u64, fill_u64_le;
     }
 
+    /// The rest of the guard's current scratch block, for writing in place; never empty (a
+    /// full block first moves the guard's bytes to a larger one). Nothing counts as written
+    /// until [`advance_spare`](Self::advance_spare).
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
+        self.buf.scratch_mut().spare(&mut self.cur)
+    }
+
+    /// Counts the first `n` bytes of [`spare_mut`](Self::spare_mut) as written.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than the block has left after the guard's bytes, naming both numbers.
+    #[cfg(feature = "bytes")]
+    #[inline]
+    #[track_caller]
+    pub(crate) fn advance_spare(&mut self, n: usize) {
+        let room = self.cur.room();
+        if n > room {
+            panic_advance_spare(n, room);
+        }
+        self.cur.pos += n;
+    }
+
     /// Appends the written bytes to the buffer's queue, after everything committed or pinned
     /// before. Adjacent commits share one segment (one iovec).
     ///
@@ -493,6 +549,14 @@ impl<'a> FormatGuard<'a> {
 #[track_caller]
 fn panic_foreign_field(offset: usize) -> ! {
     panic!("reserved field at offset {offset} belongs to another format guard")
+}
+
+#[cfg(feature = "bytes")]
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn panic_advance_spare(n: usize, room: usize) -> ! {
+    panic!("cannot advance a format guard by {n} bytes: its current chunk has {room} bytes")
 }
 
 #[cold]

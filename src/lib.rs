@@ -94,6 +94,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+mod decimal;
 mod error;
 mod format;
 mod impls;
@@ -112,6 +113,7 @@ mod watermark;
 mod write_buffer;
 mod zerocopy;
 
+pub use decimal::Decimal;
 pub use error::{AdvanceError, ConsumeError, HardLimitError, ReadLimitError, StealError};
 pub use format::{Encode, FormatGuard, Reserved};
 pub use iovec::{GatherLimits, IoVecBuilder, INLINE_IOVECS};

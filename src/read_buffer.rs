@@ -411,26 +411,39 @@ impl ReadBuffer {
     /// assert_eq!(buf.read_from(&mut peer).unwrap(), 0); // end of stream
     /// ```
     pub fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
-        self.make_room(1)?;
-        let room = (self.storage.len() - self.end).min(self.max_len - self.len());
-        let spare = &mut self.storage[self.end..self.end + room];
+        let spare = self.read_room()?;
+        let room = spare.len();
         loop {
             match reader.read(spare) {
-                Ok(n) if n <= room => {
-                    self.end += n;
-                    debug_assert!(self.end <= self.storage.len());
-                    return Ok(n);
-                }
-                Ok(n) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("reader reported {n} bytes read into {room} bytes of space"),
-                    ))
-                }
+                Ok(n) => return self.commit_read(n, room),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The spare space one read may fill, made first if there is none (moving unconsumed bytes
+    /// to the front or growing the storage); never longer than what keeps the buffer within
+    /// [`max_len`](Self::max_len). Storage is initialised when allocated, so no read zeroes it
+    /// again. Shared by [`read_from`](Self::read_from) and the `tokio` reads.
+    pub(crate) fn read_room(&mut self) -> Result<&mut [u8], ReadLimitError> {
+        self.make_room(1)?;
+        let room = (self.storage.len() - self.end).min(self.max_len - self.len());
+        Ok(&mut self.storage[self.end..self.end + room])
+    }
+
+    /// Counts `n` bytes a reader put at the start of the [`read_room`](Self::read_room) of
+    /// `room` bytes as read, or reports a reader that claims more than it was given.
+    pub(crate) fn commit_read(&mut self, n: usize, room: usize) -> io::Result<usize> {
+        if n > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("reader reported {n} bytes read into {room} bytes of space"),
+            ));
+        }
+        self.end += n;
+        debug_assert!(self.end <= self.storage.len());
+        Ok(n)
     }
 
     /// Ensures `capacity - end >= additional` and `len + additional <= max_len`.

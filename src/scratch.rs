@@ -146,6 +146,13 @@ unsafe impl Send for Cursor {}
 unsafe impl Sync for Cursor {}
 
 impl Cursor {
+    /// Bytes the cursor's block has left after `pos`.
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub(crate) fn room(&self) -> usize {
+        self.cap - self.pos
+    }
+
     /// The block's base address, to locate a pending iovec inside the block.
     #[inline]
     pub(crate) fn base_addr(&self) -> usize {
@@ -331,6 +338,33 @@ impl Scratch {
         // access. Derived from the block's raw base pointer, so committed bytes that pending
         // iovecs point at are not invalidated.
         unsafe { core::slice::from_raw_parts_mut(cur.base.as_ptr().add(at), n) }
+    }
+
+    /// The writable bytes `cur.pos .. cur.cap`, the rest of the guard's block, without moving
+    /// `cur.pos`: what `bytes::BufMut::chunk_mut` hands out. Never empty: a full block first
+    /// moves the guard's uncommitted bytes to a larger one, as [`reserve`](Self::reserve) does
+    /// for one more byte (so a guard that keeps asking grows geometrically).
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub(crate) fn spare(&mut self, cur: &mut Cursor) -> &mut [u8] {
+        if cur.cap == cur.pos {
+            let used = cur.pos - cur.start;
+            *cur = self.relocate(cur.block, cur.start, cur.pos, 1);
+            debug_assert_eq!((cur.start, cur.pos), (0, used));
+        }
+        debug_assert_eq!(
+            self.blocks[cur.block as usize].ptr, cur.base,
+            "stale cursor"
+        );
+        // SAFETY: `cur.pos < cur.cap` (checked above, or `relocate` made room for one byte),
+        // and `base`/`cap` are those of the live block `cur.block` (the `Cursor` invariant), so
+        // the range is in bounds of initialised memory (blocks are zeroed or come from a pool
+        // as a `Box<[u8]>`). Bytes at or past the block's `filled` cursor belong to the open
+        // guard alone, as in `reserve`; derived from the block's raw base pointer, so committed
+        // bytes that pending iovecs point at are not invalidated.
+        unsafe {
+            core::slice::from_raw_parts_mut(cur.base.as_ptr().add(cur.pos), cur.cap - cur.pos)
+        }
     }
 
     /// Mutable access to bytes already written by an open guard (to fill a reserved field).

@@ -268,7 +268,7 @@ fn max_len_holds_even_when_storage_is_larger() {
 }
 
 #[test]
-fn max_len_zero_reads_nothing() {
+fn zero_max_len_reads_nothing() {
     let mut buf = ReadBuffer::new();
     buf.set_max_len(0);
     let err = buf.read_from(&mut Flood).unwrap_err();

@@ -1,18 +1,24 @@
 //! The `tokio` integration (feature `tokio`): `poll_write_to` / `flush_to` through writers that
 //! accept a few bytes at a time and return `Pending` at random, the non-vectored fallback, the
-//! error cases, and a request/response server on loopback.
+//! error cases, and a request/response server on loopback. On the read side,
+//! `poll_read_from` / `read_from_async` against the sync `read_from` step by step, a pipelined
+//! stream through a small pipe, requests split across reads, the `max_len` limit, end of stream
+//! and a steal once everything is consumed.
 #![cfg(feature = "tokio")]
 
 use sendbuf_testkit::util;
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use sendbuf::WriteBuffer;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use sendbuf::{LocalPool, Pool, PoolLimits, ReadBuffer, ReadLimitError, Stealable, WriteBuffer};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use util::{Counted, XorShift};
 
 /// An `AsyncWrite` that returns `Pending` about one call in three (waking at once, as a socket
@@ -184,10 +190,14 @@ impl AsyncWrite for Fixed {
     }
 }
 
-fn poll_once(buf: &mut WriteBuffer, w: &mut Fixed) -> Poll<io::Result<usize>> {
+/// Polls `f` once with a waker that does nothing.
+fn poll_noop<T>(f: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
     let waker = Waker::from(Arc::new(NoopWaker));
-    let mut cx = Context::from_waker(&waker);
-    buf.poll_write_to(&mut cx, Pin::new(w))
+    f(&mut Context::from_waker(&waker))
+}
+
+fn poll_once(buf: &mut WriteBuffer, w: &mut Fixed) -> Poll<io::Result<usize>> {
+    poll_noop(|cx| buf.poll_write_to(cx, Pin::new(w)))
 }
 
 #[test]
@@ -263,4 +273,380 @@ async fn loopback_request_response() {
     }
     drop(wr);
     server.await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The read side: `ReadBuffer::poll_read_from` / `read_from_async`.
+// ---------------------------------------------------------------------------------------------
+
+/// A peer that sends a script of chunks, each clipped to the room a read offers (the rest comes
+/// with the next read), as `io::Read` and as `AsyncRead`; the async side returns `Pending`
+/// (waking at once) before every other chunk, as a socket that is not yet readable would.
+struct Script {
+    chunks: VecDeque<Vec<u8>>,
+    pend: bool,
+    pendings: usize,
+}
+
+impl Script {
+    fn new(chunks: Vec<Vec<u8>>) -> Script {
+        Script {
+            chunks: chunks.into(),
+            pend: false,
+            pendings: 0,
+        }
+    }
+
+    /// The next at most `room` bytes of the script; empty at its end.
+    fn take(&mut self, room: usize) -> Vec<u8> {
+        let Some(mut chunk) = self.chunks.pop_front() else {
+            return Vec::new();
+        };
+        if chunk.len() > room {
+            self.chunks.push_front(chunk.split_off(room));
+        }
+        chunk
+    }
+}
+
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let chunk = self.take(buf.len());
+        buf[..chunk.len()].copy_from_slice(&chunk);
+        Ok(chunk.len())
+    }
+}
+
+impl AsyncRead for Script {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        me.pend = !me.pend;
+        if me.pend {
+            me.pendings += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let chunk = me.take(buf.remaining());
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a read returned, comparable across the sync and async paths.
+fn outcome(r: io::Result<usize>) -> Result<usize, (io::ErrorKind, Option<ReadLimitError>)> {
+    r.map_err(|e| {
+        let limit = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ReadLimitError>())
+            .copied();
+        (e.kind(), limit)
+    })
+}
+
+/// The same peer read by `read_from` and by `read_from_async`, with the same consumes after
+/// each read: every result, the buffered data and the storage size (growth and compaction)
+/// agree at every step, including the limit errors.
+#[tokio::test]
+async fn read_from_async_mirrors_read_from_step_by_step() {
+    let mut all_limits = 0;
+    for seed in 1..=30 {
+        let mut rng = XorShift::new(seed);
+        let chunks: Vec<Vec<u8>> = (0..40)
+            .map(|i| (0..rng.range(1, 300)).map(|j| (i * 7 + j) as u8).collect())
+            .collect();
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let (mut sync_peer, mut async_peer) = (Script::new(chunks.clone()), Script::new(chunks));
+        let block = rng.range(1, 64);
+        let max_len = rng.range(block, 700);
+        let mut sync_buf = ReadBuffer::with_block_size(block);
+        let mut async_buf = ReadBuffer::with_block_size(block);
+        sync_buf.set_max_len(max_len);
+        async_buf.set_max_len(max_len);
+
+        let (mut got, mut steps, mut limits) = (Vec::new(), 0, 0);
+        loop {
+            let a = outcome(sync_buf.read_from(&mut sync_peer));
+            let b = outcome(async_buf.read_from_async(&mut async_peer).await);
+            assert_eq!(a, b, "seed {seed}, step {steps}");
+            assert_eq!(
+                sync_buf.data(),
+                async_buf.data(),
+                "seed {seed}, step {steps}"
+            );
+            assert_eq!(sync_buf.capacity(), async_buf.capacity(), "seed {seed}");
+            async_buf.check_invariants();
+            steps += 1;
+            match a {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err((kind, limit)) => {
+                    assert_eq!(kind, io::ErrorKind::OutOfMemory);
+                    assert_eq!(limit.map(|l| l.buffered), Some(max_len));
+                    limits += 1;
+                }
+            }
+            // Parse "some" of what is buffered; all of it once the limit is reached.
+            let n = if a.is_err() {
+                async_buf.len()
+            } else {
+                rng.below(async_buf.len() + 1)
+            };
+            got.extend_from_slice(&async_buf.data()[..n]);
+            sync_buf.consume(n);
+            async_buf.consume(n);
+        }
+        got.extend_from_slice(async_buf.data());
+        assert_eq!(
+            got.len(),
+            total,
+            "seed {seed}: every byte read exactly once"
+        );
+        assert!(async_peer.pendings > 0);
+        all_limits += limits;
+    }
+    assert!(
+        all_limits > 10,
+        "the limit is reached and compared: {all_limits} times"
+    );
+}
+
+/// Parses every complete `\r\n`-terminated line at the front of `buf`, consuming it.
+fn parse_lines(buf: &mut ReadBuffer, lines: &mut Vec<String>) {
+    while let Some(end) = buf.data().windows(2).position(|w| w == b"\r\n") {
+        lines.push(String::from_utf8(buf.data()[..end].to_vec()).unwrap());
+        buf.consume(end + 2);
+    }
+}
+
+/// A client pipelines 300 requests in one write through a pipe that holds 7 bytes; the server
+/// reads what is available, parses every complete request and keeps the incomplete one for
+/// the next read. Some keys are longer than the buffer's first block, so it grows.
+#[tokio::test]
+async fn pipelined_requests_through_a_small_pipe() {
+    let key = |i: usize| "k".repeat(1 + (i * 37) % 90) + &i.to_string();
+    let requests: String = (0..300).map(|i| format!("GET {}\r\n", key(i))).collect();
+    let (mut client, mut server) = tokio::io::duplex(7);
+    let writer = tokio::spawn(async move {
+        client.write_all(requests.as_bytes()).await.unwrap();
+        // Dropped: end of stream.
+    });
+
+    let mut buf = ReadBuffer::with_block_size(32);
+    let (mut lines, mut reads, mut split) = (Vec::new(), 0, 0);
+    while buf.read_from_async(&mut server).await.unwrap() > 0 {
+        reads += 1;
+        parse_lines(&mut buf, &mut lines);
+        buf.check_invariants();
+        if !buf.is_empty() {
+            split += 1; // a request continues in a later read
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(lines.len(), 300);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(*line, format!("GET {}", key(i)));
+    }
+    assert!(buf.is_empty());
+    assert!(reads > 100 && split > 50, "{reads} reads, {split} split");
+    assert!(buf.capacity() > 32, "a long request grew the storage");
+}
+
+#[tokio::test]
+async fn partial_request_completes_on_a_later_read() {
+    let (mut client, mut server) = tokio::io::duplex(64);
+    let mut buf = ReadBuffer::new();
+    let mut lines = Vec::new();
+
+    client.write_all(b"GET ab").await.unwrap();
+    assert_eq!(buf.read_from_async(&mut server).await.unwrap(), 6);
+    parse_lines(&mut buf, &mut lines);
+    assert!(lines.is_empty());
+    assert_eq!(buf.data(), b"GET ab", "the incomplete request waits");
+
+    client.write_all(b"c\r\nGET").await.unwrap();
+    assert_eq!(buf.read_from_async(&mut server).await.unwrap(), 6);
+    parse_lines(&mut buf, &mut lines);
+    assert_eq!(lines, ["GET abc"]);
+    assert_eq!(buf.data(), b"GET");
+
+    client.write_all(b" d\r\n").await.unwrap();
+    buf.read_from_async(&mut server).await.unwrap();
+    parse_lines(&mut buf, &mut lines);
+    assert_eq!(lines, ["GET abc", "GET d"]);
+    assert!(buf.is_empty());
+}
+
+/// A peer that sends more than `max_len` without a break: the read that finds the buffer full
+/// fails with `OutOfMemory` and the numbers; once the parser consumes, reading goes on.
+#[tokio::test]
+async fn limit_error_then_reading_goes_on() {
+    let (mut client, mut server) = tokio::io::duplex(64);
+    client.write_all(b"0123456789abcdefghij").await.unwrap();
+    drop(client);
+    let mut buf = ReadBuffer::with_block_size(4);
+    buf.set_max_len(8);
+
+    let mut got = Vec::new();
+    let mut errors = 0;
+    loop {
+        match buf.read_from_async(&mut server).await {
+            Ok(0) => break,
+            Ok(_) => assert!(buf.len() <= 8),
+            Err(e) => {
+                assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+                let limit = e.get_ref().unwrap().downcast_ref::<ReadLimitError>();
+                let limit = limit.unwrap();
+                assert_eq!((limit.requested, limit.buffered, limit.max_len), (1, 8, 8));
+                assert_eq!(buf.len(), 8, "nothing read past the limit");
+                errors += 1;
+                got.extend_from_slice(buf.data());
+                buf.consume(8);
+            }
+        }
+    }
+    got.extend_from_slice(buf.data());
+    assert_eq!(got, b"0123456789abcdefghij");
+    assert_eq!(errors, 2);
+    assert!(buf.capacity() <= 8);
+}
+
+#[tokio::test]
+async fn end_of_stream_keeps_an_incomplete_request() {
+    let (mut client, mut server) = tokio::io::duplex(64);
+    client.write_all(b"GET a\r\nGE").await.unwrap();
+    drop(client);
+    let mut buf = ReadBuffer::new();
+    let mut lines = Vec::new();
+    while buf.read_from_async(&mut server).await.unwrap() > 0 {
+        parse_lines(&mut buf, &mut lines);
+    }
+    assert_eq!(lines, ["GET a"]);
+    assert_eq!(buf.data(), b"GE");
+    // End of stream again, not an error.
+    assert_eq!(buf.read_from_async(&mut server).await.unwrap(), 0);
+    assert_eq!(buf.data(), b"GE");
+}
+
+/// Once every byte read is consumed, the idle connection's storage goes back to the pool; the
+/// next read takes storage from it again.
+#[tokio::test]
+async fn steal_after_consuming_everything() {
+    let pool = LocalPool::new(PoolLimits::new());
+    let (mut client, mut server) = tokio::io::duplex(64);
+    let mut buf = ReadBuffer::with_block_size(256).with_pool(pool.clone());
+
+    client.write_all(b"GET a\r\nGET").await.unwrap();
+    buf.read_from_async(&mut server).await.unwrap();
+    let mut lines = Vec::new();
+    parse_lines(&mut buf, &mut lines);
+    let err = buf.steal().unwrap_err();
+    assert_eq!(err.pending, 3, "a partial request is never stolen");
+    assert_eq!(buf.capacity(), 256);
+
+    client.write_all(b" b\r\n").await.unwrap();
+    buf.read_from_async(&mut server).await.unwrap();
+    parse_lines(&mut buf, &mut lines);
+    assert_eq!(lines, ["GET a", "GET b"]);
+    assert_eq!(buf.steal(), Ok(256));
+    assert_eq!(buf.capacity(), 0);
+    assert_eq!(pool.stats().pooled, 1);
+
+    client.write_all(b"GET c\r\n").await.unwrap();
+    assert_eq!(buf.read_from_async(&mut server).await.unwrap(), 7);
+    assert_eq!(buf.data(), b"GET c\r\n");
+    assert_eq!(pool.stats().taken, 1, "the storage came back from the pool");
+}
+
+/// An `AsyncRead` whose next results are scripted.
+enum Step {
+    Pending,
+    Err(io::ErrorKind),
+    Data(&'static [u8]),
+    /// Replaces the `ReadBuf` with an empty one of its own.
+    Swap,
+}
+
+struct Steps(VecDeque<Step>);
+
+impl AsyncRead for Steps {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self
+            .get_mut()
+            .0
+            .pop_front()
+            .expect("polled past the script")
+        {
+            Step::Pending => Poll::Pending,
+            Step::Err(kind) => Poll::Ready(Err(kind.into())),
+            Step::Data(d) => {
+                buf.put_slice(d);
+                Poll::Ready(Ok(()))
+            }
+            Step::Swap => {
+                *buf = ReadBuf::new(&mut []);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+fn poll_read_once(buf: &mut ReadBuffer, r: &mut Steps) -> Poll<io::Result<usize>> {
+    poll_noop(|cx| buf.poll_read_from(cx, Pin::new(r)))
+}
+
+#[test]
+fn read_pending_and_errors_leave_the_data_unchanged() {
+    let mut buf = ReadBuffer::with_block_size(16);
+    let mut r = Steps(VecDeque::from([
+        Step::Data(b"abc"),
+        Step::Pending,
+        Step::Err(io::ErrorKind::ConnectionReset),
+        Step::Err(io::ErrorKind::Interrupted), // retried within the same poll
+        Step::Data(b"de"),
+        Step::Swap,
+    ]));
+    let kind = |p: Poll<io::Result<usize>>| p.map(|r| r.map_err(|e| e.kind()));
+
+    assert_eq!(kind(poll_read_once(&mut buf, &mut r)), Poll::Ready(Ok(3)));
+    assert!(poll_read_once(&mut buf, &mut r).is_pending());
+    assert_eq!(buf.data(), b"abc");
+    assert_eq!(
+        kind(poll_read_once(&mut buf, &mut r)),
+        Poll::Ready(Err(io::ErrorKind::ConnectionReset))
+    );
+    assert_eq!(buf.data(), b"abc");
+    assert_eq!(kind(poll_read_once(&mut buf, &mut r)), Poll::Ready(Ok(2)));
+    assert_eq!(buf.data(), b"abcde");
+    assert_eq!(
+        kind(poll_read_once(&mut buf, &mut r)),
+        Poll::Ready(Err(io::ErrorKind::InvalidData))
+    );
+    assert_eq!(buf.data(), b"abcde");
+    assert!(r.0.is_empty());
+    buf.check_invariants();
+}
+
+#[test]
+fn read_at_the_limit_does_not_poll_the_reader() {
+    let mut buf = ReadBuffer::with_block_size(16);
+    buf.set_max_len(3);
+    let mut r = Steps(VecDeque::from([Step::Data(b"abc")]));
+    assert!(matches!(
+        poll_read_once(&mut buf, &mut r),
+        Poll::Ready(Ok(3))
+    ));
+    // An empty script: polling the reader again would panic.
+    match poll_read_once(&mut buf, &mut r) {
+        Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::OutOfMemory),
+        other => panic!("expected the limit error, got {other:?}"),
+    }
+    assert_eq!(buf.data(), b"abc");
 }

@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use sendbuf::{HardLimitError, WriteBuffer};
 
-use crate::protocol::{pin, put, put_dec, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
+use crate::protocol::{pin, put, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
 use crate::stats::{bump, VERSION};
 use crate::store::{DeleteResult, DeltaResult, Hit, Mode, StoreResult};
 
@@ -264,12 +264,12 @@ fn get(
         f.put_slice(b"VALUE ");
         f.put_slice(key);
         f.put_u8(b' ');
-        put_dec(&mut f, u64::from(item.flags));
+        f.put_decimal(item.flags);
         f.put_u8(b' ');
-        put_dec(&mut f, item.value.len() as u64);
+        f.put_decimal(item.value.len());
         if with_cas {
             f.put_u8(b' ');
-            put_dec(&mut f, item.cas);
+            f.put_decimal(item.cas);
         }
         f.put_slice(b"\r\n");
         if copy {
@@ -389,7 +389,7 @@ fn delta(
             bump(hits);
             if !noreply {
                 let mut f = out.format();
-                put_dec(&mut f, n);
+                f.put_decimal(n);
                 f.put_slice(b"\r\n");
                 f.try_commit()?;
             }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use sendbuf::{FormatGuard, HardLimitError, WriteBuffer};
+use sendbuf::{HardLimitError, WriteBuffer};
 
 use crate::stats::Stats;
 use crate::store::Store;
@@ -197,20 +197,4 @@ pub fn put(out: &mut WriteBuffer, bytes: &[u8]) -> Result<(), HardLimitError> {
 #[inline]
 pub fn pin(out: &mut WriteBuffer, value: Arc<[u8]>) -> Result<(), HardLimitError> {
     out.try_pin(value)
-}
-
-/// Writes `n` in decimal (no allocation, no `fmt` machinery).
-#[inline]
-pub fn put_dec(f: &mut FormatGuard<'_>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    f.put_slice(&digits[at..]);
 }
