@@ -143,6 +143,8 @@ pub use watermark::{Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 pub use zerocopy::{ZeroCopy, ZeroCopyStats, DEFAULT_ZEROCOPY_THRESHOLD};
 
-#[cfg(doctest)]
+// The README's snippets use sockets (Unix), `bytes` and tokio, shown whole, as crates.io shows
+// them; `cargo test --all-features` runs them.
+#[cfg(all(doctest, unix, feature = "bytes", feature = "tokio"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
