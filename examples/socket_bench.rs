@@ -6,8 +6,10 @@
 //! * `writev_per_msg`: each response sent with one `writev` of header and value (no copy, no
 //!   batching), to separate what batching saves from what copying costs.
 //!
-//! A thread reads the far end into a **page-aligned** buffer (`BENCH-METHOD.md`, trap 1) until
-//! EOF; throughput is bytes received over the time from the first send to the last byte read.
+//! A thread reads the far end into a **page-aligned** buffer until EOF, out of the 4K-aliasing
+//! trap (on the benchmark machine's Zen 3, copies with (dst − src) mod 4096 in 1..31 run about
+//! 27x slower); throughput is bytes received over the time from the first send to the last byte
+//! read.
 //! The harness counts the sender's syscalls (every `sendmsg`/`write`/`writev` call, partial ones
 //! included), the sender thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) and heap allocations.
 //!

@@ -89,10 +89,29 @@
 //! io_uring `SendMsg` (or zero-copy `SendMsgZc`) entries and submits them with one system call;
 //! each result advances its buffer, and a zero-copy send's bytes stay held until its
 //! notification completion releases them.
+//!
+//! # Features
+//!
+//! The core needs no feature; each integration with another crate is one you opt into.
+//!
+//! * `bytes`: `bytes::Buf` for `WriteBuffer`, `bytes::BufMut` for `FormatGuard`, and `pin` of
+//!   `Bytes` / `BytesMut` without a copy or an allocation.
+//!   `sendbuf = { version = "0.1", features = ["bytes"] }`
+//! * `tokio`: `WriteBuffer::poll_write_to` / `flush_to` on any `tokio::io::AsyncWrite`, and
+//!   `ReadBuffer::poll_read_from` / `read_from_async` on any `tokio::io::AsyncRead`; it uses
+//!   tokio's I/O traits only, no runtime.
+//!   `sendbuf = { version = "0.1", features = ["tokio"] }`
+//! * `io-uring` (Linux only): `UringSender`, many connections' sends (copying or zero-copy)
+//!   submitted with one system call.
+//!   `sendbuf = { version = "0.1", features = ["io-uring"] }`
+//! * `itoa` (on by default): `FormatGuard::put_decimal` writes its digits with the `itoa`
+//!   crate; without it `core::fmt` writes the same bytes, more slowly.
+//!   `sendbuf = { version = "0.1", default-features = false }` turns it off.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod decimal;
 mod error;
@@ -126,6 +145,8 @@ pub use watermark::{Pressure, Watermarks};
 pub use write_buffer::{WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 pub use zerocopy::{ZeroCopy, ZeroCopyStats, DEFAULT_ZEROCOPY_THRESHOLD};
 
-#[cfg(doctest)]
+// The README's snippets use sockets (Unix), `bytes` and tokio, shown whole, as crates.io shows
+// them; `cargo test --all-features` runs them.
+#[cfg(all(doctest, unix, feature = "bytes", feature = "tokio"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

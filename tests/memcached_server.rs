@@ -1,7 +1,7 @@
-//! The memcached example server under bad and hostile clients (issue 10, item 4), in process:
-//! each test starts a server on 127.0.0.1:0 with 2 workers, talks to it over TCP, checks the
-//! protocol's error response or a closed connection, checks that another client is still served
-//! promptly, and shuts the server down.
+//! The memcached example server under bad and hostile clients, in process: each test starts a
+//! server on 127.0.0.1:0 with 2 workers, talks to it over TCP, checks the protocol's error
+//! response or a closed connection, checks that another client is still served promptly, and
+//! shuts the server down.
 // Real sockets and threads on mio: nothing for Miri to interpret.
 #![cfg(not(miri))]
 #![allow(dead_code)]
