@@ -54,7 +54,10 @@ heavy_pid=$!
 
 light_status=0
 {
-    cargo +nightly miri test "${light_args[@]}" && cargo +nightly miri test --doc
+    cargo +nightly miri test "${light_args[@]}" && cargo +nightly miri test --doc &&
+        # The `bytes` integration has unsafe of its own (`BufMut` for `FormatGuard`): its tests
+        # and the unit tests again with the feature on.
+        cargo +nightly miri test --features bytes --lib --test bufmut --test bytes_impl
 } || light_status=$?
 
 heavy_status=0
