@@ -6,7 +6,7 @@
 #     pinned   = 1 worker each on cpu 1, client (1 thread) on cpu 0;
 #     unpinned = 2 workers each, client 2 threads, no affinity;
 #   * an A/A pair set first (memcached against a second memcached) to show the noise floor;
-#   * ABBA pairs (A,B then B,A) of examples/loadgen.rs runs for 100 B, 4 KiB and 64 KiB values
+#   * ABBA pairs (A,B then B,A) of loadgen runs (examples/memcached_server/src/bin/loadgen.rs) for 100 B, 4 KiB and 64 KiB values
 #     x (16 connections, depth 1) and (8 connections x depth 8); 9:1 get:set, every get a hit;
 #     median ratio (min-max) of ops/s and of server CPU us/op (/proc/PID/stat utime+stime over
 #     the counted window);
@@ -29,6 +29,7 @@
 #   KEYS [1000]  B [example]: the server under test; B=memcached compares three memcacheds
 #   (A/A only), for working on this script without the example server.
 #   B_ARGS [""]: extra arguments for the example server, e.g. B_ARGS="--send-path zerocopy"
+#   SERVER_BIN: a memcached_server binary to measure instead of this tree's (another commit's)
 #   FEATURES [""]: cargo features for the build, e.g. FEATURES=io-uring (for --send-path uring)
 #   CARGO_TARGET_DIR [target]; LOG [a temp dir]: every raw output line is kept there;
 #   SRC_REV: the revision to print when the tree is not a git checkout.
@@ -57,8 +58,10 @@ mkdir -p "$LOG"
 
 # Seconds a client may take beyond its run (SECS and WARMUP may be fractional).
 RUN_TIMEOUT=$(awk -v s="$SECS" -v w="$WARMUP" 'BEGIN { printf "%d", s + w + 90 }')
-LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
-SERVER=$CARGO_TARGET_DIR/release/examples/memcached_server
+LOADGEN=$CARGO_TARGET_DIR/release/loadgen
+# SERVER_BIN: a server binary built elsewhere (e.g. at another commit), measured instead of a
+# fresh build of this tree's; the build still makes the load generator.
+SERVER=${SERVER_BIN:-$CARGO_TARGET_DIR/release/memcached_server}
 
 say() { printf '%s\n' "$*" | tee -a "$LOG/summary.txt"; }
 die() { echo "vs_memcached: $*" >&2; exit 1; }
@@ -71,7 +74,7 @@ fi
 if [ "$MEMCASLAP" = 1 ] && ! command -v memcaslap >/dev/null; then
     die "memcaslap not installed (apt-get install libmemcached-tools), or MEMCASLAP=0"
 fi
-if [ "$B" = example ] && [ ! -f examples/memcached_server/main.rs ]; then
+if [ "$B" = example ] && [ ! -f examples/memcached_server/src/main.rs ]; then
     die "examples/memcached_server does not exist yet; use B=memcached to exercise the script"
 fi
 
@@ -308,11 +311,11 @@ say "# vs_memcached $(date -u '+%Y-%m-%d %H:%M UTC') at $REV"
 say "# PAIRS=$PAIRS SECS=$SECS WARMUP=$WARMUP AA=$AA AA_PAIRS=$AA_PAIRS SIZES='$SIZES' SHAPES='$SHAPES' MODES='$MODES' KEYS=$KEYS B=$B B_ARGS='${B_ARGS:-}' FEATURES='${FEATURES:-}'; raw output in $LOG"
 say "# machine: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg); memcached $(memcached -V | cut -d' ' -f2)"
 if [ "$B" = example ]; then
-    cargo build --release ${FEATURES:+--features "$FEATURES"} --example loadgen \
-        --example memcached_server >"$LOG/build.log" 2>&1 \
+    cargo build --release -p memcached-server ${FEATURES:+--features "$FEATURES"} \
+        --bin loadgen --bin memcached_server >"$LOG/build.log" 2>&1 \
         || { tail -20 "$LOG/build.log" >&2; die "build failed"; }
 else
-    cargo build --release --example loadgen >"$LOG/build.log" 2>&1 \
+    cargo build --release -p memcached-server --bin loadgen >"$LOG/build.log" 2>&1 \
         || { tail -20 "$LOG/build.log" >&2; die "build failed"; }
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true

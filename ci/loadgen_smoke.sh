@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke of the load generator against the example server: builds both
-# examples (release), starts `memcached_server` on a free 127.0.0.1 port, runs
-# `examples/loadgen.rs` for 2 s (100 B values, 8 connections x depth 8, 9:1 get:set after a
+# binaries (release), starts `memcached_server` on a free 127.0.0.1 port, runs
+# `loadgen` for 2 s (100 B values, 8 connections x depth 8, 9:1 get:set after a
 # populate step) and fails on any error or miss, or if no operation completed. The server is
 # always stopped (trap), by PID. Not a benchmark: the numbers it prints are for the log only.
 #
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release --example memcached_server --example loadgen
+cargo build --release -p memcached-server --bin memcached_server --bin loadgen
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp /tmp/loadgen_smoke.XXXXXX)
@@ -28,7 +28,7 @@ stop_server() {
 trap 'stop_server; rm -f "$log"' EXIT
 trap 'exit 130' INT TERM
 
-"$TARGET/release/examples/memcached_server" --listen "127.0.0.1:$port" --threads 2 \
+"$TARGET/release/memcached_server" --listen "127.0.0.1:$port" --threads 2 \
     --memory-limit 64 >"$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
@@ -38,7 +38,7 @@ for _ in $(seq 100); do
 done
 
 rc=0
-out=$(timeout 60 "$TARGET/release/examples/loadgen" --server "127.0.0.1:$port" --threads 1 \
+out=$(timeout 60 "$TARGET/release/loadgen" --server "127.0.0.1:$port" --threads 1 \
     --conns 8 --depth 8 --value-size 100 --keys 1000 --duration 2 --warmup 0.5) || rc=$?
 printf '%s\n' "$out"
 

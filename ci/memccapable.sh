@@ -14,9 +14,9 @@ if ! command -v memccapable >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq memcached libmemcached-tools >/dev/null
 fi
 
-cargo build --release --example memcached_server --features io-uring
+cargo build --release -p memcached-server --bin memcached_server --features io-uring
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-server="$target_dir/release/examples/memcached_server"
+server="$target_dir/release/memcached_server"
 
 # The command line: --help succeeds, a bad argument is refused with usage and status 2.
 "$server" --help | grep -q -- '--max-item-size' || { echo "--help does not print usage" >&2; exit 1; }

@@ -3,19 +3,8 @@
 //! answers them), pipelined and byte-by-byte split input, quiet commands, bad input, the early
 //! stop at the high water mark, and the store's semantics (expiry, CAS, flush, incr/decr,
 //! least-recently-used eviction under the memory limit, values outliving their item).
-#![allow(dead_code)]
 
-#[path = "../examples/memcached_server/ascii.rs"]
-mod ascii;
-#[path = "../examples/memcached_server/binary.rs"]
-mod binary;
-#[path = "../examples/memcached_server/protocol.rs"]
-mod protocol;
-#[path = "../examples/memcached_server/stats.rs"]
-mod stats;
-#[path = "../examples/memcached_server/store.rs"]
-mod store;
-
+use memcached_server::{binary, protocol, stats, store};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 

@@ -1,10 +1,7 @@
-//! The `memcached_requests` harness: the memcached example's request handling
-//! (`examples/memcached_server/{protocol,binary,ascii,store,stats}.rs`) driven the way its worker
-//! loop drives it, by a peer that sends arbitrary bytes.
-//!
-//! Not part of the fuzz crate's library: it uses `crate::protocol`, `crate::store` and
-//! `crate::stats`, so the including crate declares those modules at its root (by path), as
-//! `fuzz_targets/memcached_requests.rs` does.
+//! The fuzz crate's library: the `memcached_requests` harness, the memcached example server's
+//! request handling (the `memcached_server` library's protocol, store and stats) driven the way
+//! its worker loop drives it, by a peer that sends arbitrary bytes. The other targets check
+//! against the models of `sendbuf-testkit`.
 //!
 //! The input is a 4-byte header and the byte stream the peer sends:
 //!
@@ -35,9 +32,9 @@ use std::sync::Arc;
 
 use sendbuf::{ReadBuffer, Watermarks, WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 
-use crate::protocol::{Limits, Session, KEY_MAX, MAX_GET_LINE};
-use crate::stats::Stats;
-use crate::store::Store;
+use memcached_server::protocol::{Limits, Session, KEY_MAX, MAX_GET_LINE};
+use memcached_server::stats::Stats;
+use memcached_server::store::Store;
 
 /// Bytes of the input before the stream.
 pub const HEADER: usize = 4;

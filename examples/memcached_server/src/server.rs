@@ -225,20 +225,17 @@ impl ServerHandle {
     }
 
     /// The server's statistics (what the `stats` command reports).
-    #[allow(dead_code)] // used by tests/memcached_server.rs
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 
     /// The cache.
-    #[allow(dead_code)] // used by tests/memcached_server.rs
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
     /// Connections holding read and write buffers now (the others are idle and gave their
     /// buffers back).
-    #[allow(dead_code)] // used by tests/memcached_server.rs
     pub fn buffered_connections(&self) -> usize {
         self.buffered.load(Ordering::Relaxed)
     }

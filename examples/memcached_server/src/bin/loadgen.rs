@@ -15,12 +15,12 @@
 //! * loopback addresses only.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- --server 127.0.0.1:11211 \
+//! cargo run --release -p memcached-server --bin loadgen -- --server 127.0.0.1:11211 \
 //!     [--threads 1] [--conns 16] [--depth 1] [--value-size 100] [--keys 1000] \
 //!     [--get-ratio 0.9] [--duration 3] [--warmup 1] [--no-populate] [--populate-only]
-//! cargo run --release --example loadgen -- --stream-ceiling [--streams 2] [--chunk 1048576] \
+//! cargo run --release -p memcached-server --bin loadgen -- --stream-ceiling [--streams 2] [--chunk 1048576] \
 //!     [--duration 3]
-//! cargo run --release --example loadgen -- --server ADDR --idle-conns 5000 --value-size 65536 \
+//! cargo run --release -p memcached-server --bin loadgen -- --server ADDR --idle-conns 5000 --value-size 65536 \
 //!     --keys 1 [--hold 5]
 //! ```
 //!

@@ -1,28 +1,9 @@
-//! A memcached-compatible cache server built on `sendbuf` (binary and ASCII protocols).
+//! The `memcached_server` binary: the command line, signals, and the server of the
+//! `memcached_server` library until SIGINT or SIGTERM.
 //!
 //! ```text
-//! cargo run --release --example memcached_server -- --listen 127.0.0.1:11211 --threads 2
+//! cargo run --release -p memcached-server -- --listen 127.0.0.1:11211 --threads 2
 //! ```
-//!
-//! Layout: `server.rs` (acceptor, worker threads, shutdown), `worker.rs` (the per-thread event
-//! loop: read buffer, session, one `sendmsg` per read, water marks, idle buffer stealing),
-//! `protocol.rs` (per-connection protocol detection and dispatch), `binary.rs` and `ascii.rs`
-//! (parsers, commands, responses), `store.rs` (the cache with LRU eviction), `stats.rs`.
-
-// The protocol modules are shared with tests/memcached_server.rs and the fuzz targets, which use
-// items (inspection helpers, test clocks) this binary does not.
-#[allow(dead_code)]
-mod ascii;
-#[allow(dead_code)]
-mod binary;
-#[allow(dead_code)]
-mod protocol;
-mod server;
-#[allow(dead_code)]
-mod stats;
-#[allow(dead_code)]
-mod store;
-mod worker;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -31,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use server::{Config, SendPath};
+use memcached_server::server::{self, Config, SendPath};
 
 const USAGE: &str = "\
 usage: memcached_server [OPTIONS]

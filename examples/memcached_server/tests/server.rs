@@ -4,23 +4,8 @@
 //! shuts the server down.
 // Real sockets and threads on mio: nothing for Miri to interpret.
 #![cfg(not(miri))]
-#![allow(dead_code)]
 
-#[path = "../examples/memcached_server/ascii.rs"]
-mod ascii;
-#[path = "../examples/memcached_server/binary.rs"]
-mod binary;
-#[path = "../examples/memcached_server/protocol.rs"]
-mod protocol;
-#[path = "../examples/memcached_server/server.rs"]
-mod server;
-#[path = "../examples/memcached_server/stats.rs"]
-mod stats;
-#[path = "../examples/memcached_server/store.rs"]
-mod store;
-#[path = "../examples/memcached_server/worker.rs"]
-mod worker;
-
+use memcached_server::{server, worker};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
