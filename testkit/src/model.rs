@@ -29,7 +29,7 @@
 //! [`Harness::check`] compares the buffer with the model after every operation. Values pinned as
 //! `Arc<[u8]>` or as a drop-counting owner have observable drops and are checked exactly; the
 //! other owner kinds are checked by the sanitizers (AddressSanitizer in the fuzzer, Miri under
-//! `ci/miri.sh`): an early drop is a use after free when the bytes are compared, a double drop a
+//! `.ci/miri.sh`): an early drop is a use after free when the bytes are compared, a double drop a
 //! double free, and a missing one a leak when the buffer is dropped at the end.
 //!
 //! The fuzz target `partial_writes`, `tests/prop_model.rs` and `tests/fuzz_regressions.rs` all

@@ -40,7 +40,7 @@
 //! itself over the window as fractions of one CPU (`server_cpu_util=…`, `client_cpu_util=…`):
 //! the side near 1.0 per thread is the one that limits the run.
 //!
-//! Two helper modes for `bench/vs_memcached.sh`:
+//! Two helper modes for `benches/vs_memcached.sh`:
 //! * `--stream-ceiling`: the loopback TCP ceiling of this machine, `--streams` senders writing
 //!   `--chunk` bytes (default 1 MiB) per `write`, read in 256 KiB `read`s (as the load run reads)
 //!   into page-aligned receivers (prints `stream_gbps=…`, 10^9 bytes per second);

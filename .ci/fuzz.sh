@@ -4,8 +4,8 @@
 # executions of each.
 # New inputs go to a scratch directory; the committed seeds in fuzz/corpus/ are only read.
 #
-#   ci/fuzz.sh                     # every target, 60 s each
-#   ci/fuzz.sh 600 partial_writes  # one target, 10 minutes
+#   .ci/fuzz.sh                     # every target, 60 s each
+#   .ci/fuzz.sh 600 partial_writes  # one target, 10 minutes
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 

@@ -18,8 +18,8 @@
 #   * resident memory per idle connection: VmRSS before and after 5,000 connections each fetched
 #     a 64 KiB value and stay open, divided by 5,000 (fresh servers, 2 workers).
 #
-# Usage: bench/vs_memcached.sh            (full run: 9 pairs x 3 s; about 36 minutes)
-#        PAIRS=3 SECS=1 bench/vs_memcached.sh     (quick run)
+# Usage: benches/vs_memcached.sh            (full run: 9 pairs x 3 s; about 36 minutes)
+#        PAIRS=3 SECS=1 benches/vs_memcached.sh     (quick run)
 # Environment (defaults in brackets):
 #   PAIRS [9] ABBA pairs per scenario    SECS [3] counted seconds per run   WARMUP [1]
 #   AA [all]  A/A pair sets: all (every scenario), first (first scenario of each mode), none

@@ -5,7 +5,7 @@
 # populate step) and fails on any error or miss, or if no operation completed. The server is
 # always stopped (trap), by PID. Not a benchmark: the numbers it prints are for the log only.
 #
-# Usage: ci/loadgen_smoke.sh        (CARGO_TARGET_DIR is honoured)
+# Usage: .ci/loadgen_smoke.sh        (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

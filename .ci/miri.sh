@@ -9,8 +9,8 @@
 # in one, everything else (unit tests, the other test files, doctests) in the other. Every file
 # in tests/ is in exactly one half, so a new test file is covered without editing this script.
 #
-#   ci/miri.sh                       # everything, two halves in parallel
-#   ci/miri.sh --test prop_model     # extra arguments go to one host `cargo miri test`
+#   .ci/miri.sh                       # everything, two halves in parallel
+#   .ci/miri.sh --test prop_model     # extra arguments go to one host `cargo miri test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
