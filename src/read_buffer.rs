@@ -24,7 +24,7 @@ use crate::pool::Pool;
 use crate::steal::Stealable;
 
 /// Storage, in bytes, a [`ReadBuffer::new`] takes on its first read.
-const DEFAULT_CAPACITY: usize = 16 * 1024;
+const DEFAULT_BLOCK_SIZE: usize = 16 * 1024;
 
 /// Default bound on the bytes a [`ReadBuffer`] holds: a 1 MiB value plus room for its request
 /// line and the next request's start.
@@ -68,7 +68,7 @@ pub struct ReadBuffer {
     /// One past the last byte read.
     end: usize,
     /// Storage size taken on the first read (after creation or a steal).
-    initial_capacity: usize,
+    block_size: usize,
     max_len: usize,
     pool: Option<Arc<dyn Pool>>,
 }
@@ -90,12 +90,13 @@ impl ReadBuffer {
     /// assert_eq!(buf.capacity(), 0);
     /// ```
     pub fn new() -> Self {
-        Self::with_block_size(DEFAULT_CAPACITY)
+        Self::with_block_size(DEFAULT_BLOCK_SIZE)
     }
 
-    /// An empty buffer whose first read (after creation or after a steal) takes `capacity`
-    /// bytes of storage (at least 1). Like [`new`](Self::new), it allocates nothing now; use
-    /// [`reserve`](Self::reserve) to allocate at once.
+    /// An empty buffer whose first read (after creation or after a steal) takes a block of
+    /// `block_size` bytes of storage (at least 1; the default is 16 KiB). Like
+    /// [`new`](Self::new), it allocates nothing now; use [`reserve`](Self::reserve) to allocate
+    /// at once.
     ///
     /// # Examples
     ///
@@ -105,12 +106,12 @@ impl ReadBuffer {
     /// buf.read_from(&mut &b"hello"[..]).unwrap();
     /// assert_eq!(buf.capacity(), 4096);
     /// ```
-    pub fn with_block_size(capacity: usize) -> Self {
+    pub fn with_block_size(block_size: usize) -> Self {
         ReadBuffer {
             storage: Box::default(),
             start: 0,
             end: 0,
-            initial_capacity: capacity.max(1),
+            block_size: block_size.max(1),
             max_len: DEFAULT_MAX_LEN,
             pool: None,
         }
@@ -470,7 +471,7 @@ impl ReadBuffer {
         } else {
             let new_cap = needed
                 .max(cap.saturating_mul(2))
-                .max(self.initial_capacity)
+                .max(self.block_size)
                 .min(self.max_len)
                 .max(needed);
             let mut storage = self.acquire(new_cap);
@@ -558,7 +559,7 @@ impl fmt::Debug for ReadBuffer {
             .field("start", &self.start)
             .field("end", &self.end)
             .field("capacity", &self.storage.len())
-            .field("initial_capacity", &self.initial_capacity)
+            .field("block_size", &self.block_size)
             .field("max_len", &self.max_len)
             .field("pool", &self.pool)
             .finish()
