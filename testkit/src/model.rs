@@ -41,7 +41,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, IoSlice, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sendbuf::{
@@ -51,6 +50,7 @@ use sendbuf::{
 
 pub use crate::kernel::{Answer, Report};
 use crate::kernel::{Kernel, Sent};
+use crate::util::{Counted, DropCount};
 
 /// Largest scratch chunk an input selects: `with_capacity(1..=MAX_CHUNK_SIZE)`.
 pub const MAX_CHUNK_SIZE: usize = 4096;
@@ -320,28 +320,10 @@ const fn table() -> [u8; MAX_PIN + 256] {
     t
 }
 
-/// A pinned owner that counts its drops (hashbrown's `Droppable`); not an owner kind the crate
-/// stores inline, so it also takes the boxed path.
-struct Counted {
-    bytes: Vec<u8>,
-    drops: Arc<AtomicUsize>,
-}
-
-impl AsRef<[u8]> for Counted {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// How the model observes a value's drop.
 enum Tracker {
-    Counted(Arc<AtomicUsize>),
+    /// A drop-counting owner ([`Counted`]), which also takes the buffer's boxed path.
+    Counted(DropCount),
     /// The model's own clone: one strong count more than the buffer's.
     Arc(Arc<[u8]>),
     /// Checked by the sanitizers only.
@@ -351,7 +333,7 @@ enum Tracker {
 impl Tracker {
     fn drops(&self) -> Option<usize> {
         match self {
-            Tracker::Counted(c) => Some(c.load(Ordering::SeqCst)),
+            Tracker::Counted(c) => Some(c.get()),
             Tracker::Arc(a) => {
                 let strong = Arc::strong_count(a);
                 assert!(
@@ -1203,12 +1185,8 @@ fn pin(
             (ptr, Tracker::Untracked, put(buf, s, limited))
         }
         Owner::Counted => {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let value = Counted {
-                bytes: bytes.to_vec(),
-                drops: drops.clone(),
-            };
-            let ptr = value.bytes.as_ptr();
+            let (value, drops) = Counted::new(bytes);
+            let ptr = value.as_ref().as_ptr();
             (ptr, Tracker::Counted(drops), put(buf, value, limited))
         }
     }
