@@ -17,95 +17,11 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::Config;
 use crate::protocol::Limits;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::worker::{SendOptions, UringCounts, UringTotals, Worker, ZeroCopyTotals};
-
-/// What the command line configures.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Address to listen on (port 0: any free port; see [`ServerHandle::local_addr`]).
-    pub listen: SocketAddr,
-    /// Worker threads (at least 1).
-    pub threads: usize,
-    /// Cache memory limit in bytes (values, keys and item overhead), as memcached's `-m`.
-    pub memory_limit: usize,
-    /// Largest value accepted, in bytes.
-    pub max_item_size: usize,
-    /// How responses are sent.
-    pub send_path: SendPath,
-    /// Zero-copy path only: stop asking for zero copy on a socket once the kernel reports a
-    /// send as copied (as it always does on loopback), as the kernel documentation advises.
-    /// `false` keeps every large send zero-copy (to exercise or measure the path on loopback).
-    pub zerocopy_stop_when_copied: bool,
-    /// Zero-copy path only: a connection whose peer advertises a receive window smaller than
-    /// this many bytes when it is accepted gets copying sends (see
-    /// `worker::DEFAULT_ZEROCOPY_MIN_WINDOW` for why); 0 makes every connection zero-copy.
-    pub zerocopy_min_window: usize,
-    /// A connection that waits on its peer to read is closed if the peer takes none of its
-    /// responses for this long: one that is to close once they are sent (after `quit`, the
-    /// peer's end of stream or a fatal protocol error), or one not read from because its
-    /// output is over the high water mark. So a peer that never reads cannot hold a
-    /// connection and its buffers for ever. Default `worker::STALL_TIMEOUT`.
-    pub stall_timeout: Duration,
-}
-
-/// How a worker sends its connections' responses (`--send-path`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendPath {
-    /// Copying `sendmsg`: a pinned value is released as soon as its last byte is sent.
-    Copy,
-    /// `MSG_ZEROCOPY` through [`sendbuf::ZeroCopy`]: large sends are held until the kernel's
-    /// completion (read on the socket's error readiness) says it no longer reads them.
-    ZeroCopy,
-    /// io_uring through one [`sendbuf::UringSender`] per worker: the sends of every connection
-    /// that produced output in an event-loop turn enter the kernel in one `io_uring_enter`.
-    #[cfg(feature = "io-uring")]
-    Uring,
-}
-
-impl SendPath {
-    /// Parses a `--send-path` value.
-    pub fn parse(value: &str) -> Result<SendPath, String> {
-        match value {
-            "copy" => Ok(SendPath::Copy),
-            "zerocopy" => Ok(SendPath::ZeroCopy),
-            #[cfg(feature = "io-uring")]
-            "uring" => Ok(SendPath::Uring),
-            #[cfg(not(feature = "io-uring"))]
-            "uring" => Err("--send-path uring: this build has no io_uring backend \
-                            (build with --features io-uring)"
-                .to_string()),
-            _ => Err(format!(
-                "--send-path: unknown send path '{value}' (this build knows {})",
-                SendPath::KNOWN
-            )),
-        }
-    }
-
-    /// The values [`parse`](Self::parse) accepts in this build.
-    #[cfg(feature = "io-uring")]
-    pub const KNOWN: &'static str = "copy, zerocopy, uring";
-    /// The values [`parse`](Self::parse) accepts in this build.
-    #[cfg(not(feature = "io-uring"))]
-    pub const KNOWN: &'static str = "copy, zerocopy";
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 11211)),
-            threads: thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_limit: 64 * 1024 * 1024,
-            max_item_size: 1024 * 1024,
-            send_path: SendPath::Copy,
-            zerocopy_stop_when_copied: true,
-            zerocopy_min_window: crate::worker::DEFAULT_ZEROCOPY_MIN_WINDOW,
-            stall_timeout: crate::worker::STALL_TIMEOUT,
-        }
-    }
-}
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);

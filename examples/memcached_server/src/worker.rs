@@ -40,7 +40,7 @@
 //! draining list until the completions arrive ([`DRAIN_TIMEOUT`] at most; then the held
 //! memory is leaked, never freed). The copy path pays one branch per send for all this. A
 //! peer whose receive window is tiny when accepted gets copying sends even on this path
-//! ([`DEFAULT_ZEROCOPY_MIN_WINDOW`] says why).
+//! ([`DEFAULT_ZEROCOPY_MIN_WINDOW`](crate::config::DEFAULT_ZEROCOPY_MIN_WINDOW) says why).
 //!
 //! With `SendPath::Uring` (feature `io-uring`) step 2 only queues the connection: after
 //! handling every event of a turn, the worker submits one send per queued connection to its
@@ -76,8 +76,8 @@ use sendbuf::{
 #[cfg(feature = "io-uring")]
 use sendbuf::{UringCompletion, UringEvent, UringSender};
 
+use crate::config::SendPath;
 use crate::protocol::{Limits, Session};
-use crate::server::SendPath;
 use crate::stats::{bump, Stats};
 use crate::store::Store;
 
@@ -116,9 +116,6 @@ pub const KEEP_ACTIVE: usize = 64;
 /// How long a connection closed with bytes still held by the kernel waits for their
 /// completions before its buffers are leaked rather than freed.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `Config::stall_timeout`: how long a peer that the server waits on to read may take
-/// none of its responses before its connection is closed.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a worker shutting down waits for each connection's outstanding completions.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
 
@@ -134,21 +131,6 @@ pub struct SendOptions {
     /// See `Config::stall_timeout`.
     pub stall_timeout: Duration,
 }
-
-/// A peer whose receive window is below this when its connection is accepted gets copying
-/// sends on the zero-copy path.
-///
-/// Two reasons. Zero copy cannot pay on such a connection: each send moves at most a window,
-/// far below the [`sendbuf::DEFAULT_ZEROCOPY_THRESHOLD`] a zero-copy send needs to be worth
-/// its page pinning and completion. And on Linux (seen on 6.18, loopback) `MSG_ZEROCOPY`
-/// sends to a peer on the same host with a window of a few segments can wedge the connection:
-/// the sender's MSS is cut to half the peer's small window, the peer's window then settles
-/// just below that MSS (e.g. 1856 against 2048 for a 4 KiB `SO_RCVBUF`, 8168 against 8192 for
-/// 16 KiB), and TCP's sender-side silly-window avoidance sends only on its persist timer,
-/// about 2 KB per 200-400 ms, for good. Copying sends to the same peer never show it. A
-/// window is small from the start only when the peer fixed its `SO_RCVBUF` before connecting
-/// (a default Linux client starts at 64 KiB and grows), so one check at accept time decides.
-pub const DEFAULT_ZEROCOPY_MIN_WINDOW: usize = 64 * 1024;
 
 /// What the connections' [`ZeroCopy`] senders did, summed over the server; a connection adds
 /// its counts when it closes (not per request).

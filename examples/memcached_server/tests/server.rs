@@ -5,14 +5,15 @@
 // Real sockets and threads on mio: nothing for Miri to interpret.
 #![cfg(not(miri))]
 
-use memcached_server::{server, worker};
+use memcached_server::{config, server, worker};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use server::{Config, SendPath, ServerHandle};
+use config::{Config, SendPath};
+use server::ServerHandle;
 
 const MAX_ITEM: usize = 1024 * 1024;
 
@@ -34,8 +35,8 @@ fn config(path: SendPath) -> Config {
         max_item_size: MAX_ITEM,
         send_path: path,
         zerocopy_stop_when_copied: false,
-        zerocopy_min_window: worker::DEFAULT_ZEROCOPY_MIN_WINDOW,
-        stall_timeout: worker::STALL_TIMEOUT,
+        zerocopy_min_window: config::DEFAULT_ZEROCOPY_MIN_WINDOW,
+        stall_timeout: config::STALL_TIMEOUT,
     }
 }
 
