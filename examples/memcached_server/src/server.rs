@@ -19,9 +19,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::protocol::Limits;
-use crate::stats::Stats;
+use crate::stats::{SendTotals, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
-use crate::worker::{SendOptions, UringCounts, UringTotals, Worker, ZeroCopyTotals};
+use crate::worker::{SendOptions, Worker};
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -38,16 +38,6 @@ pub struct ServerHandle {
     buffered: Arc<AtomicUsize>,
     zerocopy: Arc<ZeroCopyTotals>,
     uring: Arc<UringTotals>,
-}
-
-/// What the workers' send machinery did, summed over the server (see
-/// [`ServerHandle::shutdown`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendTotals {
-    /// The connections' zero-copy senders (all zero unless the send path is zerocopy).
-    pub zero_copy: sendbuf::ZeroCopyStats,
-    /// The workers' io_uring senders (all zero unless the send path is uring).
-    pub uring: UringCounts,
 }
 
 /// Binds `cfg.listen` and starts the acceptor and `cfg.threads` workers.

@@ -1,10 +1,13 @@
 //! Server-wide counters for `stats` (ASCII) and `stat` (binary), shared by every worker as
 //! `Arc<Stats>`. The loop bumps the connection and byte counters; the protocols bump the command
-//! counters; item counts come from the [`Store`].
+//! counters; item counts come from the [`Store`]. What the send machinery did (zero-copy and
+//! io_uring counts) is summed here too, when connections close and workers exit.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
+
+use sendbuf::ZeroCopyStats;
 
 use crate::store::Store;
 
@@ -216,5 +219,107 @@ impl Stats {
             ("evictions", "on".to_string()),
             ("cas_enabled", "yes".to_string()),
         ]
+    }
+}
+
+/// What the workers' send machinery did, summed over the server (see
+/// [`ServerHandle::shutdown`](crate::server::ServerHandle::shutdown)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendTotals {
+    /// The connections' zero-copy senders (all zero unless the send path is zerocopy).
+    pub zero_copy: ZeroCopyStats,
+    /// The workers' io_uring senders (all zero unless the send path is uring).
+    pub uring: UringCounts,
+}
+
+/// What the connections' [`ZeroCopy`](sendbuf::ZeroCopy) senders did, summed over the server; a connection adds
+/// its counts when it closes (not per request).
+#[derive(Debug, Default)]
+pub struct ZeroCopyTotals {
+    zero_copy_sends: AtomicU64,
+    copying_sends: AtomicU64,
+    enobufs: AtomicU64,
+    completions: AtomicU64,
+    copied: AtomicU64,
+    ignored: AtomicU64,
+}
+
+impl ZeroCopyTotals {
+    pub(crate) fn add(&self, s: ZeroCopyStats) {
+        let r = Ordering::Relaxed;
+        self.zero_copy_sends.fetch_add(s.zero_copy_sends, r);
+        self.copying_sends.fetch_add(s.copying_sends, r);
+        self.enobufs.fetch_add(s.enobufs, r);
+        self.completions.fetch_add(s.completions, r);
+        self.copied.fetch_add(s.copied, r);
+        self.ignored.fetch_add(s.ignored, r);
+    }
+
+    /// The sums of every connection closed so far.
+    pub fn snapshot(&self) -> ZeroCopyStats {
+        let r = Ordering::Relaxed;
+        ZeroCopyStats {
+            zero_copy_sends: self.zero_copy_sends.load(r),
+            copying_sends: self.copying_sends.load(r),
+            enobufs: self.enobufs.load(r),
+            completions: self.completions.load(r),
+            copied: self.copied.load(r),
+            ignored: self.ignored.load(r),
+        }
+    }
+}
+
+/// What the workers' io_uring senders (`sendbuf::UringSender`) did, summed over the server; a worker adds its
+/// counts when it exits.
+#[derive(Debug, Default)]
+pub struct UringTotals {
+    enters: AtomicU64,
+    sends: AtomicU64,
+    results: AtomicU64,
+    cancels: AtomicU64,
+    ignored: AtomicU64,
+    leaked_buffers: AtomicU64,
+}
+
+/// A snapshot of [`UringTotals`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UringCounts {
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// Sends submitted.
+    pub sends: u64,
+    /// Send results reaped.
+    pub results: u64,
+    /// Cancellations of sends in flight (closing or shutting down with a send in flight).
+    pub cancels: u64,
+    /// Completions matching no send.
+    pub ignored: u64,
+    /// Buffer pairs leaked because the kernel did not give a send back in time.
+    pub leaked_buffers: u64,
+}
+
+impl UringTotals {
+    #[cfg(feature = "io-uring")]
+    pub(crate) fn add(&self, s: sendbuf::UringStats, leaked_buffers: u64) {
+        let r = Ordering::Relaxed;
+        self.enters.fetch_add(s.enters, r);
+        self.sends.fetch_add(s.sends, r);
+        self.results.fetch_add(s.results, r);
+        self.cancels.fetch_add(s.cancels, r);
+        self.ignored.fetch_add(s.ignored, r);
+        self.leaked_buffers.fetch_add(leaked_buffers, r);
+    }
+
+    /// The sums of every worker exited so far.
+    pub fn snapshot(&self) -> UringCounts {
+        let r = Ordering::Relaxed;
+        UringCounts {
+            enters: self.enters.load(r),
+            sends: self.sends.load(r),
+            results: self.results.load(r),
+            cancels: self.cancels.load(r),
+            ignored: self.ignored.load(r),
+            leaked_buffers: self.leaked_buffers.load(r),
+        }
     }
 }

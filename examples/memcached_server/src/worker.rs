@@ -62,7 +62,7 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,14 +71,14 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use sendbuf::{
     GatherLimits, LocalPool, Pool, PoolLimits, ReadBuffer, Stealable, Watermarks, WriteBuffer,
-    ZeroCopy, ZeroCopyStats,
+    ZeroCopy,
 };
 #[cfg(feature = "io-uring")]
 use sendbuf::{UringCompletion, UringEvent, UringSender};
 
 use crate::config::SendPath;
 use crate::protocol::{Limits, Session};
-use crate::stats::{bump, Stats};
+use crate::stats::{bump, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
 
 /// The token of a worker's `mio::Waker` (connections use their slot index).
@@ -130,98 +130,6 @@ pub struct SendOptions {
     pub min_window: usize,
     /// See `Config::stall_timeout`.
     pub stall_timeout: Duration,
-}
-
-/// What the connections' [`ZeroCopy`] senders did, summed over the server; a connection adds
-/// its counts when it closes (not per request).
-#[derive(Debug, Default)]
-pub struct ZeroCopyTotals {
-    zero_copy_sends: AtomicU64,
-    copying_sends: AtomicU64,
-    enobufs: AtomicU64,
-    completions: AtomicU64,
-    copied: AtomicU64,
-    ignored: AtomicU64,
-}
-
-impl ZeroCopyTotals {
-    fn add(&self, s: ZeroCopyStats) {
-        let r = Ordering::Relaxed;
-        self.zero_copy_sends.fetch_add(s.zero_copy_sends, r);
-        self.copying_sends.fetch_add(s.copying_sends, r);
-        self.enobufs.fetch_add(s.enobufs, r);
-        self.completions.fetch_add(s.completions, r);
-        self.copied.fetch_add(s.copied, r);
-        self.ignored.fetch_add(s.ignored, r);
-    }
-
-    /// The sums of every connection closed so far.
-    pub fn snapshot(&self) -> ZeroCopyStats {
-        let r = Ordering::Relaxed;
-        ZeroCopyStats {
-            zero_copy_sends: self.zero_copy_sends.load(r),
-            copying_sends: self.copying_sends.load(r),
-            enobufs: self.enobufs.load(r),
-            completions: self.completions.load(r),
-            copied: self.copied.load(r),
-            ignored: self.ignored.load(r),
-        }
-    }
-}
-
-/// What the workers' [`sendbuf::UringSender`]s did, summed over the server; a worker adds its
-/// counts when it exits.
-#[derive(Debug, Default)]
-pub struct UringTotals {
-    enters: AtomicU64,
-    sends: AtomicU64,
-    results: AtomicU64,
-    cancels: AtomicU64,
-    ignored: AtomicU64,
-    leaked_buffers: AtomicU64,
-}
-
-/// A snapshot of [`UringTotals`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct UringCounts {
-    /// `io_uring_enter` calls.
-    pub enters: u64,
-    /// Sends submitted.
-    pub sends: u64,
-    /// Send results reaped.
-    pub results: u64,
-    /// Cancellations of sends in flight (closing or shutting down with a send in flight).
-    pub cancels: u64,
-    /// Completions matching no send.
-    pub ignored: u64,
-    /// Buffer pairs leaked because the kernel did not give a send back in time.
-    pub leaked_buffers: u64,
-}
-
-impl UringTotals {
-    #[cfg(feature = "io-uring")]
-    fn add(&self, s: sendbuf::UringStats, leaked_buffers: u64) {
-        let r = Ordering::Relaxed;
-        self.enters.fetch_add(s.enters, r);
-        self.sends.fetch_add(s.sends, r);
-        self.results.fetch_add(s.results, r);
-        self.cancels.fetch_add(s.cancels, r);
-        self.ignored.fetch_add(s.ignored, r);
-        self.leaked_buffers.fetch_add(leaked_buffers, r);
-    }
-
-    /// The sums of every worker exited so far.
-    pub fn snapshot(&self) -> UringCounts {
-        let r = Ordering::Relaxed;
-        UringCounts {
-            enters: self.enters.load(r),
-            sends: self.sends.load(r),
-            results: self.results.load(r),
-            cancels: self.cancels.load(r),
-            ignored: self.ignored.load(r),
-            leaked_buffers: self.leaked_buffers.load(r),
-        }
-    }
 }
 
 /// Reads one pass over a connection makes before the worker turns to the others; a connection

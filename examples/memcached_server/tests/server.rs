@@ -5,7 +5,7 @@
 // Real sockets and threads on mio: nothing for Miri to interpret.
 #![cfg(not(miri))]
 
-use memcached_server::{config, server, worker};
+use memcached_server::{config, server, stats, worker};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
@@ -45,19 +45,19 @@ fn config(path: SendPath) -> Config {
 /// bytes of it; on the io_uring path, responses went through the ring, every send's result
 /// came back (none was left in the kernel with its buffers) and no buffer was leaked; on the
 /// copy path, neither machinery ran.
-fn finish(server: ServerHandle, path: SendPath) -> server::SendTotals {
+fn finish(server: ServerHandle, path: SendPath) -> stats::SendTotals {
     let totals = server.shutdown();
     let (zc, u) = (totals.zero_copy, totals.uring);
     if path != SendPath::ZeroCopy {
         assert_eq!(zc, sendbuf::ZeroCopyStats::default());
     }
     match path {
-        SendPath::Copy => assert_eq!(u, worker::UringCounts::default()),
+        SendPath::Copy => assert_eq!(u, stats::UringCounts::default()),
         SendPath::ZeroCopy => {
             assert!(zc.zero_copy_sends > 0, "no zero-copy send: {zc:?}");
             assert!(zc.completions > 0, "no completion: {zc:?}");
             assert_eq!(zc.ignored, 0, "completions matching no send: {zc:?}");
-            assert_eq!(u, worker::UringCounts::default());
+            assert_eq!(u, stats::UringCounts::default());
         }
         #[cfg(feature = "io-uring")]
         SendPath::Uring => {
