@@ -14,4 +14,5 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod store;
+mod sys;
 pub mod worker;

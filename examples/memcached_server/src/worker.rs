@@ -62,6 +62,7 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -80,6 +81,7 @@ use crate::config::SendPath;
 use crate::protocol::{Limits, Session};
 use crate::stats::{bump, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
+use crate::sys;
 
 /// The token of a worker's `mio::Waker` (connections use their slot index).
 pub const WAKE: Token = Token(usize::MAX);
@@ -545,7 +547,7 @@ impl Worker {
                 SendPath::ZeroCopy => {
                     let mut zc = ZeroCopy::new();
                     zc.set_stop_when_copied(self.send.stop_when_copied);
-                    let window = peer_window(&stream);
+                    let window = sys::peer_window(stream.as_fd());
                     if window.is_some_and(|w| w < self.send.min_window) {
                         // Not enabled: every send through it copies (DEFAULT_ZEROCOPY_MIN_WINDOW).
                     } else if let Err(e) = zc.enable(&stream) {
@@ -737,16 +739,10 @@ impl Worker {
 #[cfg(feature = "io-uring")]
 impl UringLoop {
     fn new(poll: &Poll) -> io::Result<UringLoop> {
-        use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+        use std::os::fd::{AsFd, AsRawFd};
         let unavailable = |e: io::Error| io::Error::new(e.kind(), format!("io_uring: {e}"));
         let mut sender = UringSender::new(URING_ENTRIES).map_err(unavailable)?;
-        // SAFETY: eventfd(2) has no memory arguments; it returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let eventfd = crate::sys::eventfd()?;
         sender
             .register_eventfd(eventfd.as_fd())
             .map_err(unavailable)?;
@@ -1056,37 +1052,8 @@ impl TrimTracker {
         }
         self.freed_at_trim = freed;
         self.closed = 0;
-        malloc_trim();
+        sys::malloc_trim();
     }
-}
-
-/// The receive window the peer of `stream` advertises now (`TCP_INFO`'s `tcpi_snd_wnd`, Linux
-/// 5.4 and later), or `None` if the kernel does not say.
-#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
-fn peer_window(stream: &TcpStream) -> Option<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` is a writable tcp_info of `len` bytes that outlives the call, and the
-    // kernel writes at most `len` bytes into it (setting `len` to what it wrote).
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    // An older kernel writes a shorter struct without the field: then it does not say.
-    let known = std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4;
-    (rc == 0 && len as usize >= known).then_some(info.tcpi_snd_wnd as usize)
-}
-
-#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
-fn peer_window(_stream: &TcpStream) -> Option<usize> {
-    None
 }
 
 /// Whether a connection with these flags and this write buffer waits on its peer to read: it is
@@ -1099,40 +1066,8 @@ fn waits_on_peer(flags: u8, wb: &WriteBuffer) -> bool {
 /// What the peer has yet to take: our unsent bytes and the kernel's (a peer that reads drains
 /// the kernel's first, and ours only move when that has room).
 fn owed(wb: &WriteBuffer, stream: &TcpStream) -> usize {
-    unsent(wb) + kernel_unsent(stream)
+    unsent(wb) + sys::kernel_unsent(stream.as_fd())
 }
-
-/// Bytes the kernel holds in `stream`'s send queue, not yet acknowledged by the peer
-/// (`SIOCOUTQ`); 0 if it does not say.
-#[cfg(target_os = "linux")]
-fn kernel_unsent(stream: &TcpStream) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int to the pointer, which is valid for the call.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    if rc == 0 {
-        usize::try_from(n).unwrap_or(0)
-    } else {
-        0
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn kernel_unsent(_stream: &TcpStream) -> usize {
-    0
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn malloc_trim() {
-    // SAFETY: malloc_trim has no preconditions; it only returns free memory to the kernel and
-    // takes the allocator's own locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn malloc_trim() {}
 
 /// One pass over a connection after an event; see the module docs.
 fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
