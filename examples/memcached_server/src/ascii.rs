@@ -2,7 +2,7 @@
 //! data block after storage commands, and memcached's exact reply strings.
 //!
 //! [`request`] handles the one request at the start of the input: it finds the line (refusing
-//! lines that grow past [`MAX_LINE`](crate::protocol::MAX_LINE) without a newline), tokenizes
+//! lines that grow past [`crate::protocol::MAX_LINE`] without a newline), tokenizes
 //! it, waits for the data block of a storage command, executes the command and queues the reply.
 //! `VALUE` headers are formatted into scratch; values are pinned.
 
