@@ -32,7 +32,8 @@ use std::sync::Arc;
 
 use sendbuf::{ReadBuffer, Watermarks, WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 
-use memcached_server::protocol::{Limits, Session, KEY_MAX, MAX_GET_LINE};
+use memcached_server::handler::{Limits, KEY_MAX, MAX_GET_LINE};
+use memcached_server::protocol::Session;
 use memcached_server::stats::Stats;
 use memcached_server::store::Store;
 

@@ -2,7 +2,7 @@
 //! data block after storage commands, and memcached's exact reply strings.
 //!
 //! [`request`] handles the one request at the start of the input: it finds the line (refusing
-//! lines that grow past [`crate::protocol::MAX_LINE`] without a newline), tokenizes
+//! lines that grow past [`crate::handler::MAX_LINE`] without a newline), tokenizes
 //! it, waits for the data block of a storage command, executes the command and queues the reply.
 //! `VALUE` headers are formatted into scratch; values are pinned.
 
@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use sendbuf::{HardLimitError, WriteBuffer};
 
-use crate::protocol::{pin, put, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
+use crate::handler::{pin, put, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
 use crate::stats::{bump, VERSION};
 use crate::store::{DeleteResult, DeltaResult, Hit, Mode, StoreResult};
 
@@ -174,7 +174,7 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, H
 
 /// The longest line (without its newline) in general and for a multi-get: memcached's 2048
 /// and [`MAX_GET_LINE`], but never more than the server buffers for one request
-/// ([`Limits::max_request`](crate::protocol::Limits::max_request)).
+/// ([`Limits::max_request`](crate::handler::Limits::max_request)).
 fn line_limits(env: &Env) -> (usize, usize) {
     let bound = env.limits.max_request() - 1;
     (MAX_LINE.min(bound), MAX_GET_LINE.min(bound))

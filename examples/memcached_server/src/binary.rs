@@ -11,7 +11,7 @@ use sendbuf::{HardLimitError, WriteBuffer};
 
 use std::sync::Arc;
 
-use crate::protocol::{pin, Env, Step, KEY_MAX};
+use crate::handler::{pin, Env, Step, KEY_MAX};
 use crate::stats::{bump, VERSION};
 use crate::store::{DeleteResult, DeltaResult, Hit, Mode, StoreResult};
 

@@ -9,36 +9,11 @@
 
 use std::sync::Arc;
 
-use sendbuf::{HardLimitError, WriteBuffer};
+use sendbuf::WriteBuffer;
 
+use crate::handler::{Env, Limits, Step};
 use crate::stats::Stats;
 use crate::store::Store;
-
-/// Longest key either protocol accepts (memcached's `KEY_MAX_LENGTH`).
-pub const KEY_MAX: usize = 250;
-
-/// Longest ASCII command line without a newline before the connection is closed (memcached's
-/// 2048; `get`/`gets` lines may be longer, up to [`MAX_GET_LINE`]).
-pub const MAX_LINE: usize = 2048;
-
-/// Longest ASCII `get`/`gets` line (a multi-get of many keys).
-pub const MAX_GET_LINE: usize = 64 * 1024;
-
-/// Limits of a server, from its command line.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The longest value a client may store (`--max-item-size`).
-    pub max_item_size: usize,
-}
-
-impl Limits {
-    /// The most input bytes one request can need before it can be executed: a binary header,
-    /// the longest extras a stored command has, a key and a value. [`Processed::need`] never
-    /// exceeds it.
-    pub fn max_request(&self) -> usize {
-        self.max_item_size.saturating_add(24 + KEY_MAX + 64)
-    }
-}
 
 /// What [`Session::process`] did with its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,31 +34,6 @@ enum Proto {
     Unknown,
     Binary,
     Ascii,
-}
-
-/// The result of looking at the start of the input for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// A request of this many bytes was handled (its response is queued).
-    Done(usize),
-    /// A request of this many bytes was handled and the next `swallow` bytes of input belong
-    /// to its (refused) value and are to be discarded.
-    Swallow(usize, u64),
-    /// The request is incomplete; it needs this many bytes in total (0 = unknown yet).
-    Need(usize),
-    /// Close after sending what is queued; `usize` bytes were consumed.
-    Close(usize),
-}
-
-/// What the protocol handlers share: the cache, the counters, the limits.
-#[derive(Debug)]
-pub struct Env {
-    /// The cache.
-    pub store: Arc<Store>,
-    /// Server counters.
-    pub stats: Arc<Stats>,
-    /// Server limits.
-    pub limits: Limits,
 }
 
 /// The protocol state of one connection.
@@ -185,16 +135,4 @@ impl Session {
         }
         done
     }
-}
-
-/// Queues `bytes` in scratch.
-#[inline]
-pub fn put(out: &mut WriteBuffer, bytes: &[u8]) -> Result<(), HardLimitError> {
-    out.try_put_slice(bytes)
-}
-
-/// Queues a value by reference (copied if short).
-#[inline]
-pub fn pin(out: &mut WriteBuffer, value: Arc<[u8]>) -> Result<(), HardLimitError> {
-    out.try_pin(value)
 }

@@ -18,7 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::Config;
-use crate::protocol::Limits;
+use crate::handler::Limits;
 use crate::stats::{SendTotals, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
 use crate::worker::{SendOptions, Worker};

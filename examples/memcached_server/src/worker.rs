@@ -44,7 +44,8 @@ use mio::{Events, Interest, Poll, Token};
 use sendbuf::{GatherLimits, LocalPool, Pool, PoolLimits};
 
 use crate::config::SendPath;
-use crate::protocol::{Limits, Session};
+use crate::handler::Limits;
+use crate::protocol::Session;
 use crate::stats::{Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
 use conn::{drive, Conn, Ctx, Input, Outcome, Output, Phase};

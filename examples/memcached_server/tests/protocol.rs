@@ -4,11 +4,12 @@
 //! stop at the high water mark, and the store's semantics (expiry, CAS, flush, incr/decr,
 //! least-recently-used eviction under the memory limit, values outliving their item).
 
-use memcached_server::{binary, protocol, stats, store};
+use memcached_server::{binary, handler, protocol, stats, store};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use protocol::{Limits, Processed, Session};
+use handler::Limits;
+use protocol::{Processed, Session};
 use sendbuf::{Watermarks, WriteBuffer};
 use stats::Stats;
 use store::{DeleteResult, DeltaResult, Mode, Store, StoreResult};
@@ -536,7 +537,7 @@ fn ascii_line_limits() {
     assert_eq!(text(&all(&mut s, &get)), "VALUE k0 0 1\r\nv\r\nEND\r\n");
     let (mut s, _) = session();
     let mut huge = b"get ".to_vec();
-    huge.resize(protocol::MAX_GET_LINE + 1, b'k');
+    huge.resize(handler::MAX_GET_LINE + 1, b'k');
     let (p, r) = run(&mut s, &huge);
     assert!(p.close);
     assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
