@@ -1,10 +1,10 @@
 //! Starting and stopping the server: one acceptor thread and N worker threads.
 //!
-//! The acceptor owns the listening socket and a `mio::Poll`; it accepts every pending
-//! connection, sets `TCP_NODELAY`, and hands each one to the next worker round-robin through
-//! that worker's channel, then wakes the worker's `Poll` with its `mio::Waker`. A connection
-//! stays on its worker for life (see `worker.rs`), so nothing on the request path is shared
-//! between threads except the store and the statistics.
+//! The acceptor owns the listening socket and a `mio::Poll`; it accepts every pending connection,
+//! sets `TCP_NODELAY`, and hands each one to the next worker round-robin through that worker's
+//! channel, then wakes the worker's `Poll` with its `mio::Waker`. A connection stays on its worker
+//! for life (see [`worker`](crate::worker)), so nothing on the request path is shared between
+//! threads except the store and the statistics.
 
 use std::io;
 use std::net::SocketAddr;
