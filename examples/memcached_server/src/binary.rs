@@ -7,7 +7,7 @@
 //! command and formats the response header with a [`FormatGuard`](sendbuf::FormatGuard); values
 //! are pinned, not copied. Quiet commands answer only misses (gets) or errors (mutations).
 
-use sendbuf::{HardLimitError, WriteBuffer};
+use sendbuf::{Encode, HardLimitError, WriteBuffer};
 
 use std::sync::Arc;
 
@@ -122,6 +122,41 @@ impl Header {
     }
 }
 
+/// A response header: [`RES_MAGIC`], raw datatype, every number big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ResponseHeader {
+    /// The command, echoed from the request.
+    opcode: u8,
+    /// Key length.
+    key_len: u16,
+    /// Extras length.
+    extras_len: u8,
+    /// Status code (see [`status`]).
+    status: u16,
+    /// Extras + key + value length.
+    body_len: u32,
+    /// Echoed from the request.
+    opaque: u32,
+    /// Compare-and-swap unique of the item, 0 if none.
+    cas: u64,
+}
+
+impl Encode for ResponseHeader {
+    const SIZE: usize = HEADER_LEN;
+
+    fn encode(&self, out: &mut [u8]) {
+        out[0] = RES_MAGIC;
+        out[1] = self.opcode;
+        out[2..4].copy_from_slice(&self.key_len.to_be_bytes());
+        out[4] = self.extras_len;
+        out[5] = 0; // datatype: raw bytes
+        out[6..8].copy_from_slice(&self.status.to_be_bytes());
+        out[8..12].copy_from_slice(&self.body_len.to_be_bytes());
+        out[12..16].copy_from_slice(&self.opaque.to_be_bytes());
+        out[16..24].copy_from_slice(&self.cas.to_be_bytes());
+    }
+}
+
 /// Formats one response: header, extras, key and a small body, all in scratch in one commit.
 /// A `value`, if any, follows: copied into the same commit if it is shorter than the buffer's
 /// flatten threshold, pinned by reference otherwise.
@@ -138,19 +173,18 @@ fn respond(
 ) -> Result<(), HardLimitError> {
     let value_len = value.as_ref().map_or(0, |v| v.len());
     let bodylen = extras.len() + key.len() + body.len() + value_len;
-    let mut head = [0u8; HEADER_LEN];
-    head[0] = RES_MAGIC;
-    head[1] = h.opcode;
-    head[2..4].copy_from_slice(&(key.len() as u16).to_be_bytes());
-    head[4] = extras.len() as u8;
-    // head[5]: datatype, raw bytes.
-    head[6..8].copy_from_slice(&status.to_be_bytes());
-    head[8..12].copy_from_slice(&(bodylen as u32).to_be_bytes());
-    head[12..16].copy_from_slice(&h.opaque.to_be_bytes());
-    head[16..24].copy_from_slice(&cas.to_be_bytes());
+    let head = ResponseHeader {
+        opcode: h.opcode,
+        key_len: key.len() as u16,
+        extras_len: extras.len() as u8,
+        status,
+        body_len: bodylen as u32,
+        opaque: h.opaque,
+        cas,
+    };
     let copy_value = value_len < out.flatten_threshold();
     let mut f = out.format();
-    f.put_slice(&head);
+    f.put(&head);
     f.put_slice(extras);
     f.put_slice(key);
     f.put_slice(body);
@@ -489,4 +523,33 @@ fn stat(env: &Env, h: &Header, group: &[u8], out: &mut WriteBuffer) -> Result<()
         )?;
     }
     respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_header_encodes_big_endian_after_the_magic() {
+        let head = ResponseHeader {
+            opcode: 0x0c,
+            key_len: 0x0102,
+            extras_len: 0x04,
+            status: 0x0506,
+            body_len: 0x0708_090a,
+            opaque: 0x0b0c_0d0e,
+            cas: 0x1112_1314_1516_1718,
+        };
+        let mut out = [0xffu8; HEADER_LEN];
+        head.encode(&mut out);
+        assert_eq!(
+            out,
+            [
+                0x81, 0x0c, 0x01, 0x02, 0x04, 0x00, 0x05, 0x06, // magic .. status
+                0x07, 0x08, 0x09, 0x0a, // body length
+                0x0b, 0x0c, 0x0d, 0x0e, // opaque
+                0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, // cas
+            ]
+        );
+    }
 }

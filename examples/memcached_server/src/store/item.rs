@@ -1,0 +1,143 @@
+//! What the store deals in: items, the part of one a response takes, commands and outcomes.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Bytes an item costs beyond its key and value: the `Item`, its `Arc`, the map entry (with a
+/// second copy of the key's pointer) and the LRU node. Counted against the memory limit.
+pub const ITEM_OVERHEAD: usize = 112;
+
+/// One cached entry. Immutable once stored: every change stores a new `Item`.
+#[derive(Debug)]
+pub struct Item {
+    /// The key (at most 250 bytes, checked by the protocols), shared with the map and with
+    /// later versions of the item.
+    pub key: Arc<[u8]>,
+    /// The value, shared with every response that still sends it.
+    pub value: Arc<[u8]>,
+    /// Opaque client flags.
+    pub flags: u32,
+    /// The CAS unique of this version of the item.
+    pub cas: u64,
+    /// Server time (seconds, see [`Store::now`]) at which it expires; 0 = never.
+    ///
+    /// [`Store::now`]: super::Store::now
+    pub exptime: u32,
+    /// Server time at which it was stored (for a delayed `flush_all`).
+    pub time: u32,
+}
+
+/// What a response needs of an item ([`Store::hit`], [`Store::touch`]).
+///
+/// [`Store::hit`]: super::Store::hit
+/// [`Store::touch`]: super::Store::touch
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The value, shared with the item.
+    pub value: Arc<[u8]>,
+    /// Opaque client flags.
+    pub flags: u32,
+    /// The CAS unique.
+    pub cas: u64,
+}
+
+impl Hit {
+    /// The response's part of `item`.
+    pub fn of(item: &Item) -> Hit {
+        Hit {
+            value: item.value.clone(),
+            flags: item.flags,
+            cas: item.cas,
+        }
+    }
+}
+
+impl Item {
+    /// Bytes this item counts against the memory limit.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.len() + ITEM_OVERHEAD
+    }
+}
+
+/// Which store command, with memcached's semantics for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if absent.
+    Add,
+    /// Store only if present.
+    Replace,
+    /// Append the data to the existing value (flags and expiry unchanged).
+    Append,
+    /// Prepend the data to the existing value (flags and expiry unchanged).
+    Prepend,
+    /// Store only if present with the given CAS unique (ASCII `cas`, binary set/add/replace
+    /// with a CAS in the header).
+    Cas,
+}
+
+/// Outcome of a store command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreResult {
+    /// Stored, with the new CAS unique.
+    Stored(u64),
+    /// Condition not met (add on present, replace/append/prepend on absent).
+    NotStored,
+    /// CAS given and the item changed since.
+    Exists,
+    /// CAS given and the item is absent.
+    NotFound,
+    /// Value above the maximum item size.
+    TooLarge,
+    /// Not enough memory even after evicting.
+    NoMemory,
+}
+
+/// Outcome of `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteResult {
+    /// Removed.
+    Deleted,
+    /// No such (live) item.
+    NotFound,
+    /// CAS given and the item changed since.
+    Exists,
+}
+
+/// Outcome of `incr`/`decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaResult {
+    /// The new value and the item's new CAS unique.
+    Value(u64, u64),
+    /// No such item.
+    NotFound,
+    /// The stored value is not a decimal 64-bit unsigned number.
+    NonNumeric,
+    /// CAS given and the item changed since.
+    Exists,
+    /// Not enough memory for the new value.
+    NoMemory,
+}
+
+/// Counters the store keeps for `stats`.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Items evicted to make room.
+    pub evictions: AtomicU64,
+}
+
+/// Parses a stored counter as memcached's `safe_strtoull`: optional leading whitespace, decimal
+/// digits, then only whitespace (or the end); no sign.
+pub fn parse_counter(value: &[u8]) -> Option<u64> {
+    let s = value.trim_ascii_start();
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || !s[digits..].iter().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &s[..digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
