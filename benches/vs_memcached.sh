@@ -6,7 +6,7 @@
 #     pinned   = 1 worker each on cpu 1, client (1 thread) on cpu 0;
 #     unpinned = 2 workers each, client 2 threads, no affinity;
 #   * an A/A pair set first (memcached against a second memcached) to show the noise floor;
-#   * ABBA pairs (A,B then B,A) of loadgen runs (examples/memcached_server/src/bin/loadgen.rs) for 100 B, 4 KiB and 64 KiB values
+#   * ABBA pairs (A,B then B,A) of loadgen runs (examples/memcached_server/src/bin/loadgen/) for 100 B, 4 KiB and 64 KiB values
 #     x (16 connections, depth 1) and (8 connections x depth 8); 9:1 get:set, every get a hit;
 #     median ratio (min-max) of ops/s and of server CPU us/op (/proc/PID/stat utime+stime over
 #     the counted window);
