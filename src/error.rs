@@ -246,3 +246,68 @@ impl From<StealError> for io::Error {
         io::Error::other(err)
     }
 }
+
+/// Why a [`TlsSession`](crate::TlsSession) cannot go on (feature `rustls`).
+///
+/// The session is finished once this is returned: send what it still has pending (usually an
+/// alert that tells the peer why), then close the connection. Nothing panics on bad input from
+/// the network; it all ends here.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use sendbuf::TlsError;
+///
+/// let err = TlsError::Protocol(rustls::Error::DecryptError);
+/// assert!(err.to_string().starts_with("cannot continue the TLS session: "));
+/// assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidData);
+/// ```
+#[cfg(feature = "rustls")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The peer broke the protocol (a bad or truncated record, a failed handshake, a bad
+    /// certificate...): rustls's reason.
+    Protocol(rustls::Error),
+    /// The peer sent more than the session buffers: decrypted requests nobody consumed.
+    Limit(ReadLimitError),
+    /// The connection's traffic keys are used up and cannot be renewed: rustls refuses to
+    /// encrypt more (TLS 1.2 after 2^64 records or a cipher's limit).
+    KeysExhausted,
+}
+
+#[cfg(feature = "rustls")]
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot continue the TLS session: ")?;
+        match self {
+            TlsError::Protocol(e) => write!(f, "{e}"),
+            TlsError::Limit(e) => write!(f, "{e}"),
+            TlsError::KeysExhausted => f.write_str("the traffic keys are exhausted"),
+        }
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Protocol(e) => Some(e),
+            TlsError::Limit(e) => Some(e),
+            TlsError::KeysExhausted => None,
+        }
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl From<TlsError> for io::Error {
+    fn from(err: TlsError) -> io::Error {
+        let kind = match err {
+            TlsError::Protocol(_) => io::ErrorKind::InvalidData,
+            TlsError::Limit(_) => io::ErrorKind::OutOfMemory,
+            TlsError::KeysExhausted => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}

@@ -470,6 +470,15 @@ impl<'a> FormatGuard<'a> {
         self.cur.pos += n;
     }
 
+    /// Keeps only the first `len` bytes written through this guard (a TLS record encrypted into
+    /// room reserved for its largest size).
+    #[cfg(feature = "rustls")]
+    #[inline]
+    pub(crate) fn truncate(&mut self, len: usize) {
+        debug_assert!(len <= self.len() && self.unfilled == 0);
+        self.cur.pos = self.cur.start + len.min(self.len());
+    }
+
     /// Appends the written bytes to the buffer's queue, after everything committed or pinned
     /// before. Adjacent commits share one segment (one iovec).
     ///

@@ -90,6 +90,24 @@
 //! each result advances its buffer, and a zero-copy send's bytes stay held until its
 //! notification completion releases them.
 //!
+//! # TLS
+//!
+//! With the feature `rustls`, `TlsSession` keeps this write path under TLS: plaintext is
+//! queued in a `WriteBuffer` as usual, each pending run is encrypted once by rustls straight
+//! into records in scratch the session owns (small responses share records), and the records
+//! go out gathered. A pinned value is released as soon as its last byte is encrypted;
+//! `is_empty` and the steal stay exact one layer down (unsent records, handshake bytes and
+//! received records count), and the water marks count plaintext plus records. See the `tls`
+//! module.
+//!
+//! Kernel TLS (`setsockopt(TCP_ULP, "tls")`) would let the kernel encrypt straight from pinned
+//! pages and release them when `sendmsg` returns, with no user-space copy at all. The session is
+//! shaped for it: its send side is "pending plaintext in, bytes for the socket out", so a
+//! kernel-TLS session would hand the plaintext queue itself to `sendmsg` after installing the
+//! keys rustls negotiated (`dangerous_into_kernel_connection`). `tls::kernel_tls_available`
+//! says whether this kernel has the `tls` module; where it does not (`ENOENT`), the user-space
+//! path is the only one.
+//!
 //! # Features
 //!
 //! The core needs no feature; each integration with another crate is one you opt into.
@@ -104,6 +122,9 @@
 //! * `io-uring` (Linux only): `UringSender`, many connections' sends (copying or zero-copy)
 //!   submitted with one system call.
 //!   `sendbuf = { version = "0.1", features = ["io-uring"] }`
+//! * `rustls`: `TlsSession`, TLS 1.2 and 1.3 with rustls 0.23 and its `ring` provider (a C
+//!   compiler is all it needs to build).
+//!   `sendbuf = { version = "0.1", features = ["rustls"] }`
 //! * `itoa` (on by default): `FormatGuard::put_decimal` writes its digits with the `itoa`
 //!   crate; without it `core::fmt` writes the same bytes, more slowly.
 //!   `sendbuf = { version = "0.1", default-features = false }` turns it off.
@@ -126,6 +147,8 @@ mod segment;
 mod send;
 mod steal;
 mod sys;
+#[cfg(feature = "rustls")]
+pub mod tls;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 mod uring;
 mod watermark;
@@ -133,12 +156,16 @@ mod write_buffer;
 mod zerocopy;
 
 pub use decimal::Decimal;
+#[cfg(feature = "rustls")]
+pub use error::TlsError;
 pub use error::{AdvanceError, ConsumeError, HardLimitError, ReadLimitError, StealError};
 pub use format::{Encode, FormatGuard, Reserved};
 pub use iovec::{GatherLimits, IoVecBuilder, INLINE_IOVECS};
 pub use pool::{LocalPool, Pool, PoolLimits, PoolStats, SharedPool};
 pub use read_buffer::ReadBuffer;
 pub use steal::Stealable;
+#[cfg(feature = "rustls")]
+pub use tls::{TlsSession, TlsStats};
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 pub use uring::{UringCompletion, UringEvent, UringSender, UringStats};
 pub use watermark::{Pressure, Watermarks};

@@ -271,6 +271,23 @@ impl ReadBuffer {
         &self.storage[self.start..self.end]
     }
 
+    /// The bytes read and not yet consumed, writable in place (a TLS session hands them to
+    /// rustls, which decrypts records where they lie).
+    #[cfg(feature = "rustls")]
+    #[inline]
+    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.end]
+    }
+
+    /// Appends `src` after the data, making room as a read would.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn append(&mut self, src: &[u8]) -> Result<(), ReadLimitError> {
+        self.make_room(src.len())?;
+        self.storage[self.end..self.end + src.len()].copy_from_slice(src);
+        self.end += src.len();
+        Ok(())
+    }
+
     /// Marks the first `n` bytes of [`data`](Self::data) as parsed.
     ///
     /// # Panics

@@ -70,6 +70,19 @@ pub struct WriteBuffer {
     flatten_below: usize,
     guards_opened: u64,
     backpressure: Backpressure,
+    /// Bytes the buffer answers for that live elsewhere: a TLS session's records, encrypted
+    /// from this buffer's plaintext and not yet sent.
+    #[cfg(feature = "rustls")]
+    outside: Outside,
+}
+
+/// Totals of the bytes a [`WriteBuffer`] answers for outside its own queue (see
+/// [`WriteBuffer::hold_outside`]), kept as totals so the limits' quiet bound stays exact.
+#[cfg(feature = "rustls")]
+#[derive(Debug, Default, Clone, Copy)]
+struct Outside {
+    added: u64,
+    removed: u64,
 }
 
 impl Default for WriteBuffer {
@@ -113,6 +126,8 @@ impl WriteBuffer {
             flatten_below: DEFAULT_FLATTEN_THRESHOLD,
             guards_opened: 0,
             backpressure: Backpressure::default(),
+            #[cfg(feature = "rustls")]
+            outside: Outside::default(),
         }
     }
 
@@ -254,10 +269,84 @@ impl WriteBuffer {
         self.queue.held_len()
     }
 
-    /// Bytes the buffer answers for: pending plus held by the kernel.
+    /// Bytes the buffer answers for: pending plus held by the kernel (plus, with a TLS session,
+    /// its records not yet sent).
     #[inline]
     pub(crate) fn held_bytes(&self) -> usize {
-        self.queue.len() + self.queue.held_len()
+        let held = self.queue.len() + self.queue.held_len();
+        #[cfg(feature = "rustls")]
+        let held = held + (self.outside.added - self.outside.removed) as usize;
+        held
+    }
+
+    /// Bytes ever queued: the unit of the limits' quiet bound (see `Backpressure::grow`).
+    #[inline(always)]
+    fn bytes_in(&self) -> u64 {
+        let bytes_in = self.queue.bytes_in();
+        #[cfg(feature = "rustls")]
+        let bytes_in = bytes_in + self.outside.added;
+        bytes_in
+    }
+
+    /// Bytes that no longer count: sent and released (and records sent).
+    #[inline]
+    fn bytes_gone(&self) -> u64 {
+        let gone = self.queue.totals().2;
+        #[cfg(feature = "rustls")]
+        let gone = gone + self.outside.removed;
+        gone
+    }
+
+    /// Counts `n` bytes that live elsewhere (a TLS session's records made from this buffer's
+    /// plaintext) towards the water marks and the hard limit, until
+    /// [`release_outside`](Self::release_outside). Never refused: they replace plaintext the
+    /// buffer had already admitted.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn hold_outside(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.outside.added += n as u64;
+        let held = self.held_bytes();
+        self.backpressure.grew(n, held);
+    }
+
+    /// Moves past `n` pending bytes that became `replacement` bytes held elsewhere (a TLS
+    /// session's records encrypted from them), as one change: the marks see only the net
+    /// difference, never the plaintext and its records twice or neither.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn advance_into_outside(
+        &mut self,
+        n: usize,
+        replacement: usize,
+    ) -> Result<(), AdvanceError> {
+        let available = self.queue.len();
+        if n > available {
+            return Err(AdvanceError {
+                requested: n,
+                available,
+            });
+        }
+        let before = self.held_bytes();
+        self.queue.advance(n, &mut self.scratch, Release::OnSend);
+        self.outside.added += replacement as u64;
+        let after = self.held_bytes();
+        if after > before {
+            self.backpressure.grew(after - before, after);
+        } else {
+            let gone = self.bytes_gone();
+            self.backpressure.drained(before - after, after, gone);
+        }
+        Ok(())
+    }
+
+    /// `n` bytes counted by [`hold_outside`](Self::hold_outside) left (were sent).
+    #[cfg(feature = "rustls")]
+    pub(crate) fn release_outside(&mut self, n: usize) {
+        debug_assert!(n as u64 <= self.outside.added - self.outside.removed);
+        self.outside.removed += n as u64;
+        let (held, gone) = (self.held_bytes(), self.bytes_gone());
+        self.backpressure.drained(n, held, gone);
     }
 
     /// Number of pending segments: the iovecs a full gather needs.
@@ -437,7 +526,7 @@ impl WriteBuffer {
         // Limits first: their rare out-of-line path would otherwise make the compiler check
         // the tail's room twice.
         self.backpressure
-            .grow(self.queue.bytes_in(), self.held_bytes(), n)?;
+            .grow(self.bytes_in(), self.held_bytes(), n)?;
         if !self.scratch.fits_in_tail(n) {
             // Admitted already; the guard's commit admits the same bytes again.
             return self.put_slice_through_guard(src);
@@ -621,7 +710,7 @@ impl WriteBuffer {
         V: AsRef<[u8]> + Send + 'static,
     {
         self.backpressure
-            .grow(self.queue.bytes_in(), self.held_bytes(), len)?;
+            .grow(self.bytes_in(), self.held_bytes(), len)?;
         let owner = Owner::new(value());
         debug_assert_eq!(owner.bytes().len(), len, "AsRef<[u8]> changed length");
         self.queue.push_pinned(owner, len);
@@ -774,8 +863,8 @@ impl WriteBuffer {
         self.queue.advance(n, &mut self.scratch, mode);
         if watch {
             let after = self.held_bytes();
-            self.backpressure
-                .drained(before - after, after, self.queue.totals().2);
+            let gone = self.bytes_gone();
+            self.backpressure.drained(before - after, after, gone);
         }
         Ok(())
     }
@@ -791,8 +880,8 @@ impl WriteBuffer {
     /// creation): releases held segments that end there or earlier. Returns bytes released.
     pub(crate) fn release_through(&mut self, offset: u64) -> usize {
         let released = self.queue.release_through(offset, &mut self.scratch);
-        self.backpressure
-            .drained(released, self.held_bytes(), self.queue.totals().2);
+        let (held, gone) = (self.held_bytes(), self.bytes_gone());
+        self.backpressure.drained(released, held, gone);
         released
     }
 
@@ -842,11 +931,8 @@ impl WriteBuffer {
     /// Queues the bytes of a committing guard (not empty) if they fit under the hard limit.
     #[inline(always)]
     pub(crate) fn commit_scratch(&mut self, cur: &Cursor) -> Result<(), HardLimitError> {
-        self.backpressure.grow(
-            self.queue.bytes_in(),
-            self.held_bytes(),
-            cur.pos - cur.start,
-        )?;
+        self.backpressure
+            .grow(self.bytes_in(), self.held_bytes(), cur.pos - cur.start)?;
         self.scratch.commit(cur);
         self.queue.push_scratch(&self.scratch, cur);
         Ok(())

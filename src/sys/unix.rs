@@ -354,3 +354,39 @@ pub(crate) mod zerocopy {
         }
     }
 }
+
+/// Whether the kernel has TLS for TCP (the `tls` upper-layer protocol, module `tls`): sets
+/// `TCP_ULP "tls"` on a fresh, unconnected TCP socket. The kernel looks the protocol up (and
+/// loads its module) before it checks the socket, so `ENOENT` means no kernel TLS, while
+/// `ENOTCONN` (or success) means it is there.
+#[cfg(all(feature = "rustls", any(target_os = "linux", target_os = "android")))]
+pub(crate) fn kernel_tls_available() -> io::Result<bool> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: socket(2) has no memory arguments; it returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = b"tls";
+    // SAFETY: `name` is live for the call and its length is passed with it; `socket` is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_ULP,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => Ok(false),
+        Some(libc::ENOTCONN) => Ok(true),
+        _ => Err(err),
+    }
+}

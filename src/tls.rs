@@ -1,0 +1,700 @@
+//! [`TlsSession`]: a server-side TLS connection that keeps the write path (feature `rustls`).
+//!
+//! The application queues plaintext exactly as without TLS, in a [`WriteBuffer`]: headers
+//! formatted into scratch, values pinned by reference. At send time each pending run is
+//! encrypted once by rustls (its unbuffered API, [`WriteTraffic::encrypt`]) straight into
+//! records in scratch the session owns, and the records go out gathered, many in one `sendmsg`;
+//! partial writes advance through the records byte-exactly. A pinned value is released as soon
+//! as its last byte is encrypted: its bytes live on as ciphertext.
+//!
+//! ```text
+//!  format / pin          encrypt (rustls)             sendmsg
+//! ─────────────▶ plaintext ──────────────▶ records ──────────────▶ socket
+//!                WriteBuffer               WriteBuffer (scratch)
+//!
+//!  socket ──▶ TLS bytes ──process (rustls)──▶ plaintext ──▶ the application parses, consumes
+//!             ReadBuffer                      ReadBuffer
+//! ```
+//!
+//! **Records.** A run of scratch bytes (many small responses formatted one after another) is
+//! one `encrypt` call, so small responses share records of up to 16 KiB instead of costing one
+//! record (22 bytes and one AEAD operation) each; a pinned value is encrypted from its own
+//! memory, in records of up to 16 KiB. At most [`ENCRYPT_AHEAD`] bytes of records wait unsent:
+//! the rest stays plaintext (pinned values stay pinned) until the socket takes them.
+//!
+//! **Accounting.** [`is_empty`](TlsSession::is_empty) is true only when no plaintext is
+//! pending, no record is unsent, rustls has no handshake or alert bytes waiting, and nothing
+//! received waits to be processed or read; the [steal](Stealable) of an idle session's buffers
+//! is refused in every other state. The water marks and the hard limit of
+//! [`write_buffer`](TlsSession::write_buffer) count the plaintext and the records made from it.
+//! A TLS 1.3 `KeyUpdate` answer that rustls parks (RFC 8446 lets it wait for the next
+//! application data) is not owed until then, and goes out in front of that data.
+//!
+//! **Reads.** Every complete record received is processed at once: a request whose bytes sit
+//! in the TLS layer is handed to the application by the same call, never left to wait for the
+//! socket to become readable again. rustls 0.23 decrypts a record in place and then copies its
+//! plaintext out; the session appends it to its plaintext [`ReadBuffer`].
+//!
+//! **Copies.** rustls 0.23's `encrypt` copies a record's plaintext into a buffer of its own,
+//! seals it there and copies the record into the caller's buffer: two copies per payload byte
+//! on top of the cipher, where `memcached -Z` (a copy into its response buffer, then OpenSSL)
+//! makes two as well. Kernel TLS would let the kernel encrypt from pinned pages; see the crate
+//! documentation.
+//!
+//! [`WriteTraffic::encrypt`]: rustls::unbuffered::WriteTraffic::encrypt
+
+use core::fmt;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{AppDataRecord, ConnectionState, EncodeError, EncryptError, WriteTraffic};
+use rustls::ServerConfig;
+
+use crate::error::{ReadLimitError, StealError, TlsError};
+use crate::iovec::GatherLimits;
+use crate::pool::Pool;
+use crate::read_buffer::ReadBuffer;
+use crate::steal::Stealable;
+use crate::watermark::Watermarks;
+use crate::write_buffer::WriteBuffer;
+
+/// Plaintext bytes one TLS record carries at most (RFC 8446, 5.1).
+pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// Bytes of records encrypted ahead of the socket at most: one send's worth. Plaintext beyond
+/// it waits (pinned values stay pinned) until the records before it are sent.
+pub const ENCRYPT_AHEAD: usize = 256 * 1024;
+
+/// Scratch block size of the records buffer: four full records and their overhead.
+const RECORD_BLOCK: usize = 4 * (MAX_RECORD_PLAINTEXT + 64);
+
+/// Largest TLS record on the wire (a full record plus the largest expansion TLS allows),
+/// the least the TLS input buffer must be able to hold.
+const MAX_WIRE_RECORD: usize = 5 + MAX_RECORD_PLAINTEXT + 2048;
+
+/// Default bound on decrypted bytes waiting to be consumed, as [`ReadBuffer`]'s.
+const DEFAULT_MAX_PLAINTEXT_IN: usize = 1024 * 1024 + 64 * 1024;
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Until rustls first allows application data.
+    Handshaking,
+    /// Application data flows both ways.
+    Open,
+    /// Both sides sent `close_notify`.
+    Closed,
+    /// A [`TlsError`] was returned: only the alert rustls queued for it may still go out.
+    Failed,
+}
+
+/// What a [`TlsSession`] did, for tests and monitoring.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlsStats {
+    /// Records made from application data.
+    pub records: u64,
+    /// Calls to rustls's `encrypt` (each makes one or more records).
+    pub encrypt_calls: u64,
+    /// Application bytes encrypted.
+    pub plaintext_out: u64,
+    /// Bytes of records and handshake messages sent.
+    pub tls_out: u64,
+    /// Application bytes decrypted.
+    pub plaintext_in: u64,
+}
+
+/// A server-side TLS session over owned buffers, for `mio` loops, `poll` loops and tokio alike
+/// (feature `rustls`).
+///
+/// Reading: [`read_tls_from`](Self::read_tls_from) reads TLS bytes from the socket and
+/// processes every complete record (handshake messages are answered, application data lands in
+/// [`read_buffer`](Self::read_buffer)). Writing: queue plaintext in
+/// [`write_buffer`](Self::write_buffer) as in any [`WriteBuffer`], then
+/// [`send_to`](Self::send_to) encrypts and sends. See the [module docs](crate::tls) for the
+/// record and accounting rules.
+///
+/// # Examples
+///
+/// A handshake and one request over in-memory pipes, with a rustls client on the other side:
+///
+/// ```
+/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// use std::io::{Read, Write};
+/// use std::sync::Arc;
+/// use sendbuf::TlsSession;
+///
+/// # let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+/// # let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+/// # let server_config = Arc::new(
+/// #     rustls::ServerConfig::builder_with_provider(provider.clone())
+/// #         .with_safe_default_protocol_versions()?
+/// #         .with_no_client_auth()
+/// #         .with_single_cert(vec![cert.cert.der().clone()], key)?,
+/// # );
+/// # let mut roots = rustls::RootCertStore::empty();
+/// # roots.add(cert.cert.der().clone())?;
+/// # let client_config = Arc::new(
+/// #     rustls::ClientConfig::builder_with_provider(provider)
+/// #         .with_safe_default_protocol_versions()?
+/// #         .with_root_certificates(roots)
+/// #         .with_no_client_auth(),
+/// # );
+/// let mut server = TlsSession::new(server_config)?;
+/// let mut client = rustls::ClientConnection::new(client_config, "localhost".try_into()?)?;
+/// let mut to_server = Vec::new();
+/// let mut to_client = Vec::new();
+///
+/// client.writer().write_all(b"get k\r\n")?;
+/// while !server.read_buffer().data().ends_with(b"\r\n") {
+///     client.write_tls(&mut to_server)?;
+///     server.read_tls_from(&mut &to_server[..])?;
+///     to_server.clear();
+///     server.write_to(&mut to_client)?;
+///     client.read_tls(&mut &to_client[..])?;
+///     client.process_new_packets()?;
+///     to_client.clear();
+/// }
+/// assert_eq!(server.read_buffer().data(), b"get k\r\n");
+/// server.read_buffer_mut().consume(7);
+///
+/// server.write_buffer().put_slice(b"VALUE k 0 5\r\n");
+/// server.write_buffer().pin(Arc::<[u8]>::from(&b"hello"[..]));
+/// server.write_buffer().put_slice(b"\r\nEND\r\n");
+/// server.write_to(&mut to_client)?;
+/// client.read_tls(&mut &to_client[..])?;
+/// client.process_new_packets()?;
+/// let mut answer = [0u8; 25];
+/// client.reader().read_exact(&mut answer)?;
+/// assert_eq!(&answer, b"VALUE k 0 5\r\nhello\r\nEND\r\n");
+/// assert!(server.is_empty());
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TlsSession {
+    conn: UnbufferedServerConnection,
+    /// Plaintext the application queues.
+    plain_out: WriteBuffer,
+    /// Records and handshake messages, in scratch this session owns, not yet sent.
+    records: WriteBuffer,
+    /// TLS bytes received and not yet processed (a partial record at most, between calls).
+    tls_in: ReadBuffer,
+    /// Decrypted application data the application has not consumed.
+    plain_in: ReadBuffer,
+    /// The most decrypted bytes [`read_tls_from`](Self::read_tls_from) lets wait: beyond it
+    /// it reads no more (`plain_in` may exceed it by what was already received).
+    max_plain_in: usize,
+    phase: Phase,
+    /// The peer sent `close_notify`: no more application data will come.
+    peer_closed: bool,
+    /// `close_notify` asked for and not yet encrypted.
+    close_wanted: bool,
+    /// `close_notify` encrypted into `records`.
+    close_queued: bool,
+    stats: TlsStats,
+}
+
+impl TlsSession {
+    /// A session for a connection just accepted, with its buffers' storage taken from the
+    /// allocator on first use.
+    ///
+    /// # Errors
+    ///
+    /// rustls's, if it cannot start a connection with `config`.
+    pub fn new(config: Arc<ServerConfig>) -> Result<TlsSession, rustls::Error> {
+        let mut plain_in = ReadBuffer::new();
+        // Decrypted bytes may exceed the read bound by what was already received, so that a
+        // record is never left half delivered.
+        plain_in.set_max_len(DEFAULT_MAX_PLAINTEXT_IN + DEFAULT_MAX_PLAINTEXT_IN);
+        let mut tls_in = ReadBuffer::with_block_size(MAX_WIRE_RECORD);
+        tls_in.set_max_len(DEFAULT_MAX_PLAINTEXT_IN.max(MAX_WIRE_RECORD));
+        Ok(TlsSession {
+            conn: UnbufferedServerConnection::new(config)?,
+            plain_out: WriteBuffer::new(),
+            records: WriteBuffer::with_block_size(RECORD_BLOCK),
+            tls_in,
+            plain_in,
+            max_plain_in: DEFAULT_MAX_PLAINTEXT_IN,
+            phase: Phase::Handshaking,
+            peer_closed: false,
+            close_wanted: false,
+            close_queued: false,
+            stats: TlsStats::default(),
+        })
+    }
+
+    /// Takes every buffer's storage from `pool` (and gives it back on
+    /// [`steal`](Stealable::steal)), as [`WriteBuffer::with_pool`] does.
+    pub fn with_pool(mut self, pool: Arc<dyn Pool>) -> TlsSession {
+        self.plain_out = self.plain_out.with_pool(pool.clone());
+        self.records = self.records.with_pool(pool.clone());
+        self.tls_in = self.tls_in.with_pool(pool.clone());
+        self.plain_in = self.plain_in.with_pool(pool);
+        self
+    }
+
+    /// Bounds the decrypted bytes waiting to be consumed (default 1 MiB + 64 KiB): past it,
+    /// [`read_tls_from`](Self::read_tls_from) reads nothing and fails as
+    /// [`ReadBuffer::read_from`] does on a full buffer.
+    pub fn set_max_read_len(&mut self, max_len: usize) {
+        self.max_plain_in = max_len.max(1);
+        self.plain_in
+            .set_max_len(self.max_plain_in.saturating_mul(2));
+        self.tls_in
+            .set_max_len(self.max_plain_in.max(MAX_WIRE_RECORD));
+    }
+
+    /// Sets the water marks of the plaintext queue, which count its records too.
+    pub fn set_watermarks(&mut self, marks: Option<Watermarks>) {
+        self.plain_out.set_watermarks(marks);
+    }
+
+    /// True while the plaintext queue and its records are over the high water mark (until
+    /// they drain to the low one): read no more requests.
+    pub fn is_backed_up(&self) -> bool {
+        self.plain_out.is_backed_up()
+    }
+
+    /// The plaintext queue: format and pin responses into it.
+    pub fn write_buffer(&mut self) -> &mut WriteBuffer {
+        &mut self.plain_out
+    }
+
+    /// Decrypted application data, oldest first.
+    pub fn read_buffer(&self) -> &ReadBuffer {
+        &self.plain_in
+    }
+
+    /// Decrypted application data, to [`consume`](ReadBuffer::consume) what was parsed.
+    pub fn read_buffer_mut(&mut self) -> &mut ReadBuffer {
+        &mut self.plain_in
+    }
+
+    /// Both sides at once, as a request handler needs them: decrypted requests to parse and the
+    /// queue its responses go to.
+    pub fn buffers(&mut self) -> (&mut ReadBuffer, &mut WriteBuffer) {
+        (&mut self.plain_in, &mut self.plain_out)
+    }
+
+    /// True until the handshake is complete.
+    pub fn is_handshaking(&self) -> bool {
+        self.phase == Phase::Handshaking
+    }
+
+    /// True once the peer has sent `close_notify`: everything it sent has been received.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// What the session did so far.
+    pub fn stats(&self) -> TlsStats {
+        self.stats
+    }
+
+    /// Asks for a `close_notify` to the peer after everything already queued; the next
+    /// [`send_to`](Self::send_to) encrypts and sends it. Nothing queued after it is sent.
+    pub fn queue_close_notify(&mut self) {
+        if !self.close_queued {
+            self.close_wanted = true;
+        }
+    }
+
+    /// True while anything is to be sent: plaintext, records, or bytes rustls has for the
+    /// peer (handshake messages, alerts, a `close_notify` asked for). The condition of a send
+    /// loop.
+    pub fn has_pending(&self) -> bool {
+        self.plain_out.has_pending()
+            || self.records.has_pending()
+            || self.conn.wants_write()
+            || self.close_wanted
+    }
+
+    /// Bytes of records (and handshake messages) encrypted and not yet sent.
+    pub fn unsent_tls_len(&self) -> usize {
+        self.records.pending_len()
+    }
+
+    /// True only when the session holds nothing: no plaintext pending, no record unsent,
+    /// nothing rustls has for the peer, no received bytes unprocessed or unread. Only then is
+    /// it [stolen](Stealable::steal).
+    pub fn is_empty(&self) -> bool {
+        self.plain_out.is_empty()
+            && self.records.is_empty()
+            && !self.conn.wants_write()
+            && !self.close_wanted
+            && self.tls_in.is_empty()
+            && self.plain_in.is_empty()
+    }
+
+    /// Reads TLS bytes from `src` (one `read`) and processes every complete record. Returns the
+    /// bytes read; `Ok(0)` is the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// * The reader's error (`WouldBlock` included), with nothing lost.
+    /// * [`OutOfMemory`](io::ErrorKind::OutOfMemory) if decrypted requests already fill the
+    ///   read bound ([`set_max_read_len`](Self::set_max_read_len)): nothing is read.
+    /// * [`InvalidData`](io::ErrorKind::InvalidData) wrapping a [`TlsError`] when the peer
+    ///   broke the protocol: send what is pending (the alert), then close.
+    pub fn read_tls_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
+        if self.plain_in.len() >= self.max_plain_in {
+            return Err(ReadLimitError {
+                requested: 1,
+                buffered: self.plain_in.len(),
+                max_len: self.max_plain_in,
+            }
+            .into());
+        }
+        let n = self.tls_in.read_from(src)?;
+        if n > 0 {
+            self.process()?;
+        } else if !self.tls_in.is_empty() && self.phase != Phase::Failed {
+            // The stream ended inside a record.
+            self.phase = Phase::Failed;
+            return Err(TlsError::Protocol(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::MessageTooShort,
+            ))
+            .into());
+        }
+        Ok(n)
+    }
+
+    /// Processes every complete record received so far: answers handshake messages, appends
+    /// application data to [`read_buffer`](Self::read_buffer). [`read_tls_from`] calls it; call
+    /// it yourself after putting bytes in by another way.
+    ///
+    /// [`read_tls_from`]: Self::read_tls_from
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError`] when the peer broke the protocol: send what is pending (rustls's alert),
+    /// then close.
+    pub fn process(&mut self) -> Result<(), TlsError> {
+        self.pump(false)
+    }
+
+    /// Encrypts pending plaintext (at most [`ENCRYPT_AHEAD`] bytes of records ahead) and sends
+    /// records with `sendmsg`, gathered, until everything is sent or the socket takes less
+    /// than it was offered. Returns the bytes of TLS sent.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error (`WouldBlock` when it took nothing), or [`InvalidData`] wrapping a
+    /// [`TlsError`]. Nothing is lost either way: what was not sent stays pending.
+    ///
+    /// [`InvalidData`]: io::ErrorKind::InvalidData
+    #[cfg(unix)]
+    pub fn send_to(&mut self, fd: impl std::os::fd::AsFd) -> io::Result<usize> {
+        let fd = fd.as_fd();
+        self.flush_with(|records| records.send_to_with(fd, GatherLimits::new()))
+    }
+
+    /// [`send_to`](Self::send_to) over any writer (a `Vec`, a test pipe, a blocking stream):
+    /// `write_vectored` instead of `sendmsg`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_to`](Self::send_to).
+    pub fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
+        self.flush_with(|records| records.write_to(writer))
+    }
+
+    /// Encrypts and sends with `send` (one call per round) until everything is sent or a send
+    /// takes less than offered.
+    fn flush_with(
+        &mut self,
+        mut send: impl FnMut(&mut WriteBuffer) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            if self.phase != Phase::Failed {
+                self.pump(true)?;
+            }
+            if !self.records.has_pending() {
+                return Ok(total);
+            }
+            let offered = self.records.pending_len();
+            let sent = match send(&mut self.records) {
+                Ok(sent) => sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
+                Err(e) => return Err(e),
+            };
+            // Every record byte is counted by the plaintext queue (see `hold_outside`).
+            self.plain_out.release_outside(sent);
+            self.stats.tls_out += sent as u64;
+            total += sent;
+            if sent == 0 || sent < offered {
+                return Ok(total);
+            }
+            if !self.plain_out.has_pending() && !self.records.has_pending() && !self.close_wanted {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Drives rustls over the received bytes until it waits for more; with `encrypt`, also
+    /// encrypts pending plaintext (and a wanted `close_notify`) once it may.
+    fn pump(&mut self, encrypt: bool) -> Result<(), TlsError> {
+        if self.phase == Phase::Failed {
+            return Ok(());
+        }
+        loop {
+            let status = self.conn.process_tls_records(self.tls_in.data_mut());
+            let mut discard = status.discard;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.tls_in.consume(discard);
+                    return Err(self.fail(e));
+                }
+            };
+            let mut done = false;
+            let mut failure = None;
+            match state {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let delivered = deliver(record, &mut self.plain_in, &mut self.stats);
+                        match delivered {
+                            Ok(more) => discard += more,
+                            Err(e) => {
+                                failure = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                // Only with `max_early_data_size` set in the server's configuration.
+                ConnectionState::ReadEarlyData(mut early) => {
+                    while let Some(record) = early.next_record() {
+                        let delivered = deliver(record, &mut self.plain_in, &mut self.stats);
+                        if let Err(e) = delivered.map(|more| discard += more) {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    let n = encode_into(&mut self.records, |out| encode.encode(out));
+                    self.plain_out.hold_outside(n);
+                }
+                ConnectionState::TransmitTlsData(transmit) => {
+                    // The bytes are in `records`, which `send_to` sends in order: rustls only
+                    // needs them taken.
+                    transmit.done();
+                }
+                ConnectionState::BlockedHandshake => done = true,
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    if self.phase == Phase::Handshaking {
+                        self.phase = Phase::Open;
+                    }
+                    if encrypt {
+                        let out = Outgoing {
+                            plain: &mut self.plain_out,
+                            records: &mut self.records,
+                            stats: &mut self.stats,
+                            close_wanted: &mut self.close_wanted,
+                            close_queued: &mut self.close_queued,
+                        };
+                        if let Err(e) = out.encrypt(&mut traffic) {
+                            failure = Some(e);
+                        }
+                    }
+                    done = true;
+                }
+                ConnectionState::PeerClosed => self.peer_closed = true,
+                ConnectionState::Closed => {
+                    self.peer_closed = true;
+                    self.phase = Phase::Closed;
+                    done = true;
+                }
+                _ => done = true, // a state this rustls version added: nothing to do here
+            }
+            self.tls_in.consume(discard);
+            if let Some(e) = failure {
+                self.phase = Phase::Failed;
+                return Err(e);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends the session on rustls's error `e`: one more turn lets rustls encode the alert it
+    /// queued for the peer (sent by the next `send_to`), and nothing else happens after.
+    fn fail(&mut self, e: rustls::Error) -> TlsError {
+        self.phase = Phase::Failed;
+        // The alert, if rustls queued one, comes out before any record is looked at again.
+        let status = self.conn.process_tls_records(self.tls_in.data_mut());
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+            let n = encode_into(&mut self.records, |out| encode.encode(out));
+            self.plain_out.hold_outside(n);
+        }
+        TlsError::Protocol(e)
+    }
+}
+
+/// The send side of a session, borrowed apart from its rustls connection.
+struct Outgoing<'a> {
+    plain: &'a mut WriteBuffer,
+    records: &'a mut WriteBuffer,
+    stats: &'a mut TlsStats,
+    close_wanted: &'a mut bool,
+    close_queued: &'a mut bool,
+}
+
+impl Outgoing<'_> {
+    /// Encrypts pending plaintext into records, front first, until the records reach
+    /// [`ENCRYPT_AHEAD`]; then a wanted `close_notify`.
+    fn encrypt(self, traffic: &mut WriteTraffic<'_, ServerConnectionData>) -> Result<(), TlsError> {
+        while self.plain.has_pending() && self.records.pending_len() < ENCRYPT_AHEAD {
+            let chunk = self.plain.chunk();
+            // Four records per call at most: they fit one block of `records`.
+            let take = chunk.len().min(4 * MAX_RECORD_PLAINTEXT);
+            let plaintext = &chunk[..take];
+            let written = encrypt_into(self.records, |out| traffic.encrypt(plaintext, out))?;
+            self.stats.encrypt_calls += 1;
+            self.stats.records += take.div_ceil(MAX_RECORD_PLAINTEXT) as u64;
+            self.stats.plaintext_out += take as u64;
+            // The records replace the plaintext in what the queue answers for.
+            self.plain
+                .advance_into_outside(take, written)
+                .expect("advancing past a pending chunk");
+        }
+        if *self.close_wanted && !self.plain.has_pending() {
+            let n = encrypt_into(self.records, |out| traffic.queue_close_notify(out))?;
+            self.plain.hold_outside(n);
+            *self.close_wanted = false;
+            *self.close_queued = true;
+        }
+        Ok(())
+    }
+}
+
+/// Appends a decrypted record's payload to `plain_in`; returns the bytes rustls asks to discard
+/// with it.
+fn deliver(
+    record: Result<AppDataRecord<'_>, rustls::Error>,
+    plain_in: &mut ReadBuffer,
+    stats: &mut TlsStats,
+) -> Result<usize, TlsError> {
+    let record = record.map_err(TlsError::Protocol)?;
+    plain_in.append(record.payload).map_err(TlsError::Limit)?;
+    stats.plaintext_in += record.payload.len() as u64;
+    Ok(record.discard)
+}
+
+/// Appends what rustls encodes (a handshake message or alert) to `records`: asks for the size
+/// with an empty buffer, then encodes into that much scratch. Returns the bytes appended.
+fn encode_into(
+    records: &mut WriteBuffer,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> usize {
+    let need = match encode(&mut []) {
+        Ok(n) => return n,
+        Err(EncodeError::InsufficientSize(e)) => e.required_size,
+        Err(EncodeError::AlreadyEncoded) => return 0,
+    };
+    let mut f = records.format();
+    let out = f.put_uninit(need);
+    let written = encode(out).unwrap_or(0);
+    f.truncate(written);
+    f.commit();
+    written
+}
+
+/// Appends what rustls encrypts to `records`, as [`encode_into`] does; returns the bytes.
+fn encrypt_into(
+    records: &mut WriteBuffer,
+    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<usize, TlsError> {
+    let need = match encrypt(&mut []) {
+        Ok(n) => return Ok(n),
+        Err(EncryptError::InsufficientSize(e)) => e.required_size,
+        Err(_) => return Err(TlsError::KeysExhausted),
+    };
+    let mut f = records.format();
+    let out = f.put_uninit(need);
+    let written = match encrypt(out) {
+        Ok(n) => n,
+        Err(_) => return Err(TlsError::KeysExhausted),
+    };
+    f.truncate(written);
+    f.commit();
+    Ok(written)
+}
+
+impl Stealable for TlsSession {
+    /// Gives every buffer's storage back if the session [is empty](TlsSession::is_empty):
+    /// refused while plaintext is pending, a record is unsent, rustls has bytes for the peer,
+    /// or received bytes wait.
+    ///
+    /// # Errors
+    ///
+    /// [`StealError`] with `pending` everything the session still holds (plaintext, records,
+    /// received bytes).
+    fn steal(&mut self) -> Result<usize, StealError> {
+        if !self.is_empty() {
+            return Err(StealError {
+                pending: self.plain_out.pending_len()
+                    + self.records.pending_len()
+                    + self.tls_in.len()
+                    + self.plain_in.len()
+                    + usize::from(self.conn.wants_write() || self.close_wanted),
+                held: self.plain_out.held_len() + self.records.held_len(),
+            });
+        }
+        Ok(self.plain_out.steal()?
+            + self.records.steal()?
+            + self.tls_in.steal()?
+            + self.plain_in.steal()?)
+    }
+
+    fn storage_bytes(&self) -> usize {
+        self.plain_out.storage_bytes()
+            + self.records.storage_bytes()
+            + self.tls_in.storage_bytes()
+            + self.plain_in.storage_bytes()
+    }
+}
+
+impl fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("phase", &self.phase)
+            .field("plaintext_pending", &self.plain_out.pending_len())
+            .field("tls_unsent", &self.records.pending_len())
+            .field("tls_received", &self.tls_in.len())
+            .field("plaintext_received", &self.plain_in.len())
+            .field("peer_closed", &self.peer_closed)
+            .finish()
+    }
+}
+
+/// Whether this kernel offers TLS for TCP sockets (`setsockopt(TCP_ULP, "tls")`; Linux with
+/// the `tls` module). Checked once on a fresh socket; `Ok(false)` where the module is missing
+/// (`ENOENT`) or the platform has none.
+///
+/// A session does not use kernel TLS: this says whether a deployment could (see the crate
+/// docs, "TLS").
+///
+/// # Errors
+///
+/// The socket could not be created, or the kernel refused for another reason.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(miri))] { // FFI
+/// let available = sendbuf::tls::kernel_tls_available()?;
+/// println!("kernel TLS: {}", if available { "available" } else { "not available" });
+/// # }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn kernel_tls_available() -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return crate::sys::kernel_tls_available();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return Ok(false);
+}

@@ -1,0 +1,594 @@
+//! `TlsSession` against rustls's own client: every byte the session sends is decrypted by an
+//! in-process client and compared with the plaintext queued, through random partial writes;
+//! pinned values are released exactly once, when encrypted; records are counted on the wire;
+//! the steal, `is_empty`, the water marks and the hard limit hold one layer down; bad input
+//! from the peer ends in an error, never a panic; and a soak runs through a 4 KiB `SO_SNDBUF`.
+//!
+//! Not under Miri: rustls's `ring` provider runs assembly, which Miri cannot interpret.
+#![cfg(all(feature = "rustls", unix, not(miri)))]
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::PrivateKeyDer;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+use sendbuf::{Stealable, TlsSession, Watermarks};
+use sendbuf_testkit::util::{Counted, DropCount, PrefixWriter, XorShift};
+
+struct Pki {
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+/// A self-signed certificate for `localhost`, made now (no key is committed), and both sides'
+/// configurations over it.
+fn pki() -> Pki {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Pki {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+/// rustls's client, collecting every plaintext byte it decrypts.
+struct Client {
+    conn: ClientConnection,
+    received: Vec<u8>,
+    closed: bool,
+}
+
+impl Client {
+    fn new(pki: &Pki) -> Client {
+        Client {
+            conn: ClientConnection::new(pki.client.clone(), "localhost".try_into().unwrap())
+                .unwrap(),
+            received: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Takes TLS bytes from the server and decrypts them.
+    fn feed(&mut self, mut tls: &[u8]) {
+        while !tls.is_empty() {
+            self.conn.read_tls(&mut tls).unwrap();
+            self.conn.process_new_packets().unwrap();
+            let mut buf = [0u8; 16384];
+            loop {
+                match self.conn.reader().read(&mut buf) {
+                    Ok(0) => {
+                        self.closed = true;
+                        break;
+                    }
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client read: {e}"),
+                }
+            }
+        }
+    }
+
+    /// TLS bytes the client has for the server.
+    fn outgoing(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    /// Encrypts `plaintext` and returns the TLS bytes.
+    fn send(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        self.conn.writer().write_all(plaintext).unwrap();
+        self.outgoing()
+    }
+}
+
+/// Hands all of `tls` to the server, one read at a time.
+fn deliver(server: &mut TlsSession, mut tls: &[u8]) {
+    while !tls.is_empty() {
+        server.read_tls_from(&mut tls).unwrap();
+    }
+}
+
+/// Runs the handshake to its end over in-memory pipes.
+fn connect(pki: &Pki) -> (TlsSession, Client) {
+    let mut server = TlsSession::new(pki.server.clone()).unwrap();
+    let mut client = Client::new(pki);
+    for _ in 0..10 {
+        let out = client.outgoing();
+        deliver(&mut server, &out);
+        let mut wire = Vec::new();
+        server.write_to(&mut wire).unwrap();
+        client.feed(&wire);
+        if !client.conn.is_handshaking()
+            && !server.is_handshaking()
+            && !server.has_pending()
+            && !client.conn.wants_write()
+        {
+            return (server, client);
+        }
+    }
+    panic!("no handshake after 10 rounds: {server:?}");
+}
+
+/// The TLS records in `wire`: (content type, length) of each, from their 5-byte headers.
+fn records(wire: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 5 <= wire.len() {
+        let len = u16::from_be_bytes([wire[at + 3], wire[at + 4]]) as usize;
+        out.push((wire[at], len));
+        at += 5 + len;
+    }
+    assert_eq!(at, wire.len(), "the wire ends inside a record");
+    out
+}
+
+/// Application-data records (content type 23) in `wire`.
+fn app_records(wire: &[u8]) -> usize {
+    records(wire).iter().filter(|&&(typ, _)| typ == 23).count()
+}
+
+#[test]
+fn handshake_then_a_request_and_its_response() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    assert!(server.is_empty(), "{server:?}");
+
+    let req = client.send(b"get k\r\n");
+    deliver(&mut server, &req);
+    assert_eq!(server.read_buffer().data(), b"get k\r\n");
+    server.read_buffer_mut().consume(7);
+
+    let value: Arc<[u8]> = vec![b'v'; 5000].into();
+    let out = server.write_buffer();
+    out.put_slice(b"VALUE k 0 5000\r\n");
+    out.pin(value.clone());
+    out.put_slice(b"\r\nEND\r\n");
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    client.feed(&wire);
+
+    let mut expected = b"VALUE k 0 5000\r\n".to_vec();
+    expected.extend_from_slice(&value);
+    expected.extend_from_slice(b"\r\nEND\r\n");
+    assert_eq!(client.received, expected);
+    assert_eq!(Arc::strong_count(&value), 1, "released once encrypted");
+    assert!(server.is_empty(), "{server:?}");
+}
+
+#[test]
+fn random_responses_decrypt_byte_exact_through_random_partial_writes() {
+    let pki = pki();
+    for seed in 1..=24u64 {
+        let (mut server, mut client) = connect(&pki);
+        let mut rng = XorShift::new(seed);
+        let drops = DropCount::new();
+        let mut expected = Vec::new();
+        let mut created = 0;
+        let mut writer = PrefixWriter::random(seed, 1 + rng.below(20_000));
+        for round in 0..40 {
+            let out = server.write_buffer();
+            for _ in 0..rng.range(1, 12) {
+                match rng.below(3) {
+                    0 => {
+                        let bytes = {
+                            let n = rng.range(1, 200);
+                            rng.bytes(n)
+                        };
+                        out.put_slice(&bytes);
+                        expected.extend_from_slice(&bytes);
+                    }
+                    1 => {
+                        let bytes = {
+                            let n = rng.range(0, 70_000);
+                            rng.bytes(n)
+                        };
+                        expected.extend_from_slice(&bytes);
+                        created += 1;
+                        out.pin(Counted::counting(bytes, &drops));
+                    }
+                    _ => {
+                        let mut f = out.format();
+                        f.put_u32(round);
+                        f.put_decimal(seed);
+                        expected.extend_from_slice(&round.to_be_bytes());
+                        expected.extend_from_slice(seed.to_string().as_bytes());
+                        f.commit();
+                    }
+                }
+            }
+            // A send or two per round, each taking a random prefix of what is offered.
+            for _ in 0..rng.range(1, 3) {
+                server.write_to(&mut writer).unwrap();
+            }
+        }
+        while server.has_pending() {
+            server.write_to(&mut writer).unwrap();
+        }
+        client.feed(&writer.out);
+        assert_eq!(client.received.len(), expected.len(), "seed {seed}");
+        assert!(
+            client.received == expected,
+            "seed {seed}: plaintext differs"
+        );
+        // Flattened values were dropped at once (copied), the others once encrypted: every
+        // value exactly once either way.
+        assert_eq!(drops.get(), created, "seed {seed}");
+        assert!(server.is_empty(), "seed {seed}: {server:?}");
+        assert!(
+            writer.short > 0,
+            "seed {seed}: no partial write was exercised"
+        );
+    }
+}
+
+/// The seed failure one layer down: the response is encrypted (its plaintext gone, its value
+/// released), half of its ciphertext is sent, and the plaintext queue alone looks idle. The
+/// session must not be: its steal is refused until the last ciphertext byte is sent.
+#[test]
+fn steal_is_refused_while_ciphertext_is_half_sent() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    let (value, drops) = Counted::new(vec![7u8; 40_000]);
+    server.write_buffer().put_slice(b"VALUE k 0 40000\r\n");
+    server.write_buffer().pin(value);
+    server.write_buffer().put_slice(b"\r\nEND\r\n");
+
+    let mut half = PrefixWriter::fixed(20_000);
+    server.write_to(&mut half).unwrap();
+    assert_eq!(half.out.len(), 20_000);
+    assert_eq!(drops.get(), 1, "encrypted, so released");
+    assert!(server.write_buffer().is_empty(), "no plaintext left");
+    assert!(server.unsent_tls_len() > 0);
+    assert!(!server.is_empty());
+    let err = server.steal().unwrap_err();
+    assert_eq!(err.pending, server.unsent_tls_len());
+
+    let mut rest = PrefixWriter::fixed(usize::MAX);
+    server.write_to(&mut rest).unwrap();
+    assert!(server.is_empty());
+    assert!(server.steal().unwrap() > 0, "storage given back");
+    assert_eq!(server.storage_bytes(), 0);
+    client.feed(&half.out);
+    client.feed(&rest.out);
+    assert_eq!(client.received.len(), 17 + 40_000 + 7);
+}
+
+#[test]
+fn steal_is_refused_while_anything_is_held() {
+    let pki = pki();
+    // During the handshake: the server owes its flight.
+    let mut server = TlsSession::new(pki.server.clone()).unwrap();
+    let mut client = Client::new(&pki);
+    deliver(&mut server, &client.outgoing());
+    assert!(server.has_pending());
+    assert!(server.steal().is_err(), "handshake bytes unsent");
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    client.feed(&wire);
+    deliver(&mut server, &client.outgoing());
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap(); // session tickets
+    client.feed(&wire);
+    assert!(server.is_empty(), "{server:?}");
+
+    // Plaintext queued, not yet encrypted.
+    server.write_buffer().put_slice(b"STORED\r\n");
+    assert!(server.steal().is_err());
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    client.feed(&wire);
+    assert_eq!(client.received, b"STORED\r\n");
+    assert!(server.steal().is_ok());
+
+    // A request received and not consumed.
+    deliver(&mut server, &client.send(b"get a\r\n"));
+    assert!(server.steal().is_err());
+    server.read_buffer_mut().consume(7);
+    assert!(server.steal().is_ok());
+
+    // Half a record received.
+    let record = client.send(b"get b\r\n");
+    deliver(&mut server, &record[..record.len() / 2]);
+    assert!(server.read_buffer().is_empty());
+    assert!(server.steal().is_err(), "a partial record waits");
+    deliver(&mut server, &record[record.len() / 2..]);
+    assert_eq!(server.read_buffer().data(), b"get b\r\n");
+
+    // close_notify asked for.
+    server.read_buffer_mut().consume(7);
+    server.queue_close_notify();
+    assert!(server.steal().is_err());
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    assert_eq!(records(&wire).len(), 1);
+    client.feed(&wire);
+    assert!(client.closed, "the client saw close_notify");
+    assert!(server.is_empty());
+}
+
+/// Small responses share records: a run of scratch bytes is one `encrypt` call (records of up
+/// to 16 KiB); a pinned value costs its own records, and the scratch between two values
+/// (trailer and next header) one more.
+#[test]
+fn small_responses_share_records() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    let mut expected = 0;
+    for i in 0..64 {
+        let out = server.write_buffer();
+        let header = format!("VALUE k{i} 0 5\r\n");
+        expected += header.len() + 5 + 7;
+        out.put_slice(header.as_bytes());
+        out.pin(Arc::<[u8]>::from(&b"hello"[..])); // under the flatten threshold: copied
+        out.put_slice(b"\r\nEND\r\n");
+    }
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    assert_eq!(app_records(&wire), 1, "64 small responses in one record");
+    client.feed(&wire);
+    assert_eq!(client.received.len(), expected);
+
+    let value: Arc<[u8]> = vec![b'x'; 4096].into();
+    for i in 0..64 {
+        let out = server.write_buffer();
+        out.put_slice(format!("VALUE k{i:02} 0 4096\r\n").as_bytes());
+        out.pin(value.clone());
+        out.put_slice(b"\r\nEND\r\n");
+    }
+    let before = server.stats();
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    // 64 values and 65 runs of scratch around them: 129 records for 64 responses.
+    assert_eq!(app_records(&wire), 129);
+    assert_eq!(server.stats().records - before.records, 129);
+    client.feed(&wire);
+    assert!(client.received.ends_with(b"\r\nEND\r\n"));
+}
+
+#[test]
+fn requests_already_received_are_all_processed_at_once() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    // Three requests in three records, arriving in one read.
+    let mut tls = client.send(b"get a\r\n");
+    tls.extend(client.send(b"get b\r\n"));
+    tls.extend(client.send(b"get c\r\n"));
+    assert_eq!(app_records(&tls), 3);
+    let n = server.read_tls_from(&mut &tls[..]).unwrap();
+    assert_eq!(n, tls.len());
+    assert_eq!(server.read_buffer().data(), b"get a\r\nget b\r\nget c\r\n");
+}
+
+#[test]
+fn water_marks_and_hard_limit_count_plaintext_and_records() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    server.set_watermarks(Some(Watermarks::new(1000, 4000)));
+    server.write_buffer().put_slice(&[1u8; 3000]);
+    // Encrypted but not sent (the socket takes nothing): the records count.
+    let stuck = |server: &mut TlsSession| {
+        let err = server.write_to(&mut Full).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    };
+    stuck(&mut server);
+    assert!(server.write_buffer().pending_len() == 0 && server.unsent_tls_len() > 3000);
+    assert!(!server.is_backed_up());
+    server.write_buffer().put_slice(&[2u8; 1000]);
+    assert!(
+        server.is_backed_up(),
+        "1000 bytes of plaintext plus {} of records reach the high mark",
+        server.unsent_tls_len()
+    );
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    assert!(!server.is_backed_up(), "drained below the low mark");
+    client.feed(&wire);
+    assert_eq!(client.received.len(), 4000);
+
+    server.set_watermarks(None);
+    server.write_buffer().set_hard_limit(Some(4096));
+    server.write_buffer().put_slice(&[3u8; 3000]);
+    stuck(&mut server);
+    let err = server
+        .write_buffer()
+        .try_put_slice(&[4u8; 1100])
+        .unwrap_err();
+    assert_eq!(err.held, server.unsent_tls_len());
+    assert!(server.write_buffer().try_put_slice(&[4u8; 1000]).is_ok());
+}
+
+/// A socket whose send buffer is full.
+struct Full;
+
+impl Write for Full {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn garbage_from_the_peer_is_an_error_not_a_panic() {
+    let pki = pki();
+    let mut rng = XorShift::new(7);
+    for round in 0..300 {
+        let mut server = TlsSession::new(pki.server.clone()).unwrap();
+        let mut bytes = {
+            let n = rng.range(1, 2000);
+            rng.bytes(n)
+        };
+        if round % 3 == 0 {
+            // A plausible record header in front, so the record layer gets further.
+            bytes[0] = [20, 21, 22, 23][rng.below(4)];
+            if bytes.len() > 3 {
+                bytes[1] = 3;
+                bytes[2] = 3;
+            }
+        }
+        let mut src = &bytes[..];
+        let mut failed = false;
+        while !src.is_empty() {
+            match server.read_tls_from(&mut src) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // Whatever rustls wants to tell the peer (an alert) goes out without a panic.
+        server.write_to(&mut io::sink()).unwrap();
+        if failed {
+            assert!(server.read_buffer().is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_tampered_record_fails_with_an_alert() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    let mut tls = client.send(b"get k\r\n");
+    let last = tls.len() - 1;
+    tls[last] ^= 1; // the tag no longer matches
+    let err = server.read_tls_from(&mut &tls[..]).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert!(server.read_buffer().is_empty());
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    assert_eq!(records(&wire).len(), 1, "one record: the alert");
+    client.conn.read_tls(&mut &wire[..]).unwrap();
+    match client.conn.process_new_packets() {
+        Err(rustls::Error::AlertReceived(alert)) => {
+            assert_eq!(alert, rustls::AlertDescription::BadRecordMac)
+        }
+        other => panic!("the client got {other:?}, not the alert"),
+    }
+    // Once failed, more input changes nothing and panics nowhere.
+    let _ = server.read_tls_from(&mut &tls[..]);
+    server.write_to(&mut io::sink()).unwrap();
+    assert!(server.read_buffer().is_empty());
+}
+
+#[test]
+fn a_stream_that_ends_inside_a_record_is_an_error() {
+    let pki = pki();
+    let (mut server, mut client) = connect(&pki);
+    let tls = client.send(b"get k\r\n");
+    deliver(&mut server, &tls[..tls.len() - 3]);
+    let err = server.read_tls_from(&mut &[][..]).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn kernel_tls_detection_answers() {
+    // Either answer is fine; the call must not fail on a Linux that has TCP.
+    sendbuf::tls::kernel_tls_available().unwrap();
+}
+
+/// Soak: responses with pinned values through a real socket whose send buffer is 4 KiB, sent
+/// with `send_to` on a non-blocking socket (nearly every send partial, many `EAGAIN`), read by a
+/// blocking rustls client in another thread and checked against the same generator.
+#[test]
+fn soak_through_a_tiny_send_buffer() {
+    use std::os::fd::AsFd;
+    let pki = pki();
+    let (server_sock, client_sock) = sendbuf_testkit::util::tcp_pair(4096, 4096);
+    let client_config = pki.client.clone();
+    const RESPONSES: u64 = 1500;
+
+    fn response(i: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut rng = XorShift::new(i + 1);
+        let value = {
+            let n = rng.range(0, 20_000);
+            rng.bytes(n)
+        };
+        let header = format!("VALUE k{i} 0 {}\r\n", value.len()).into_bytes();
+        (header, value)
+    }
+
+    let reader = std::thread::spawn(move || {
+        let conn = ClientConnection::new(client_config, "localhost".try_into().unwrap()).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, client_sock);
+        stream.write_all(b"start\r\n").unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap(); // ends at the server's close_notify
+        let mut expected = Vec::new();
+        for i in 0..RESPONSES {
+            let (header, value) = response(i);
+            expected.extend_from_slice(&header);
+            expected.extend_from_slice(&value);
+            expected.extend_from_slice(b"\r\nEND\r\n");
+        }
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the decrypted stream differs");
+    });
+
+    server_sock.set_nonblocking(true).unwrap();
+    let mut sock = &server_sock;
+    let mut server = TlsSession::new(pki.server.clone()).unwrap();
+    let (mut next, mut eagain) = (0u64, 0u64);
+    let mut started = false;
+    loop {
+        match server.read_tls_from(&mut sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("server read: {e}"),
+        }
+        if !started && server.read_buffer().data() == b"start\r\n" {
+            server.read_buffer_mut().consume(7);
+            started = true;
+        }
+        while started && next < RESPONSES && server.write_buffer().pending_len() < 64 * 1024 {
+            let (header, value) = response(next);
+            let out = server.write_buffer();
+            out.put_slice(&header);
+            out.pin(value);
+            out.put_slice(b"\r\nEND\r\n");
+            next += 1;
+            if next == RESPONSES {
+                server.queue_close_notify();
+            }
+        }
+        match server.send_to(server_sock.as_fd()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => eagain += 1,
+            Err(e) => panic!("server send: {e}"),
+        }
+        if next == RESPONSES && !server.has_pending() {
+            break;
+        }
+        if server.has_pending() {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+    reader.join().unwrap();
+    eprintln!(
+        "tls soak: {RESPONSES} responses, {} TLS bytes sent, {} records, {eagain} EAGAIN",
+        server.stats().tls_out,
+        server.stats().records
+    );
+    assert!(eagain > 0, "the tiny send buffer was never full");
+}
