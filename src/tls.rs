@@ -315,6 +315,11 @@ impl TlsSession {
         self.records.pending_len()
     }
 
+    /// Bytes still to reach the peer: plaintext pending plus records unsent.
+    pub fn pending_len(&self) -> usize {
+        self.plain_out.pending_len() + self.records.pending_len()
+    }
+
     /// True only when the session holds nothing: no plaintext pending, no record unsent,
     /// nothing rustls has for the peer, no received bytes unprocessed or unread. Only then is
     /// it [stolen](Stealable::steal).

@@ -6,7 +6,8 @@
 //! * [`kernel`]: the fake kernel of `MSG_ZEROCOPY` sends the model and the zero-copy property
 //!   tests drive;
 //! * [`read_model`]: the same for `ReadBuffer`;
-//! * [`util`]: drop-counting owners, prefix writers, a seeded generator, socket pairs.
+//! * [`util`]: drop-counting owners, prefix writers, a seeded generator, socket pairs;
+//! * `tls` (feature `tls`): a certificate made at run time and both sides' configurations.
 //!
 //! The feature `arbitrary` derives `arbitrary::Arbitrary` for the inputs (the fuzz crate turns
 //! it on); the property tests build them with proptest strategies of their own.
@@ -14,4 +15,6 @@
 pub mod kernel;
 pub mod model;
 pub mod read_model;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod util;
