@@ -1,8 +1,11 @@
 //! The server's configuration: [`Config`], its defaults, and the command line that sets it.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
+
+use crate::tls::TlsFiles;
 
 /// What the command line configures.
 #[derive(Debug, Clone)]
@@ -32,6 +35,9 @@ pub struct Config {
     /// output is over the high water mark. So a peer that never reads cannot hold a
     /// connection and its buffers for ever. Default [`STALL_TIMEOUT`].
     pub stall_timeout: Duration,
+    /// Serve TLS with this certificate chain and key (`--tls-cert`, `--tls-key`), as
+    /// `memcached -Z` does; `None`: plaintext. TLS is served on the copy send path.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How a worker sends its connections' responses (`--send-path`).
@@ -67,6 +73,16 @@ impl SendPath {
         }
     }
 
+    /// The `--send-path` value naming this path.
+    pub fn name(self) -> &'static str {
+        match self {
+            SendPath::Copy => "copy",
+            SendPath::ZeroCopy => "zerocopy",
+            #[cfg(feature = "io-uring")]
+            SendPath::Uring => "uring",
+        }
+    }
+
     /// The values [`parse`](Self::parse) accepts in this build.
     #[cfg(feature = "io-uring")]
     pub const KNOWN: &'static str = "copy, zerocopy, uring";
@@ -86,6 +102,7 @@ impl Default for Config {
             zerocopy_stop_when_copied: true,
             zerocopy_min_window: DEFAULT_ZEROCOPY_MIN_WINDOW,
             stall_timeout: STALL_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -134,6 +151,9 @@ options:
   --stall-timeout SECS     close a connection whose peer takes none of its responses for this
                            long while the server waits on it to read (after quit or its end of
                            stream, or with output over the high water mark) (default 30)
+  --tls-cert FILE          serve TLS (as memcached -Z) with this PEM certificate chain; needs
+                           --tls-key, and the copy send path
+  --tls-key FILE           the PEM private key of --tls-cert's first certificate
   --help                   print this help
 ";
 
@@ -153,6 +173,7 @@ pub enum Command {
 /// An unknown option, a missing value or a value out of range, with the reason.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut cfg = Config::default();
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -175,6 +196,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                 | "--send-path"
                 | "--stall-timeout"
                 | "--zerocopy-min-window"
+                | "--tls-cert"
+                | "--tls-key"
         ) {
             return Err(format!("unknown argument '{arg}'"));
         }
@@ -197,8 +220,22 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--zerocopy-min-window" => {
                 cfg.zerocopy_min_window = parse_number(&name, &value, 0, 1 << 30)?;
             }
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value)),
             _ => cfg.max_item_size = parse_number(&name, &value, 1, 1 << 30)?,
         }
+    }
+    cfg.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".to_string()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".to_string()),
+    };
+    if cfg.tls.is_some() && cfg.send_path != SendPath::Copy {
+        return Err(format!(
+            "--send-path {}: TLS is served on the copy send path only",
+            cfg.send_path.name()
+        ));
     }
     Ok(Command::Run(cfg))
 }
@@ -277,6 +314,28 @@ mod tests {
             config(&["--zerocopy-min-window", "1024"]).zerocopy_min_window,
             1024
         );
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_a_key_on_the_copy_path() {
+        let cfg = config(&["--tls-cert", "c.pem", "--tls-key=k.pem"]);
+        let files = cfg.tls.expect("TLS configured");
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        assert_eq!(config(&[]).tls, None);
+        for (args, says) in [
+            (&["--tls-cert", "c.pem"][..], "--tls-cert needs --tls-key"),
+            (&["--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
+            (
+                &["--tls-cert=c", "--tls-key=k", "--send-path=zerocopy"],
+                "copy send path only",
+            ),
+        ] {
+            match parse(args) {
+                Err(e) => assert!(e.contains(says), "{args:?}: {e:?} lacks {says:?}"),
+                Ok(c) => panic!("{args:?} accepted: {c:?}"),
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Layout (no two modules import each other):
 //!
-//! - [`config`]: the configuration and the command line;
+//! - [`config`]: the configuration and the command line; [`tls`]: the TLS certificate and key;
 //! - [`server`]: the acceptor, the worker threads, shutdown;
 //! - [`worker`]: the per-thread event loop (read buffer, session, one `sendmsg` per read, water
 //!   marks, idle buffer stealing), with a room per concern: one connection, the send paths,
@@ -23,4 +23,5 @@ pub mod server;
 pub mod stats;
 pub mod store;
 mod sys;
+pub mod tls;
 pub mod worker;

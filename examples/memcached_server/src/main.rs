@@ -79,11 +79,13 @@ fn main() -> ExitCode {
     let (threads, memory_mib, max_item) = (cfg.threads, cfg.memory_limit >> 20, cfg.max_item_size);
     let stall = cfg.stall_timeout.as_secs();
     let send_path = match (cfg.send_path, cfg.zerocopy_stop_when_copied) {
-        (SendPath::Copy, _) => "copy",
-        (SendPath::ZeroCopy, true) => "zerocopy",
         (SendPath::ZeroCopy, false) => "zerocopy (always)",
-        #[cfg(feature = "io-uring")]
-        (SendPath::Uring, _) => "uring",
+        (path, _) => path.name(),
+    };
+    let tls = if cfg.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
     };
     let server = match server::start(cfg) {
         Ok(server) => server,
@@ -94,7 +96,7 @@ fn main() -> ExitCode {
     };
     println!(
         "memcached_server listening on {} (threads {threads}, memory limit {memory_mib} MiB, \
-         max item size {max_item} bytes, send path {send_path}, stall timeout {stall} s)",
+         max item size {max_item} bytes, send path {send_path}, stall timeout {stall} s, {tls})",
         server.local_addr()
     );
     let _ = std::io::stdout().flush();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::config::Config;
+use crate::config::{Config, SendPath};
 use crate::handler::Limits;
 use crate::stats::{SendTotals, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
@@ -53,11 +53,25 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let buffered = Arc::new(AtomicUsize::new(0));
     let zerocopy = Arc::new(ZeroCopyTotals::default());
     let uring = Arc::new(UringTotals::default());
+    let tls = match &cfg.tls {
+        Some(_) if cfg.send_path != SendPath::Copy => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--send-path {}: TLS is served on the copy send path only",
+                    cfg.send_path.name()
+                ),
+            ))
+        }
+        Some(files) => Some(files.server_config()?),
+        None => None,
+    };
     let send = SendOptions {
         path: cfg.send_path,
         stop_when_copied: cfg.zerocopy_stop_when_copied,
         min_window: cfg.zerocopy_min_window,
         stall_timeout: cfg.stall_timeout,
+        tls,
     };
 
     let mut listener = TcpListener::bind(cfg.listen)?;
@@ -96,7 +110,7 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
                 max_item_size: cfg.max_item_size,
             },
             buffered.clone(),
-            send,
+            send.clone(),
             zerocopy.clone(),
             uring.clone(),
         )?;

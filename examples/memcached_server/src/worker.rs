@@ -30,6 +30,7 @@
 mod conn;
 mod idle;
 mod send;
+mod tls;
 mod uring;
 
 use std::io;
@@ -51,6 +52,7 @@ use crate::store::Store;
 use conn::{drive, Conn, Ctx, Input, Outcome, Output, Phase};
 use idle::TrimTracker;
 use send::Sender;
+use tls::TlsPipe;
 #[cfg(feature = "io-uring")]
 use uring::{UringLoop, URING};
 
@@ -85,7 +87,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(200);
 
 /// How a worker sends (from the server's configuration).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SendOptions {
     /// Copying `sendmsg` or `MSG_ZEROCOPY`.
     pub path: SendPath,
@@ -95,6 +97,8 @@ pub struct SendOptions {
     pub min_window: usize,
     /// See `Config::stall_timeout`.
     pub stall_timeout: Duration,
+    /// Every connection speaks TLS with this configuration (copy path only).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Reads one pass over a connection makes before the worker turns to the others; a connection
@@ -333,7 +337,18 @@ impl Worker {
                 },
             );
             let sender = Sender::new(&self.send, &stream);
-            self.conns[slot] = Some(Conn::new(stream, session, sender));
+            let mut conn = Conn::new(stream, session, sender);
+            if let Some(config) = &self.send.tls {
+                match TlsPipe::new(config.clone(), self.ctx.pool.clone(), self.ctx.read_max) {
+                    Ok(pipe) => conn.tls = Some(Box::new(pipe)),
+                    Err(e) => {
+                        eprintln!("memcached_server: cannot start a TLS session: {e}");
+                        self.free_slots.push(slot);
+                        continue; // dropping the stream closes it
+                    }
+                }
+            }
+            self.conns[slot] = Some(conn);
             self.stats.connection_opened();
         }
     }
@@ -390,6 +405,9 @@ impl Worker {
             // Closing the socket removes it from the epoll set: no deregister call needed.
             if let Sender::ZeroCopy(zc) = &conn.sender {
                 self.zerocopy.add(zc.stats());
+            }
+            if let Some(mut tls) = conn.tls {
+                tls.close(&self.ctx);
             }
             if let Some(mut bufs) = conn.bufs {
                 bufs.rb.clear();

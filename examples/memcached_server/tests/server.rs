@@ -37,6 +37,7 @@ fn config(path: SendPath) -> Config {
         zerocopy_stop_when_copied: false,
         zerocopy_min_window: config::DEFAULT_ZEROCOPY_MIN_WINDOW,
         stall_timeout: config::STALL_TIMEOUT,
+        tls: None,
     }
 }
 

@@ -9,6 +9,7 @@ use mio::net::TcpStream;
 use sendbuf::{Pool, ReadBuffer, WriteBuffer};
 
 use super::send::{Flushed, Sender};
+use super::tls::TlsPipe;
 use super::{KEEP_ACTIVE, READ_BUDGET};
 use crate::protocol::Session;
 use crate::stats::Stats;
@@ -69,6 +70,9 @@ pub(super) struct Conn {
     /// pairs come and go: a pair is given back only when nothing is held, so no outstanding
     /// send refers to an old pair's offsets.
     pub(super) sender: Sender,
+    /// The TLS session of a TLS listener's connection (its buffers are the session's, and
+    /// `bufs` stays `None`).
+    pub(super) tls: Option<Box<TlsPipe>>,
     pub(super) phase: Phase,
     pub(super) input: Input,
     pub(super) output: Output,
@@ -89,6 +93,7 @@ impl Conn {
             session,
             bufs: None,
             sender,
+            tls: None,
             phase: Phase::Open,
             input: Input::Drained,
             output: Output::Ready,
@@ -107,10 +112,16 @@ impl Conn {
         self.read_since_sweep = false;
     }
 
-    /// Whether it waits on its peer to read: it is to close once its output is sent, or it is
-    /// not read from until that output drains below the low water mark.
-    pub(super) fn waits_on_peer(&self, wb: &WriteBuffer) -> bool {
-        self.phase == Phase::Closing || wb.is_backed_up()
+    /// If it waits on its peer to read (it is to close once its output is sent, or it is not
+    /// read from until that output drains below the low water mark), the bytes of that output
+    /// not yet sent; `None` when it does not wait, or holds no buffers.
+    pub(super) fn waiting_output(&self) -> Option<usize> {
+        let (unsent, backed_up) = match (&self.tls, &self.bufs) {
+            (Some(tls), _) => (tls.unsent(), tls.is_backed_up()),
+            (None, Some(bufs)) => (unsent(&bufs.wb), bufs.wb.is_backed_up()),
+            (None, None) => return None,
+        };
+        (self.phase == Phase::Closing || backed_up).then_some(unsent)
     }
 }
 
@@ -144,9 +155,9 @@ pub(super) struct Ctx {
 
 /// A reader that remembers how many bytes it was offered, so the loop knows whether a read
 /// drained the socket without making the extra `read` that would return `EAGAIN`.
-struct Offered<'a> {
-    stream: &'a TcpStream,
-    offered: usize,
+pub(super) struct Offered<'a> {
+    pub(super) stream: &'a TcpStream,
+    pub(super) offered: usize,
 }
 
 impl Read for Offered<'_> {
@@ -156,44 +167,129 @@ impl Read for Offered<'_> {
     }
 }
 
+/// Where a [`Pipe::flush`] sends: the connection's sender, its socket and its slot.
+pub(super) struct Dest<'a> {
+    pub(super) sender: &'a mut Sender,
+    pub(super) stream: &'a TcpStream,
+    pub(super) slot: usize,
+}
+
+/// A connection's buffers as a pass over it sees them: requests in, responses out, and how
+/// bytes cross the socket (straight, or through a TLS session, `tls.rs`).
+pub(super) trait Pipe {
+    /// The requests read so far, the response queue, and the bytes the next request needs from
+    /// the start of the requests (0: unknown).
+    fn parts(&mut self) -> (&mut ReadBuffer, &mut WriteBuffer, &mut usize);
+    /// The response queue is over its high water mark (until it drains to the low one).
+    fn is_backed_up(&self) -> bool;
+    /// Bytes are still to go to the socket.
+    fn has_unsent(&self) -> bool;
+    /// One read from the socket; the bytes read from it.
+    fn read(&mut self, src: &mut Offered<'_>) -> io::Result<usize>;
+    /// Sends what is queued (see [`Sender::flush`]).
+    fn flush(&mut self, to: Dest<'_>, ctx: &mut Ctx) -> io::Result<Flushed>;
+    /// The connection is to close once its output is sent.
+    fn closing(&mut self) {}
+    /// Nothing read, queued, or held: the buffers may be given back.
+    fn is_idle(&self) -> bool;
+}
+
+impl Pipe for Buffers {
+    fn parts(&mut self) -> (&mut ReadBuffer, &mut WriteBuffer, &mut usize) {
+        (&mut self.rb, &mut self.wb, &mut self.need)
+    }
+
+    fn is_backed_up(&self) -> bool {
+        self.wb.is_backed_up()
+    }
+
+    fn has_unsent(&self) -> bool {
+        unsent(&self.wb) > 0
+    }
+
+    fn read(&mut self, src: &mut Offered<'_>) -> io::Result<usize> {
+        self.rb.read_from(src)
+    }
+
+    fn flush(&mut self, to: Dest<'_>, ctx: &mut Ctx) -> io::Result<Flushed> {
+        to.sender.flush(&mut self.wb, to.stream, to.slot, ctx)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.rb.is_empty() && self.wb.is_empty()
+    }
+}
+
 /// One pass over a connection after an event; see the `worker` module docs.
 pub(super) fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
-    if conn.bufs.is_none() {
-        if conn.input == Input::Drained {
-            return Outcome::Open; // a writable edge on an idle connection: nothing to send
+    // The pipe is taken out for the pass (one pointer each way) and put back after it.
+    if let Some(mut tls) = conn.tls.take() {
+        tls.activate(ctx);
+        let outcome = pass(&mut *tls, conn, slot, ctx);
+        if matches!(outcome, Outcome::Open) && tls.is_idle() && !conn.listed_idle {
+            // A TLS session stays with its connection; the sweep takes its storage.
+            conn.listed_idle = true;
+            ctx.idle.push(slot);
         }
-        conn.bufs = Some(ctx.buffers());
+        conn.tls = Some(tls);
+        return outcome;
     }
-    let bufs = conn.bufs.as_mut().expect("just ensured");
+    let mut bufs = match conn.bufs.take() {
+        Some(bufs) => bufs,
+        // A writable edge on an idle connection: nothing to send.
+        None if conn.input == Input::Drained => return Outcome::Open,
+        None => ctx.buffers(),
+    };
+    let outcome = pass(&mut *bufs, conn, slot, ctx);
+    if matches!(outcome, Outcome::Open) && bufs.is_idle() {
+        if ctx.active > KEEP_ACTIVE {
+            ctx.recycle(bufs);
+            return outcome;
+        }
+        if !conn.listed_idle {
+            conn.listed_idle = true;
+            ctx.idle.push(slot);
+        }
+    }
+    conn.bufs = Some(bufs);
+    outcome
+}
+
+/// The pass itself, over `pipe` (taken out of `conn`).
+fn pass<P: Pipe>(pipe: &mut P, conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
     let mut reads = 0;
     loop {
         // 1. Every complete request already buffered (unless the output is backed up).
-        if conn.phase == Phase::Open
-            && !bufs.wb.is_backed_up()
-            && !bufs.rb.is_empty()
-            && bufs.rb.len() >= bufs.need
-        {
-            let done = conn.session.process(bufs.rb.data(), &mut bufs.wb);
-            if bufs.rb.try_consume(done.consumed).is_err() {
+        let (rb, wb, need) = pipe.parts();
+        if conn.phase == Phase::Open && !wb.is_backed_up() && !rb.is_empty() && rb.len() >= *need {
+            let done = conn.session.process(rb.data(), wb);
+            if rb.try_consume(done.consumed).is_err() {
                 return Outcome::Close; // the session claimed more than it was given
             }
             if done.close {
                 conn.phase = Phase::Closing;
                 conn.input = Input::Drained;
-                bufs.rb.clear();
+                rb.clear();
+                pipe.closing();
             } else {
-                bufs.need = done.need.min(ctx.read_max);
-                let len = bufs.rb.len();
-                if bufs.need > len && bufs.rb.reserve(bufs.need - len).is_err() {
+                *need = done.need.min(ctx.read_max);
+                let len = rb.len();
+                if *need > len && rb.reserve(*need - len).is_err() {
                     return Outcome::Close;
                 }
             }
         }
         // Requests left in the read buffer because the output is over its high water mark.
-        let waiting = conn.phase == Phase::Open && bufs.wb.is_backed_up() && !bufs.rb.is_empty();
+        let (rb, wb, _) = pipe.parts();
+        let waiting = conn.phase == Phase::Open && wb.is_backed_up() && !rb.is_empty();
         // 2. Everything queued, in one sendmsg (or queued for this turn's io_uring_enter).
-        if unsent(&bufs.wb) > 0 && conn.output == Output::Ready {
-            match conn.sender.flush(&mut bufs.wb, &conn.stream, slot, ctx) {
+        if pipe.has_unsent() && conn.output == Output::Ready {
+            let to = Dest {
+                sender: &mut conn.sender,
+                stream: &conn.stream,
+                slot,
+            };
+            match pipe.flush(to, ctx) {
                 Ok(Flushed::All) => {}
                 Ok(Flushed::Partial) => conn.output = Output::WaitWritable,
                 #[cfg(feature = "io-uring")]
@@ -205,10 +301,10 @@ pub(super) fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
             }
         }
         if conn.phase == Phase::Closing {
-            return if unsent(&bufs.wb) == 0 {
-                Outcome::Close
-            } else {
+            return if pipe.has_unsent() {
                 Outcome::Open
+            } else {
+                Outcome::Close
             };
         }
         // 3. Read more, unless backed up (the writable edge resumes) or drained. If this pass's
@@ -216,8 +312,9 @@ pub(super) fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
         // back to 1 for them: that send may have left the socket with room, and then no
         // writable edge (nor any other event, once the socket is drained) would ever resume
         // them.
-        let resume = waiting && !bufs.wb.is_backed_up();
-        if bufs.wb.is_backed_up() || (conn.input == Input::Drained && !resume) {
+        let backed_up = pipe.is_backed_up();
+        let resume = waiting && !backed_up;
+        if backed_up || (conn.input == Input::Drained && !resume) {
             break;
         }
         if reads == READ_BUDGET {
@@ -232,11 +329,12 @@ pub(super) fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
             stream: &conn.stream,
             offered: 0,
         };
-        match bufs.rb.read_from(&mut src) {
+        match pipe.read(&mut src) {
             Ok(0) => {
                 // The peer's end of stream.
                 conn.phase = Phase::Closing;
                 conn.input = Input::Drained;
+                pipe.closing();
             }
             Ok(n) => {
                 conn.read_since_sweep = true;
@@ -249,17 +347,8 @@ pub(super) fn drive(conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> Outcome {
                 conn.input = Input::Drained;
                 break;
             }
-            // Reset, or a full buffer the session cannot make progress on.
+            // Reset, bad TLS, or a full buffer the session cannot make progress on.
             Err(_) => return Outcome::Close,
-        }
-    }
-    if bufs.rb.is_empty() && bufs.wb.is_empty() {
-        if ctx.active > KEEP_ACTIVE {
-            let bufs = conn.bufs.take().expect("held above");
-            ctx.recycle(bufs);
-        } else if !conn.listed_idle {
-            conn.listed_idle = true;
-            ctx.idle.push(slot);
         }
     }
     Outcome::Open

@@ -20,7 +20,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use sendbuf::{Pool, ReadBuffer, Stealable, Watermarks, WriteBuffer};
 
-use super::conn::{unsent, Buffers, Ctx, Output, Phase};
+use super::conn::{Buffers, Ctx, Output, Phase};
 use super::{
     Worker, HIGH_WATER, LOW_WATER, READ_CAPACITY, SCRATCH_CHUNK, SPARE_PAIRS, SWEEP_INTERVAL,
 };
@@ -38,11 +38,11 @@ impl Worker {
         let Some(Some(conn)) = self.conns.get_mut(i) else {
             return;
         };
-        let Some(bufs) = conn.bufs.as_deref() else {
+        if conn.linger.is_some() {
             return;
-        };
-        if conn.linger.is_none() && conn.waits_on_peer(&bufs.wb) {
-            conn.linger = Some((owed(&bufs.wb, &conn.stream), Instant::now()));
+        }
+        if let Some(unsent) = conn.waiting_output() {
+            conn.linger = Some((owed(unsent, &conn.stream), Instant::now()));
             self.stalled.push(i);
         }
     }
@@ -67,12 +67,11 @@ impl Worker {
             if conn.phase == Phase::Draining {
                 return false; // closed; the draining list has it
             }
-            let waits = |b: &&Buffers| conn.waits_on_peer(&b.wb) && unsent(&b.wb) > 0;
-            let Some(bufs) = conn.bufs.as_deref().filter(waits) else {
+            let Some(unsent) = conn.waiting_output().filter(|&unsent| unsent > 0) else {
                 conn.linger = None; // sent, or drained below the low water mark
                 return false;
             };
-            let left = owed(&bufs.wb, &conn.stream);
+            let left = owed(unsent, &conn.stream);
             // Fewer left: the peer took some. More: it took enough for the output to drain
             // below the low water mark, so that later requests were answered.
             if left != seen {
@@ -116,6 +115,9 @@ impl Worker {
                     let bufs = conn.bufs.take().expect("checked above");
                     ctx.recycle(bufs);
                 }
+            }
+            if let (true, Some(tls)) = (quiet, conn.tls.as_deref_mut()) {
+                tls.give_back(ctx); // refused (and kept) unless the session holds nothing
             }
             false
         });
@@ -183,6 +185,6 @@ impl TrimTracker {
 
 /// What the peer has yet to take: our unsent bytes and the kernel's (a peer that reads drains
 /// the kernel's first, and ours only move when that has room).
-fn owed(wb: &WriteBuffer, stream: &TcpStream) -> usize {
-    unsent(wb) + sys::kernel_unsent(stream.as_fd())
+fn owed(unsent: usize, stream: &TcpStream) -> usize {
+    unsent + sys::kernel_unsent(stream.as_fd())
 }
