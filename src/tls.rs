@@ -60,10 +60,91 @@ use crate::watermark::Watermarks;
 use crate::write_buffer::WriteBuffer;
 
 /// Plaintext bytes one TLS record carries at most (RFC 8446, 5.1).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+/// # let key = cert.signing_key.serialize_der().try_into()?;
+/// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+/// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+/// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+/// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+/// # let mut roots = rustls::RootCertStore::empty();
+/// # roots.add(cert.cert.der().clone())?;
+/// # let client = rustls::ClientConfig::builder_with_provider(provider)
+/// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+/// #     .with_no_client_auth();
+/// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+/// # let mut server = sendbuf::TlsSession::new(config)?;
+/// # let mut wire = Vec::new();
+/// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+/// #     client.write_tls(&mut wire)?;
+/// #     server.read_tls_from(&mut &wire[..])?;
+/// #     wire.clear();
+/// #     server.write_to(&mut wire)?;
+/// #     client.read_tls(&mut &wire[..])?;
+/// #     client.process_new_packets()?;
+/// #     wire.clear();
+/// # }
+/// use sendbuf::tls::MAX_RECORD_PLAINTEXT;
+///
+/// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+/// server.write_buffer().pin(vec![b'v'; 40_000]);
+/// server.write_to(&mut Vec::new())?;
+/// assert_eq!(MAX_RECORD_PLAINTEXT, 16_384);
+/// assert_eq!(server.stats().records, 3); // 16 KiB + 16 KiB + 7 KiB
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 /// Bytes of records encrypted ahead of the socket at most: one send's worth. Plaintext beyond
 /// it waits (pinned values stay pinned) until the records before it are sent.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+/// # let key = cert.signing_key.serialize_der().try_into()?;
+/// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+/// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+/// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+/// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+/// # let mut roots = rustls::RootCertStore::empty();
+/// # roots.add(cert.cert.der().clone())?;
+/// # let client = rustls::ClientConfig::builder_with_provider(provider)
+/// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+/// #     .with_no_client_auth();
+/// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+/// # let mut server = sendbuf::TlsSession::new(config)?;
+/// # let mut wire = Vec::new();
+/// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+/// #     client.write_tls(&mut wire)?;
+/// #     server.read_tls_from(&mut &wire[..])?;
+/// #     wire.clear();
+/// #     server.write_to(&mut wire)?;
+/// #     client.read_tls(&mut &wire[..])?;
+/// #     client.process_new_packets()?;
+/// #     wire.clear();
+/// # }
+/// use std::sync::Arc;
+/// use sendbuf::tls::ENCRYPT_AHEAD;
+///
+/// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+/// let value: Arc<[u8]> = vec![b'v'; 1 << 20].into();
+/// server.write_buffer().pin(value.clone());
+/// let mut socket = [0u8; 1000]; // a socket that takes 1000 bytes, then is full
+/// server.write_to(&mut &mut socket[..])?;
+/// // One send's worth was encrypted; the rest waits as plaintext, the value still pinned.
+/// assert!(server.unsent_tls_len() + 1000 >= ENCRYPT_AHEAD);
+/// assert!(server.write_buffer().pending_len() > (1 << 20) - 2 * ENCRYPT_AHEAD);
+/// assert_eq!(Arc::strong_count(&value), 2);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const ENCRYPT_AHEAD: usize = 256 * 1024;
 
 /// Scratch block size of the records buffer: four full records and their overhead.
@@ -90,6 +171,53 @@ enum Phase {
 }
 
 /// What a [`TlsSession`] did, for tests and monitoring.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+/// # let key = cert.signing_key.serialize_der().try_into()?;
+/// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+/// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+/// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+/// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+/// # let mut roots = rustls::RootCertStore::empty();
+/// # roots.add(cert.cert.der().clone())?;
+/// # let client = rustls::ClientConfig::builder_with_provider(provider)
+/// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+/// #     .with_no_client_auth();
+/// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+/// # let mut server = sendbuf::TlsSession::new(config)?;
+/// # let mut wire = Vec::new();
+/// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+/// #     client.write_tls(&mut wire)?;
+/// #     server.read_tls_from(&mut &wire[..])?;
+/// #     wire.clear();
+/// #     server.write_to(&mut wire)?;
+/// #     client.read_tls(&mut &wire[..])?;
+/// #     client.process_new_packets()?;
+/// #     wire.clear();
+/// # }
+/// use std::io::Write;
+///
+/// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+/// let handshake = server.stats().tls_out; // the server's handshake messages
+/// client.writer().write_all(b"get k\r\n")?;
+/// let mut tls = Vec::new();
+/// client.write_tls(&mut tls)?;
+/// server.read_tls_from(&mut &tls[..])?;
+/// server.read_buffer_mut().consume(7);
+/// server.write_buffer().put_slice(b"END\r\n");
+/// let sent = server.write_to(&mut Vec::new())?;
+/// let stats = server.stats();
+/// assert_eq!((stats.plaintext_in, stats.plaintext_out), (7, 5));
+/// assert_eq!((stats.records, stats.encrypt_calls), (1, 1));
+/// assert_eq!(sent, 5 + 22); // TLS 1.3: a 5-byte header, the content type and a 16-byte tag
+/// assert_eq!(stats.tls_out, handshake + 27);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TlsStats {
     /// Records made from application data.
@@ -202,6 +330,25 @@ impl TlsSession {
     /// # Errors
     ///
     /// rustls's, if it cannot start a connection with `config`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// use sendbuf::TlsSession;
+    ///
+    /// let server = TlsSession::new(config)?; // `config`: your `Arc<rustls::ServerConfig>`
+    /// assert!(server.is_handshaking());
+    /// assert!(server.is_empty() && !server.has_pending()); // the client speaks first
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsSession, rustls::Error> {
         let mut plain_in = ReadBuffer::new();
         // Decrypted bytes may exceed the read bound by what was already received, so that a
@@ -226,6 +373,45 @@ impl TlsSession {
 
     /// Takes every buffer's storage from `pool` (and gives it back on
     /// [`steal`](Stealable::steal)), as [`WriteBuffer::with_pool`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// use sendbuf::{LocalPool, Pool, PoolLimits, Stealable, TlsSession};
+    ///
+    /// let pool = LocalPool::new(PoolLimits::new());
+    /// let mut server = TlsSession::new(config)?.with_pool(pool.clone());
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// // After the handshake (with rustls's client, hidden), the idle session's storage goes back:
+    /// server.steal()?;
+    /// assert!(pool.stats().returned > 0);
+    /// server.write_buffer().put_slice(b"END\r\n"); // and comes from the pool again
+    /// assert_eq!(pool.stats().taken, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_pool(mut self, pool: Arc<dyn Pool>) -> TlsSession {
         self.plain_out = self.plain_out.with_pool(pool.clone());
         self.records = self.records.with_pool(pool.clone());
@@ -237,6 +423,50 @@ impl TlsSession {
     /// Bounds the decrypted bytes waiting to be consumed (default 1 MiB + 64 KiB): past it,
     /// [`read_tls_from`](Self::read_tls_from) reads nothing and fails as
     /// [`ReadBuffer::read_from`] does on a full buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Write;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.set_max_read_len(4);
+    /// client.writer().write_all(b"get k\r\n")?;
+    /// let mut tls = Vec::new();
+    /// client.write_tls(&mut tls)?;
+    /// server.read_tls_from(&mut &tls[..])?; // a record is delivered whole, past the bound
+    /// assert_eq!(server.read_buffer().len(), 7);
+    /// let err = server.read_tls_from(&mut std::io::empty()).unwrap_err(); // reads nothing more
+    /// assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+    /// server.read_buffer_mut().consume(7);
+    /// assert_eq!(server.read_tls_from(&mut std::io::empty())?, 0);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_max_read_len(&mut self, max_len: usize) {
         self.max_plain_in = max_len.max(1);
         self.plain_in
@@ -246,54 +476,400 @@ impl TlsSession {
     }
 
     /// Sets the water marks of the plaintext queue, which count its records too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// use sendbuf::{TlsSession, Watermarks};
+    ///
+    /// let mut server = TlsSession::new(config)?;
+    /// server.set_watermarks(Some(Watermarks::new(1024, 4096)));
+    /// server.write_buffer().put_slice(&[0u8; 5000]);
+    /// assert!(server.is_backed_up());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_watermarks(&mut self, marks: Option<Watermarks>) {
         self.plain_out.set_watermarks(marks);
     }
 
     /// True while the plaintext queue and its records are over the high water mark (until
     /// they drain to the low one): read no more requests.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use sendbuf::Watermarks;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.set_watermarks(Some(Watermarks::new(1024, 4096)));
+    /// server.write_buffer().put_slice(&[0u8; 5000]);
+    /// assert!(server.is_backed_up()); // stop reading requests
+    /// server.write_to(&mut Vec::new())?;
+    /// assert!(!server.is_backed_up()); // sent: read again
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_backed_up(&self) -> bool {
         self.plain_out.is_backed_up()
     }
 
     /// The plaintext queue: format and pin responses into it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// use std::sync::Arc;
+    /// use sendbuf::TlsSession;
+    ///
+    /// let mut server = TlsSession::new(config)?;
+    /// let out = server.write_buffer();
+    /// let mut f = out.format();
+    /// f.put_slice(b"VALUE k 0 ");
+    /// f.put_decimal(5);
+    /// f.put_slice(b"\r\n");
+    /// f.commit();
+    /// out.pin(Arc::<[u8]>::from(&b"hello"[..]));
+    /// out.put_slice(b"\r\nEND\r\n");
+    /// assert_eq!(server.write_buffer().pending_len(), 13 + 5 + 7);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_buffer(&mut self) -> &mut WriteBuffer {
         &mut self.plain_out
     }
 
     /// Decrypted application data, oldest first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Write;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// let mut tls = Vec::new();
+    /// for request in [&b"get a\r\n"[..], b"get b\r\n"] {
+    ///     client.writer().write_all(request)?;
+    ///     client.write_tls(&mut tls)?; // a record each
+    /// }
+    /// server.read_tls_from(&mut &tls[..])?;
+    /// assert_eq!(server.read_buffer().data(), b"get a\r\nget b\r\n"); // both, in one call
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_buffer(&self) -> &ReadBuffer {
         &self.plain_in
     }
 
     /// Decrypted application data, to [`consume`](ReadBuffer::consume) what was parsed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Write;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// client.writer().write_all(b"get a\r\nget b\r\n")?;
+    /// let mut tls = Vec::new();
+    /// client.write_tls(&mut tls)?;
+    /// server.read_tls_from(&mut &tls[..])?;
+    /// server.read_buffer_mut().consume(7); // the first request was parsed
+    /// assert_eq!(server.read_buffer().data(), b"get b\r\n");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_buffer_mut(&mut self) -> &mut ReadBuffer {
         &mut self.plain_in
     }
 
     /// Both sides at once, as a request handler needs them: decrypted requests to parse and the
     /// queue its responses go to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Write;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// client.writer().write_all(b"get a\r\nget b\r\n")?;
+    /// let mut tls = Vec::new();
+    /// client.write_tls(&mut tls)?;
+    /// server.read_tls_from(&mut &tls[..])?;
+    /// let (requests, responses) = server.buffers();
+    /// while let Some(end) = requests.data().iter().position(|&b| b == b'\n') {
+    ///     responses.put_slice(b"END\r\n"); // no such key
+    ///     requests.consume(end + 1);
+    /// }
+    /// assert!(server.read_buffer().is_empty());
+    /// assert_eq!(server.write_buffer().pending_len(), 10);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn buffers(&mut self) -> (&mut ReadBuffer, &mut WriteBuffer) {
         (&mut self.plain_in, &mut self.plain_out)
     }
 
     /// True until the handshake is complete.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// let server = sendbuf::TlsSession::new(config)?;
+    /// assert!(server.is_handshaking()); // until the ClientHello is answered
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_handshaking(&self) -> bool {
         self.phase == Phase::Handshaking
     }
 
     /// True once the peer has sent `close_notify`: everything it sent has been received.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// assert!(!server.peer_closed());
+    /// client.send_close_notify();
+    /// let mut tls = Vec::new();
+    /// client.write_tls(&mut tls)?;
+    /// server.read_tls_from(&mut &tls[..])?;
+    /// assert!(server.peer_closed()); // no request will follow: answer, then close
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
     }
 
     /// What the session did so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// assert!(server.stats().tls_out > 0); // the handshake's messages
+    /// assert_eq!(server.stats().plaintext_out, 0);
+    /// server.write_buffer().put_slice(b"END\r\n");
+    /// server.write_to(&mut Vec::new())?;
+    /// assert_eq!(server.stats().plaintext_out, 5);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> TlsStats {
         self.stats
     }
 
     /// Asks for a `close_notify` to the peer after everything already queued; the next
     /// [`send_to`](Self::send_to) encrypts and sends it. Nothing queued after it is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Read;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.write_buffer().put_slice(b"END\r\n");
+    /// server.queue_close_notify(); // after the response
+    /// let mut tls = Vec::new();
+    /// server.write_to(&mut tls)?;
+    /// client.read_tls(&mut &tls[..])?;
+    /// client.process_new_packets()?;
+    /// let mut got = String::new();
+    /// client.reader().read_to_string(&mut got)?; // ends cleanly, at the close_notify
+    /// assert_eq!(got, "END\r\n");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_close_notify(&mut self) {
         if !self.close_queued {
             self.close_wanted = true;
@@ -303,6 +879,44 @@ impl TlsSession {
     /// True while anything is to be sent: plaintext, records, or bytes rustls has for the
     /// peer (handshake messages, alerts, a `close_notify` asked for). The condition of a send
     /// loop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.write_buffer().put_slice(b"END\r\n");
+    /// let mut socket = Vec::new();
+    /// while server.has_pending() {
+    ///     server.write_to(&mut socket)?; // a socket's `send_to`, when it is writable
+    /// }
+    /// assert_eq!(socket.len(), 5 + 22); // one TLS 1.3 record
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn has_pending(&self) -> bool {
         self.plain_out.has_pending()
             || self.records.has_pending()
@@ -311,6 +925,43 @@ impl TlsSession {
     }
 
     /// Bytes of records (and handshake messages) encrypted and not yet sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.write_buffer().put_slice(&[0u8; 3000]);
+    /// let mut socket = [0u8; 100]; // a socket that takes 100 bytes, then is full
+    /// server.write_to(&mut &mut socket[..])?;
+    /// assert_eq!(server.write_buffer().pending_len(), 0); // all encrypted: one record
+    /// assert_eq!(server.unsent_tls_len(), 3000 + 22 - 100);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unsent_tls_len(&self) -> usize {
         self.records.pending_len()
     }
@@ -323,6 +974,48 @@ impl TlsSession {
     /// True only when the session holds nothing: no plaintext pending, no record unsent,
     /// nothing rustls has for the peer, no received bytes unprocessed or unread. Only then is
     /// it [stolen](Stealable::steal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Write;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// assert!(server.is_empty());
+    /// client.writer().write_all(b"get k\r\n")?;
+    /// let mut tls = Vec::new();
+    /// client.write_tls(&mut tls)?;
+    /// server.read_tls_from(&mut &tls[..])?;
+    /// assert!(!server.is_empty()); // a request waits to be read
+    /// server.read_buffer_mut().consume(7);
+    /// assert!(server.is_empty());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.plain_out.is_empty()
             && self.records.is_empty()
@@ -342,6 +1035,28 @@ impl TlsSession {
     ///   read bound ([`set_max_read_len`](Self::set_max_read_len)): nothing is read.
     /// * [`InvalidData`](io::ErrorKind::InvalidData) wrapping a [`TlsError`] when the peer
     ///   broke the protocol: send what is pending (the alert), then close.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// use std::io::ErrorKind;
+    ///
+    /// let mut server = sendbuf::TlsSession::new(config)?;
+    /// assert_eq!(server.read_tls_from(&mut std::io::empty())?, 0); // end of stream
+    /// // A client speaking plain HTTP to the TLS port:
+    /// let err = server.read_tls_from(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidData);
+    /// assert!(server.has_pending()); // rustls's alert: send it, then close
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_tls_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
         if self.plain_in.len() >= self.max_plain_in {
             return Err(ReadLimitError {
@@ -375,6 +1090,23 @@ impl TlsSession {
     ///
     /// [`TlsError`] when the peer broke the protocol: send what is pending (rustls's alert),
     /// then close.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// let mut server = sendbuf::TlsSession::new(config)?;
+    /// server.process()?; // nothing received: nothing to answer
+    /// assert!(server.is_handshaking() && !server.has_pending());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn process(&mut self) -> Result<(), TlsError> {
         self.pump(false)
     }
@@ -389,6 +1121,33 @@ impl TlsSession {
     /// [`TlsError`]. Nothing is lost either way: what was not sent stays pending.
     ///
     /// [`InvalidData`]: io::ErrorKind::InvalidData
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(all(unix, not(miri)))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// use std::io::Read;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (socket, mut peer) = UnixStream::pair()?;
+    /// let mut server = sendbuf::TlsSession::new(config)?;
+    /// // Plain HTTP to the TLS port: the request fails, rustls queues an alert.
+    /// assert!(server.read_tls_from(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).is_err());
+    /// while server.has_pending() {
+    ///     server.send_to(&socket)?;
+    /// }
+    /// let mut alert = [0u8; 7];
+    /// peer.read_exact(&mut alert)?;
+    /// assert_eq!(alert[0], 21); // a TLS alert record
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(unix)]
     pub fn send_to(&mut self, fd: impl std::os::fd::AsFd) -> io::Result<usize> {
         let fd = fd.as_fd();
@@ -401,6 +1160,49 @@ impl TlsSession {
     /// # Errors
     ///
     /// As [`send_to`](Self::send_to).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use std::io::Read;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.write_buffer().put_slice(b"END\r\n");
+    /// let mut tls = Vec::new();
+    /// let sent = server.write_to(&mut tls)?;
+    /// assert_eq!(sent, tls.len());
+    /// client.read_tls(&mut &tls[..])?;
+    /// client.process_new_packets()?;
+    /// let mut got = [0u8; 5];
+    /// client.reader().read_exact(&mut got)?;
+    /// assert_eq!(&got, b"END\r\n");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
         self.flush_with(|records| records.write_to(writer))
     }
@@ -639,6 +1441,45 @@ impl Stealable for TlsSession {
     ///
     /// [`StealError`] with `pending` everything the session still holds (plaintext, records,
     /// received bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// # let mut server = sendbuf::TlsSession::new(config)?;
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// use sendbuf::Stealable;
+    ///
+    /// // `server` has done its handshake with `client`, rustls's client, over in-memory pipes.
+    /// server.write_buffer().put_slice(b"END\r\n");
+    /// assert_eq!(server.steal().unwrap_err().pending, 5); // refused: nothing lost
+    /// server.write_to(&mut Vec::new())?;
+    /// assert!(server.steal()? > 0); // sent: the storage is given back
+    /// assert_eq!(server.storage_bytes(), 0);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn steal(&mut self) -> Result<usize, StealError> {
         if !self.is_empty() {
             return Err(StealError {
