@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# CI smoke of the load generator against the example server: builds both
-# binaries (release), starts `memcached_server` on a free 127.0.0.1 port, runs
-# `loadgen` for 2 s (100 B values, 8 connections x depth 8, 9:1 get:set after a
-# populate step) and fails on any error or miss, or if no operation completed. The server is
-# always stopped (trap), by PID. Not a benchmark: the numbers it prints are for the log only.
+# CI smoke of the load generator: builds both binaries (release), starts `memcached_server` on a
+# free 127.0.0.1 port, runs `loadgen` for 2 s (100 B values, 8 connections x depth 8, 9:1
+# get:set after a populate step) and fails on any error or miss, or if no operation completed.
+# Then the same with `loadgen --tls` against `memcached -Z` and a throwaway self-signed
+# certificate (skipped, saying so, where memcached has no TLS or openssl is missing). Every
+# server is stopped (trap), by PID. Not a benchmark: the numbers it prints are for the log only.
 #
 # Usage: .ci/loadgen_smoke.sh        (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
@@ -12,8 +13,8 @@ cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -p memcached-server --bin memcached_server --bin loadgen
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-log=$(mktemp /tmp/loadgen_smoke.XXXXXX)
+work=$(mktemp -d /tmp/loadgen_smoke.XXXXXX)
+log=$work/server.log
 
 server_pid=
 stop_server() {
@@ -25,35 +26,72 @@ stop_server() {
     [ -z "$server_pid" ] || wait "$server_pid" 2>/dev/null || true
     server_pid=
 }
-trap 'stop_server; rm -f "$log"' EXIT
+trap 'stop_server; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-"$TARGET/release/memcached_server" --listen "127.0.0.1:$port" --threads 2 \
-    --memory-limit 64 >"$log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || { cat "$log"; echo "loadgen smoke: server exited at startup" >&2; exit 1; }
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 
-rc=0
-out=$(timeout 60 "$TARGET/release/loadgen" --server "127.0.0.1:$port" --threads 1 \
-    --conns 8 --depth 8 --value-size 100 --keys 1000 --duration 2 --warmup 0.5) || rc=$?
-printf '%s\n' "$out"
+# Starts "$@" in the background (a server that listens on $port); sets server_pid.
+start_server() {
+    "$@" >"$log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do
+        kill -0 "$server_pid" 2>/dev/null || { cat "$log"; echo "loadgen smoke: server exited at startup" >&2; exit 1; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "loadgen smoke: server not listening on port $port after 10 s" >&2
+    exit 1
+}
 
-line=$(printf '%s\n' "$out" | grep '^ops=' || true)
-value() { printf '%s\n' "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-ops=$(value ops)
-misses=$(value misses)
-errors=$(value errors)
-if ! kill -0 "$server_pid" 2>/dev/null; then
-    cat "$log"
-    echo "loadgen smoke: FAILED, the server died during the run" >&2
-    exit 1
+# Runs loadgen against $port with extra arguments "$@"; fails on any error or miss.
+smoke() {
+    local what=$1 rc=0 out line ops misses errors
+    shift
+    out=$(timeout 60 "$TARGET/release/loadgen" --server "127.0.0.1:$port" --threads 1 \
+        --conns 8 --depth 8 --value-size 100 --keys 1000 --duration 2 --warmup 0.5 "$@") || rc=$?
+    printf '%s\n' "$out"
+    line=$(printf '%s\n' "$out" | grep '^ops=' || true)
+    value() { printf '%s\n' "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+    ops=$(value ops)
+    misses=$(value misses)
+    errors=$(value errors)
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        cat "$log"
+        echo "loadgen smoke ($what): FAILED, the server died during the run" >&2
+        exit 1
+    fi
+    if [ "$rc" != 0 ] || [ -z "$line" ] || [ "${ops:-0}" = 0 ] || [ "$misses" != 0 ] || [ "$errors" != 0 ]; then
+        echo "loadgen smoke ($what): FAILED (exit $rc, ops=${ops:-?} misses=${misses:-?} errors=${errors:-?})" >&2
+        exit 1
+    fi
+    echo "loadgen smoke ($what): ok ($ops operations in 2 s, no misses, no errors)"
+}
+
+port=$(free_port)
+start_server "$TARGET/release/memcached_server" --listen "127.0.0.1:$port" --threads 2 \
+    --memory-limit 64
+smoke "example server"
+stop_server
+
+# loadgen --tls against memcached -Z (its TLS client path; the example server's TLS is not
+# needed for this).
+if ! command -v memcached >/dev/null || ! memcached -h | grep -q -- '--enable-ssl' \
+    || ! command -v openssl >/dev/null; then
+    echo "loadgen smoke (--tls): skipped (needs memcached with TLS and openssl)"
+    exit 0
 fi
-if [ "$rc" != 0 ] || [ -z "$line" ] || [ "${ops:-0}" = 0 ] || [ "$misses" != 0 ] || [ "$errors" != 0 ]; then
-    echo "loadgen smoke: FAILED (exit $rc, ops=${ops:-?} misses=${misses:-?} errors=${errors:-?})" >&2
-    exit 1
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" >"$work/openssl.log" 2>&1 \
+    || { cat "$work/openssl.log" >&2; echo "loadgen smoke: openssl req failed" >&2; exit 1; }
+user=()
+if [ "$(id -u)" = 0 ]; then
+    chown -R nobody "$work" # memcached drops to nobody before it loads the certificate
+    user=(-u nobody)
 fi
-echo "loadgen smoke: ok ($ops operations in 2 s, no misses, no errors)"
+port=$(free_port)
+start_server memcached "${user[@]}" -U 0 -l 127.0.0.1 -p "$port" -t 2 -m 64 -Z \
+    -o "ssl_chain_cert=$work/cert.pem,ssl_key=$work/key.pem"
+smoke "--tls, memcached -Z" --tls

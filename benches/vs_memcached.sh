@@ -18,14 +18,23 @@
 #   * resident memory per idle connection: VmRSS before and after 5,000 connections each fetched
 #     a 64 KiB value and stay open, divided by 5,000 (fresh servers, 2 workers).
 #
+# With TLS=1 the same method runs over TLS: a throwaway self-signed P-256 certificate and key made
+# in a temp dir (removed on exit), memcached started with -Z -o ssl_chain_cert=,ssl_key=, the
+# example server with --tls-cert/--tls-key, every loadgen run with --tls (handshakes are done
+# before the counted window); memcaslap is skipped (it has no TLS), `stats` is read through
+# openssl s_client, and the stream ceiling stays plain TCP.
+#
 # Usage: benches/vs_memcached.sh            (full run: 9 pairs x 3 s; about 36 minutes)
 #        PAIRS=3 SECS=1 benches/vs_memcached.sh     (quick run)
+#        TLS=1 benches/vs_memcached.sh              (the same over TLS)
 # Environment (defaults in brackets):
 #   PAIRS [9] ABBA pairs per scenario    SECS [3] counted seconds per run   WARMUP [1]
 #   AA [all]  A/A pair sets: all (every scenario), first (first scenario of each mode), none
 #   AA_PAIRS [$PAIRS]                    SIZES ["100 4096 65536"]  SHAPES ["c16d1 c8d8"]
 #   MODES ["pinned unpinned"]            MEMCASLAP [1]  CEILING [1]  IDLE_CONNS [5000] (0: skip)
 #   STRACE [1]: syscalls per op of both servers (strace -c, pinned, 100 B and 64 KiB)
+#   TLS [0]: 1 runs every server and client over TLS (see above; needs openssl, and memcached
+#   built with TLS)
 #   KEYS [1000]  B [example]: the server under test; B=memcached compares three memcacheds
 #   (A/A only), for working on this script without the example server.
 #   B_ARGS [""]: extra arguments for the example server, e.g. B_ARGS="--send-path zerocopy"
@@ -50,6 +59,7 @@ STRACE=${STRACE:-1}
 CEILING=${CEILING:-1}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 KEYS=${KEYS:-1000}
+TLS=${TLS:-0}
 B=${B:-example}
 MEM_MIB=1024
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -77,6 +87,18 @@ fi
 if [ "$B" = example ] && [ ! -f examples/memcached_server/src/main.rs ]; then
     die "examples/memcached_server does not exist yet; use B=memcached to exercise the script"
 fi
+case $TLS in
+    0 | 1) ;;
+    *) die "TLS must be 0 or 1" ;;
+esac
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || die "TLS=1 needs openssl (apt-get install openssl)"
+    memcached -h | grep -q -- '--enable-ssl\|^-Z' || die "this memcached has no TLS (-Z)"
+    if [ "$MEMCASLAP" = 1 ]; then
+        echo "vs_memcached: memcaslap has no TLS; skipping it (TLS=1)" >&2
+        MEMCASLAP=0
+    fi
+fi
 
 # ---- processes: every PID we start, stopped on exit ------------------------------------------
 PIDS=()
@@ -94,8 +116,23 @@ cleanup() {
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     PIDS=()
 }
-trap cleanup EXIT
+TLS_DIR=
+trap 'cleanup; [ -z "$TLS_DIR" ] || rm -rf "$TLS_DIR"' EXIT
 trap 'exit 130' INT TERM
+
+# TLS=1: a throwaway certificate and key (never kept), and each program's TLS arguments.
+LG_TLS=(); MC_TLS=(); EX_TLS=()
+if [ "$TLS" = 1 ]; then
+    TLS_DIR=$(mktemp -d /tmp/vs_memcached_tls.XXXXXX)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=localhost -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" \
+        >"$TLS_DIR/openssl.log" 2>&1 || { cat "$TLS_DIR/openssl.log" >&2; die "openssl req failed"; }
+    # memcached drops to nobody (as root) before it loads them.
+    [ "$(id -u)" = 0 ] && chown -R nobody "$TLS_DIR"
+    LG_TLS=(--tls)
+    MC_TLS=(-Z -o "ssl_chain_cert=$TLS_DIR/cert.pem,ssl_key=$TLS_DIR/key.pem")
+    EX_TLS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
+fi
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -120,11 +157,11 @@ start_server() {
     [ "$(id -u)" = 0 ] && user=(-u nobody)
     if [ "$kind" = memcached ]; then
         "$@" memcached "${user[@]}" -t "$threads" -m "$MEM_MIB" -p "$port" -l 127.0.0.1 \
-            -c 16384 >>"$LOG/servers.log" 2>&1 &
+            -c 16384 "${MC_TLS[@]}" >>"$LOG/servers.log" 2>&1 &
     else
         # shellcheck disable=SC2086 # B_ARGS is a list of words
         "$@" "$SERVER" --listen "127.0.0.1:$port" --threads "$threads" \
-            --memory-limit "$MEM_MIB" ${B_ARGS:-} >>"$LOG/servers.log" 2>&1 &
+            --memory-limit "$MEM_MIB" "${EX_TLS[@]}" ${B_ARGS:-} >>"$LOG/servers.log" 2>&1 &
     fi
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
@@ -156,7 +193,7 @@ run_loadgen() {
     out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PREFIX[@]}" "$LOADGEN" \
         --server "127.0.0.1:$port" --threads "$CLIENT_THREADS" --conns "$conns" \
         --depth "$depth" --value-size "$size" --keys "$KEYS" --duration "$SECS" \
-        --warmup "$WARMUP" --cpu-pid "$pid" 2>&1) || rc=$?
+        --warmup "$WARMUP" --cpu-pid "$pid" "${LG_TLS[@]}" 2>&1) || rc=$?
     printf 'port=%s rc=%s %s\n' "$port" "$rc" "$out" >>"$LOG/runs.log"
     local line
     line=$(printf '%s\n' "$out" | grep '^ops=' | head -1 || true)
@@ -277,7 +314,7 @@ strace_counts() {
     sleep 1
     out=$(timeout "$RUN_TIMEOUT" "${CLIENT_PREFIX[@]}" "$LOADGEN" --server "127.0.0.1:$port" \
         --threads "$CLIENT_THREADS" --conns "$conns" --depth "$depth" --value-size "$size" \
-        --keys "$KEYS" --duration 2 --warmup 0 --no-populate 2>&1) || true
+        --keys "$KEYS" --duration 2 --warmup 0 --no-populate "${LG_TLS[@]}" 2>&1) || true
     kill -INT "$spid" 2>/dev/null || true
     wait "$spid" 2>/dev/null || true
     ops=$(field ops "$(printf '%s\n' "$out" | grep '^ops=' | head -1)")
@@ -299,7 +336,12 @@ strace_counts() {
 
 server_stats() { # port -> a few counters from the ASCII `stats` command
     local out
-    out=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf 'stats\r\nquit\r\n' >&3; cat <&3" 2>/dev/null || true)
+    if [ "$TLS" = 1 ]; then
+        out=$(printf 'stats\r\nquit\r\n' | timeout 5 openssl s_client -quiet \
+            -connect "127.0.0.1:$1" 2>/dev/null || true)
+    else
+        out=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf 'stats\r\nquit\r\n' >&3; cat <&3" 2>/dev/null || true)
+    fi
     printf '%s\n' "$out" | tr -d '\r' | awk '$1 == "STAT" && ($2 == "cmd_get" || $2 == "cmd_set" ||
         $2 == "get_hits" || $2 == "get_misses" || $2 == "curr_connections" || $2 == "total_connections") {
         printf "%s=%s ", $2, $3 }'
@@ -309,6 +351,7 @@ server_stats() { # port -> a few counters from the ASCII `stats` command
 REV=${SRC_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}
 say "# vs_memcached $(date -u '+%Y-%m-%d %H:%M UTC') at $REV"
 say "# PAIRS=$PAIRS SECS=$SECS WARMUP=$WARMUP AA=$AA AA_PAIRS=$AA_PAIRS SIZES='$SIZES' SHAPES='$SHAPES' MODES='$MODES' KEYS=$KEYS B=$B B_ARGS='${B_ARGS:-}' FEATURES='${FEATURES:-}'; raw output in $LOG"
+say "# TLS: $([ "$TLS" = 1 ] && echo "on (memcached -Z, example --tls-cert/--tls-key, loadgen --tls; self-signed P-256 certificate)" || echo off)"
 say "# machine: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg); memcached $(memcached -V | cut -d' ' -f2)"
 if [ "$B" = example ]; then
     cargo build --release -p memcached-server ${FEATURES:+--features "$FEATURES"} \
@@ -323,6 +366,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 B_NAME=example
 [ "$B" = example ] || B_NAME=memcached
+if [ "$TLS" = 1 ] && [ "$B" = example ] && ! "$SERVER" --help 2>&1 | grep -q -- --tls-cert; then
+    die "$SERVER has no --tls-cert (TLS=1 needs the example server's TLS support)"
+fi
 
 # ---- side by side, per placement ------------------------------------------------------------
 for mode in $MODES; do
@@ -376,6 +422,10 @@ for mode in $MODES; do
     say ""
     say "stats A: $(server_stats "$PA")"
     say "stats B: $(server_stats "$PB")"
+    if [ "$TLS" = 1 ]; then
+        say "TLS negotiated (loadgen runs so far): $(grep -o 'tls_version=[^ ]* tls_suite=[^ ]*' \
+            "$LOG/runs.log" | sort | uniq -c | awk '{ printf "%s%s %s (%d runs)", s, $2, $3, $1; s = "; " }')"
+    fi
     cleanup
 done
 
@@ -387,11 +437,11 @@ idle_test() { # kind -> prints bytes per connection
     start_server "$kind" "$port" 2 env
     pid=$STARTED_PID
     timeout 60 "$LOADGEN" --server "127.0.0.1:$port" --populate-only --keys 1 --conns 1 \
-        --value-size 65536 >>"$LOG/runs.log" 2>&1 || say "  !! populate failed against $kind"
+        --value-size 65536 "${LG_TLS[@]}" >>"$LOG/runs.log" 2>&1 || say "  !! populate failed against $kind"
     sleep 1
     before=$(rss_kib "$pid")
     "$LOADGEN" --server "127.0.0.1:$port" --idle-conns "$IDLE_CONNS" --no-populate --keys 1 \
-        --value-size 65536 --hold 6 >"$LOG/idle_$kind.out" 2>&1 &
+        --value-size 65536 --hold 6 "${LG_TLS[@]}" >"$LOG/idle_$kind.out" 2>&1 &
     lgpid=$!
     PIDS+=("$lgpid")
     for i in $(seq 600); do

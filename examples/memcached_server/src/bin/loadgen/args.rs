@@ -9,8 +9,11 @@ pub(crate) fn usage() -> &'static str {
     "usage: loadgen --server 127.0.0.1:PORT [--threads T] [--conns C (total)] [--depth D]\n\
      \x20              [--value-size B] [--keys K] [--get-ratio R] [--duration S] [--warmup S]\n\
      \x20              [--seed N] [--no-populate | --populate | --populate-only] [--cpu-pid PID]\n\
+     \x20              [--tls]\n\
      \x20      loadgen --stream-ceiling [--streams N] [--chunk B] [--duration S] [--warmup S]\n\
-     \x20      loadgen --server ADDR --idle-conns N [--value-size B] [--hold S] [--no-populate]"
+     \x20      loadgen --server ADDR --idle-conns N [--value-size B] [--hold S] [--no-populate]\n\
+     \x20              [--tls]\n\
+     --tls: every connection speaks TLS (server name localhost, certificate not checked)"
 }
 
 /// Command-line settings.
@@ -34,6 +37,7 @@ pub(crate) struct Args {
     pub(crate) hold: f64,
     pub(crate) cpu_pid: Option<u32>,
     pub(crate) chunk: usize,
+    pub(crate) tls: bool,
 }
 
 pub(crate) fn parse_args() -> Result<Args, String> {
@@ -56,6 +60,7 @@ pub(crate) fn parse_args() -> Result<Args, String> {
         hold: 5.0,
         cpu_pid: None,
         chunk: 1 << 20,
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -97,6 +102,7 @@ pub(crate) fn parse_args() -> Result<Args, String> {
             "--hold" => a.hold = num(&name, value(&name)?)?,
             "--chunk" => a.chunk = num(&name, value(&name)?)?,
             "--cpu-pid" => a.cpu_pid = Some(num(&name, value(&name)?)?),
+            "--tls" => a.tls = true,
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown argument {arg:?}")),
         }
@@ -142,6 +148,9 @@ pub(crate) fn parse_args() -> Result<Args, String> {
     }
     if a.chunk == 0 || a.chunk > 64 << 20 {
         return Err("--chunk must be 1..=64 MiB".into());
+    }
+    if a.tls && a.stream_ceiling {
+        return Err("--stream-ceiling measures plain TCP; it does not take --tls".into());
     }
     if a.idle_conns > 1_000_000 {
         return Err("--idle-conns must be at most 1000000".into());

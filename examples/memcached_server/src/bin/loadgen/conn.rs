@@ -1,16 +1,18 @@
-//! One connection of the event loop: requests queued and written with `writev`, responses parsed.
+//! One connection of the event loop: requests written with `writev` or TLS, responses parsed.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream as MioStream;
+use rustls::ClientConnection;
 
 use crate::protocol::{
     put_header, HEADER, KEY_LEN, OP_GET, OP_SET, RES_MAGIC, SET_EXTRAS, STATUS_KEY_NOT_FOUND,
     STATUS_OK,
 };
 use crate::report::Counts;
+use crate::tls;
 
 /// At most this many iovecs per `writev`; more go in the next call.
 const MAX_IOV: usize = 64;
@@ -30,17 +32,36 @@ pub(crate) struct Pending {
     opaque: u32,
 }
 
-pub(crate) struct Conn {
-    pub(crate) stream: MioStream,
-    pub(crate) alive: bool,
+/// When responses count: always (the populate step), or when they arrive within `from..to`.
+#[derive(Clone, Copy)]
+pub(crate) enum Window {
+    Always,
+    Between(Instant, Instant),
+}
+
+impl Window {
+    fn counts(self, now: Instant) -> bool {
+        match self {
+            Window::Always => true,
+            Window::Between(from, to) => now >= from && now < to,
+        }
+    }
+}
+
+/// The outgoing side: formatted requests not yet handed to the socket (or to TLS).
+pub(crate) struct Requests {
     /// Formatted request headers and keys not yet fully sent.
     head: Vec<u8>,
     segs: Vec<Seg>,
     /// First unsent segment, and bytes of it already sent.
     seg_pos: usize,
     seg_off: usize,
-    pub(crate) pending: VecDeque<Pending>,
     next_opaque: u32,
+}
+
+/// The incoming side: requests in flight, and the parse state of the response stream.
+pub(crate) struct Responses {
+    pub(crate) pending: VecDeque<Pending>,
     /// Response parsing: the header bytes gathered so far, then the body bytes left to skip.
     rhead: [u8; HEADER],
     rhave: usize,
@@ -50,24 +71,97 @@ pub(crate) struct Conn {
     in_body: bool,
 }
 
+pub(crate) struct Conn {
+    pub(crate) stream: MioStream,
+    pub(crate) alive: bool,
+    /// The TLS session (`--tls`); `None` for plaintext.
+    pub(crate) tls: Option<Box<ClientConnection>>,
+    pub(crate) tx: Requests,
+    pub(crate) rx: Responses,
+}
+
 impl Conn {
-    pub(crate) fn new(stream: MioStream, depth: usize) -> Conn {
+    pub(crate) fn new(stream: MioStream, depth: usize, tls: Option<Box<ClientConnection>>) -> Conn {
         Conn {
             stream,
             alive: true,
-            head: Vec::with_capacity(depth * (HEADER + SET_EXTRAS + KEY_LEN)),
-            segs: Vec::with_capacity(depth * 2),
-            seg_pos: 0,
-            seg_off: 0,
-            pending: VecDeque::with_capacity(depth),
-            next_opaque: 0,
-            rhead: [0; HEADER],
-            rhave: 0,
-            body_left: 0,
-            in_body: false,
+            tls,
+            tx: Requests {
+                head: Vec::with_capacity(depth * (HEADER + SET_EXTRAS + KEY_LEN)),
+                segs: Vec::with_capacity(depth * 2),
+                seg_pos: 0,
+                seg_off: 0,
+                next_opaque: 0,
+            },
+            rx: Responses {
+                pending: VecDeque::with_capacity(depth),
+                rhead: [0; HEADER],
+                rhave: 0,
+                body_left: 0,
+                in_body: false,
+            },
         }
     }
 
+    /// Queues one request (GET, or SET of `value_len` bytes) for key `k`.
+    pub(crate) fn queue(&mut self, opcode: u8, k: &[u8; KEY_LEN], value_len: usize, now: Instant) {
+        let opaque = self.tx.queue(opcode, k, value_len);
+        self.rx.pending.push_back(Pending {
+            at: now,
+            opcode,
+            opaque,
+        });
+    }
+
+    /// Writes queued requests until done or the socket is full. `Err` means the connection is
+    /// unusable.
+    pub(crate) fn flush(&mut self, value: &[u8]) -> io::Result<()> {
+        match self.tls.as_deref_mut() {
+            None => {
+                let stream = &mut self.stream;
+                self.tx.send(value, |iov| stream.write_vectored(iov))?;
+                Ok(())
+            }
+            Some(tls) => tls::flush(tls, &mut self.stream, &mut self.tx, value),
+        }
+    }
+
+    /// Reads and parses every response the socket has (until `WouldBlock`) into `buf`, counting
+    /// those that arrive within `window`. `Err` means the connection must close (closed by the
+    /// peer, a read error, a malformed stream, a TLS error).
+    pub(crate) fn receive(
+        &mut self,
+        buf: &mut [u8],
+        window: Window,
+        value_size: usize,
+        counts: &mut Counts,
+    ) -> Result<(), ()> {
+        let rx = &mut self.rx;
+        let mut parse = |bytes: &[u8], now: Instant, counts: &mut Counts| {
+            rx.parse(bytes, now, window.counts(now), value_size, counts)
+        };
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls::receive(tls, &mut self.stream, buf, counts, &mut parse);
+        }
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    parse(&buf[..n], Instant::now(), counts)?;
+                    if n < buf.len() {
+                        // Short read: drained; epoll reports the next arrival.
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+    }
+}
+
+impl Requests {
     fn push_head(&mut self, start: usize) {
         let end = self.head.len();
         if let Some(Seg::Head { end: e, .. }) = self.segs.last_mut() {
@@ -79,8 +173,8 @@ impl Conn {
         self.segs.push(Seg::Head { start, end });
     }
 
-    /// Queues one request (GET, or SET of `value_len` bytes) for key `k`.
-    pub(crate) fn queue(&mut self, opcode: u8, k: &[u8; KEY_LEN], value_len: usize, now: Instant) {
+    /// Formats one request; returns its opaque.
+    fn queue(&mut self, opcode: u8, k: &[u8; KEY_LEN], value_len: usize) -> u32 {
         let start = self.head.len();
         let opaque = self.next_opaque;
         self.next_opaque = self.next_opaque.wrapping_add(1);
@@ -103,16 +197,21 @@ impl Conn {
             self.head.extend_from_slice(k);
             self.push_head(start);
         }
-        self.pending.push_back(Pending {
-            at: now,
-            opcode,
-            opaque,
-        });
+        opaque
     }
 
-    /// Writes queued requests until done or the socket is full. `Err` means the connection is
-    /// unusable.
-    pub(crate) fn flush(&mut self, value: &[u8]) -> io::Result<()> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.seg_pos == self.segs.len()
+    }
+
+    /// Hands queued bytes to `write` (a `writev`, or TLS's plaintext side), up to [`MAX_IOV`]
+    /// segments a call, until all are taken (`Ok(true)`) or `write` says `WouldBlock`
+    /// (`Ok(false)`). `Ok(0)` from `write` is an error (`WriteZero`).
+    pub(crate) fn send(
+        &mut self,
+        value: &[u8],
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<bool> {
         while self.seg_pos < self.segs.len() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n_iov = 0;
@@ -125,7 +224,7 @@ impl Conn {
                 iov[n_iov] = IoSlice::new(&bytes[skip..]);
                 n_iov += 1;
             }
-            match self.stream.write_vectored(&iov[..n_iov]) {
+            match write(&iov[..n_iov]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut n) => {
                     while n > 0 {
@@ -143,7 +242,7 @@ impl Conn {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -152,12 +251,14 @@ impl Conn {
         self.segs.clear();
         self.seg_pos = 0;
         self.seg_off = 0;
-        Ok(())
+        Ok(true)
     }
+}
 
+impl Responses {
     /// Parses `input` (responses, possibly split anywhere). Counts completed responses into
     /// `counts` when `counting`. Returns `Err` on a malformed stream (the connection must close).
-    pub(crate) fn parse(
+    fn parse(
         &mut self,
         mut input: &[u8],
         now: Instant,

@@ -17,11 +17,11 @@
 //! ```text
 //! cargo run --release -p memcached-server --bin loadgen -- --server 127.0.0.1:11211 \
 //!     [--threads 1] [--conns 16] [--depth 1] [--value-size 100] [--keys 1000] \
-//!     [--get-ratio 0.9] [--duration 3] [--warmup 1] [--no-populate] [--populate-only]
+//!     [--get-ratio 0.9] [--duration 3] [--warmup 1] [--no-populate] [--populate-only] [--tls]
 //! cargo run --release -p memcached-server --bin loadgen -- --stream-ceiling [--streams 2] [--chunk 1048576] \
 //!     [--duration 3]
 //! cargo run --release -p memcached-server --bin loadgen -- --server ADDR --idle-conns 5000 --value-size 65536 \
-//!     --keys 1 [--hold 5]
+//!     --keys 1 [--hold 5] [--tls]
 //! ```
 //!
 //! `--conns` is the **total** number of connections, spread evenly over `--threads` (so
@@ -40,6 +40,16 @@
 //! itself over the window as fractions of one CPU (`server_cpu_util=…`, `client_cpu_util=…`):
 //! the side near 1.0 per thread is the one that limits the run.
 //!
+//! With `--tls` every connection speaks TLS (rustls, server name `localhost`, any certificate
+//! accepted; [`tls`]): requests are encrypted from the same segments (one pass, no copy into a
+//! buffer first) and the records written with one `writev`; responses are read 256 KiB per `read`
+//! into the page-aligned buffer, decrypted by rustls and parsed where it holds the plaintext. The
+//! handshakes run on the same loop before the populate step and are reported on a line of their
+//! own (`tls_handshakes=… tls_handshake_secs=… tls_version=… tls_suite=…`), outside the counted
+//! window. `--populate-only`, `--cpu-pid` and `--idle-conns` work with it; `--stream-ceiling`
+//! does not (it measures plain TCP). Without `--tls` no byte takes another path: one branch per
+//! read and per flush picks the plaintext loop.
+//!
 //! Two helper modes for `benches/vs_memcached.sh`:
 //! * `--stream-ceiling`: the loopback TCP ceiling of this machine, `--streams` senders writing
 //!   `--chunk` bytes (default 1 MiB) per `write`, read in 256 KiB `read`s (as the load run reads)
@@ -53,8 +63,9 @@ mod conn;
 mod modes;
 mod protocol;
 mod report;
+mod tls;
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,10 +78,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::args::{parse_args, usage, Args};
 use crate::buf::{AlignedBuf, RECV_BUF};
-use crate::conn::Conn;
+use crate::conn::{Conn, Window};
 use crate::modes::{idle_conns, stream_ceiling};
 use crate::protocol::{key, KEY_LEN, OP_GET, OP_SET};
 use crate::report::{print_run, process_cpu, Counts};
+use crate::tls::Handshakes;
 
 /// A request still unanswered this long after it was sent, when the run ends, counts as an error.
 const STALL: Duration = Duration::from_secs(1);
@@ -145,6 +157,8 @@ struct Shared {
     args: Args,
     keys: Vec<[u8; KEY_LEN]>,
     value: Vec<u8>,
+    /// The client configuration every connection shares (`--tls`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     barrier: Barrier,
     populate_failed: AtomicU64,
 }
@@ -156,34 +170,45 @@ fn connect(addr: SocketAddr) -> io::Result<MioStream> {
     Ok(MioStream::from_std(s))
 }
 
-/// One thread: connects its share of connections, populates its share of keys, waits for the
-/// others, runs the workload. Returns the populate counts and the run's counts.
-fn worker(shared: Arc<Shared>, index: usize) -> io::Result<(Counts, Counts)> {
+/// What one thread reports: the populate counts, the run's counts, its TLS handshakes.
+type Outcome = (Counts, Counts, Handshakes);
+
+/// One thread: connects its share of connections (and completes their TLS handshakes), populates
+/// its share of keys, waits for the others, runs the workload.
+fn worker(shared: Arc<Shared>, index: usize) -> io::Result<Outcome> {
     let args = &shared.args;
     let n_conns = args.conns / args.threads + usize::from(index < args.conns % args.threads);
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(n_conns);
-    let connected: io::Result<()> = (|| {
+    let mut events = Events::with_capacity(1024);
+    let connected: io::Result<Handshakes> = (|| {
         for i in 0..n_conns {
             let mut s = connect(args.server)?;
             poll.registry()
                 .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-            conns.push(Conn::new(s, args.depth));
+            let tls = shared.tls.as_ref().map(tls::session).transpose()?;
+            conns.push(Conn::new(s, args.depth, tls));
         }
-        Ok(())
+        if shared.tls.is_none() {
+            return Ok(Handshakes::default());
+        }
+        let limit = Instant::now() + POPULATE_LIMIT;
+        tls::handshake(&mut poll, &mut events, &mut conns, limit)
     })();
     let mut rbuf = AlignedBuf::new(RECV_BUF);
-    let mut events = Events::with_capacity(1024);
     let mut rng = Rng::new(args.seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
 
     let mut populate = Counts::new();
-    if let Err(e) = connected {
-        // Let the other threads go on past the barriers, then report.
-        shared.populate_failed.fetch_add(1, Ordering::Relaxed);
-        shared.barrier.wait();
-        shared.barrier.wait();
-        return Err(e);
-    }
+    let handshakes = match connected {
+        Ok(h) => h,
+        Err(e) => {
+            // Let the other threads go on past the barriers, then report.
+            shared.populate_failed.fetch_add(1, Ordering::Relaxed);
+            shared.barrier.wait();
+            shared.barrier.wait();
+            return Err(e);
+        }
+    };
     if args.populate {
         let per = args.keys / args.threads;
         let start = index * per;
@@ -207,7 +232,7 @@ fn worker(shared: Arc<Shared>, index: usize) -> io::Result<(Counts, Counts)> {
         );
         if driven.is_err()
             || populate.errors.total() > 0
-            || conns.iter().any(|c| !c.alive || !c.pending.is_empty())
+            || conns.iter().any(|c| !c.alive || !c.rx.pending.is_empty())
         {
             shared.populate_failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -221,7 +246,7 @@ fn worker(shared: Arc<Shared>, index: usize) -> io::Result<(Counts, Counts)> {
     shared.barrier.wait(); // main checked populate_failed in between
     let mut counts = Counts::new();
     if shared.populate_failed.load(Ordering::Relaxed) > 0 || args.populate_only {
-        return Ok((populate, counts));
+        return Ok((populate, counts, handshakes));
     }
     let start = Instant::now();
     let count_from = start + Duration::from_secs_f64(args.warmup);
@@ -239,19 +264,19 @@ fn worker(shared: Arc<Shared>, index: usize) -> io::Result<(Counts, Counts)> {
         stop,
     )?;
     for c in &conns {
-        if let Some(p) = c.pending.front() {
+        if let Some(p) = c.rx.pending.front() {
             if stop.saturating_duration_since(p.at) >= STALL {
-                counts.errors.stalled += c.pending.len() as u64;
+                counts.errors.stalled += c.rx.pending.len() as u64;
             }
         }
     }
-    Ok((populate, counts))
+    Ok((populate, counts, handshakes))
 }
 
 /// Tops `conn` up to `depth` requests in flight, as far as the phase has requests to send.
 fn refill(conn: &mut Conn, shared: &Shared, phase: &mut Phase, rng: &mut Rng, now: Instant) {
     let args = &shared.args;
-    while conn.pending.len() < args.depth {
+    while conn.rx.pending.len() < args.depth {
         match phase {
             Phase::Populate { next, end } => {
                 if *next >= *end {
@@ -288,6 +313,10 @@ fn drive(
     deadline: Instant,
 ) -> io::Result<()> {
     let value_size = shared.args.value_size;
+    let window = match phase {
+        Phase::Run { count_from, stop } => Window::Between(*count_from, *stop),
+        Phase::Populate { .. } => Window::Always,
+    };
     let now = Instant::now();
     for c in conns.iter_mut() {
         refill(c, shared, phase, rng, now);
@@ -302,7 +331,7 @@ fn drive(
             return Ok(());
         }
         if let Phase::Populate { next, end } = phase {
-            if next >= end && conns.iter().all(|c| !c.alive || c.pending.is_empty()) {
+            if next >= end && conns.iter().all(|c| !c.alive || c.rx.pending.is_empty()) {
                 return Ok(());
             }
         }
@@ -322,40 +351,7 @@ fn drive(
             }
             let mut ok = true;
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                let buf = rbuf.as_mut();
-                loop {
-                    match c.stream.read(buf) {
-                        Ok(0) => {
-                            ok = false;
-                            break;
-                        }
-                        Ok(n) => {
-                            let now = Instant::now();
-                            let counting = match phase {
-                                Phase::Run { count_from, stop } => {
-                                    now >= *count_from && now < *stop
-                                }
-                                Phase::Populate { .. } => true,
-                            };
-                            if c.parse(&buf[..n], now, counting, value_size, counts)
-                                .is_err()
-                            {
-                                ok = false;
-                                break;
-                            }
-                            if n < buf.len() {
-                                // Short read: drained; epoll reports the next arrival.
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            ok = false;
-                            break;
-                        }
-                    }
-                }
+                ok = c.receive(rbuf.as_mut(), window, value_size, counts).is_ok();
             }
             if ok {
                 refill(c, shared, phase, rng, Instant::now());
@@ -380,6 +376,11 @@ fn load(args: &Args) -> io::Result<ExitCode> {
         args: args.clone(),
         keys: (0..args.keys).map(key).collect(),
         value,
+        tls: if args.tls {
+            Some(tls::client_config()?)
+        } else {
+            None
+        },
         barrier: Barrier::new(args.threads + 1),
         populate_failed: AtomicU64::new(0),
     });
@@ -417,12 +418,14 @@ fn load(args: &Args) -> io::Result<ExitCode> {
     };
     let mut total = Counts::new();
     let mut pop = Counts::new();
+    let mut handshakes = Handshakes::default();
     let mut first_err = None;
     for h in handles {
         match h.join() {
-            Ok(Ok((p, c))) => {
+            Ok(Ok((p, c, hs))) => {
                 pop.merge(&p);
                 total.merge(&c);
+                handshakes.merge(hs);
             }
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
@@ -434,6 +437,9 @@ fn load(args: &Args) -> io::Result<ExitCode> {
     }
     if let Some(e) = first_err {
         return Err(io::Error::new(e.kind(), format!("{}: {e}", args.server)));
+    }
+    if args.tls {
+        handshakes.print();
     }
     if failed {
         eprintln!(

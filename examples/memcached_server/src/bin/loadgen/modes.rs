@@ -12,6 +12,7 @@ use crate::protocol::{
     key, put_header, HEADER, KEY_LEN, OP_GET, OP_SET, RES_MAGIC, SET_EXTRAS, STATUS_KEY_NOT_FOUND,
     STATUS_OK,
 };
+use crate::tls;
 
 // ---------------------------------------------------------------------------------------------
 // --stream-ceiling
@@ -84,7 +85,7 @@ pub(crate) fn stream_ceiling(args: &Args) -> io::Result<ExitCode> {
 // --idle-conns
 
 /// Reads one binary response from a blocking stream; returns (status, value length).
-fn read_response(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<(u16, usize)> {
+fn read_response(s: &mut impl Read, buf: &mut [u8]) -> io::Result<(u16, usize)> {
     let mut h = [0u8; HEADER];
     s.read_exact(&mut h)?;
     if h[0] != RES_MAGIC {
@@ -107,13 +108,31 @@ fn read_response(s: &mut TcpStream, buf: &mut [u8]) -> io::Result<(u16, usize)> 
 }
 
 pub(crate) fn idle_conns(args: &Args) -> io::Result<ExitCode> {
+    let connect = || -> io::Result<TcpStream> {
+        let s = TcpStream::connect(args.server)?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    };
+    if args.tls {
+        let config = tls::client_config()?;
+        idle_with(args, || tls::blocking(&config, connect()?))
+    } else {
+        idle_with(args, connect)
+    }
+}
+
+/// `--idle-conns` over the streams `connect` opens (plain TCP or TLS, blocking).
+fn idle_with<S: Read + Write>(
+    args: &Args,
+    mut connect: impl FnMut() -> io::Result<S>,
+) -> io::Result<ExitCode> {
     let mut value = vec![0u8; args.value_size];
     value.fill(b'v');
     let k = key(0);
     let mut buf = AlignedBuf::new(RECV_BUF);
     let buf = buf.as_mut();
     if args.populate {
-        let mut s = TcpStream::connect(args.server)?;
+        let mut s = connect()?;
         let mut req = Vec::new();
         put_header(
             &mut req,
@@ -126,6 +145,7 @@ pub(crate) fn idle_conns(args: &Args) -> io::Result<ExitCode> {
         req.extend_from_slice(&k);
         req.extend_from_slice(&value);
         s.write_all(&req)?;
+        s.flush()?;
         let (status, _) = read_response(&mut s, buf)?;
         if status != STATUS_OK {
             eprintln!("loadgen: populate SET failed with status {status:#06x}");
@@ -138,9 +158,9 @@ pub(crate) fn idle_conns(args: &Args) -> io::Result<ExitCode> {
     let mut held = Vec::with_capacity(args.idle_conns);
     let (mut misses, mut errors) = (0u64, 0u64);
     for _ in 0..args.idle_conns {
-        let mut s = TcpStream::connect(args.server)?;
-        s.set_nodelay(true)?;
+        let mut s = connect()?;
         s.write_all(&get)?;
+        s.flush()?;
         match read_response(&mut s, buf) {
             Ok((STATUS_OK, len)) if len == args.value_size => {}
             Ok((STATUS_KEY_NOT_FOUND, _)) => misses += 1,
