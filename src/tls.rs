@@ -878,7 +878,8 @@ impl TlsSession {
 
     /// True while anything is to be sent: plaintext, records, or bytes rustls has for the
     /// peer (handshake messages, alerts, a `close_notify` asked for). The condition of a send
-    /// loop.
+    /// loop, with one exception: plaintext queued while the handshake runs waits for its end,
+    /// which only bytes from the peer bring ([`send_to`](Self::send_to) returns `Ok(0)` then).
     ///
     /// # Examples
     ///
@@ -1058,6 +1059,13 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_tls_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
+        if self.phase == Phase::Failed {
+            // Nothing more is read once the session failed: its input was dropped with it.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "cannot read into a failed TLS session",
+            ));
+        }
         if self.plain_in.len() >= self.max_plain_in {
             return Err(ReadLimitError {
                 requested: 1,
@@ -1069,9 +1077,9 @@ impl TlsSession {
         let n = self.tls_in.read_from(src)?;
         if n > 0 {
             self.process()?;
-        } else if !self.tls_in.is_empty() && self.phase != Phase::Failed {
+        } else if !self.tls_in.is_empty() {
             // The stream ended inside a record.
-            self.phase = Phase::Failed;
+            self.abandon();
             return Err(TlsError::Protocol(rustls::Error::InvalidMessage(
                 rustls::InvalidMessage::MessageTooShort,
             ))
@@ -1081,33 +1089,8 @@ impl TlsSession {
     }
 
     /// Processes every complete record received so far: answers handshake messages, appends
-    /// application data to [`read_buffer`](Self::read_buffer). [`read_tls_from`] calls it; call
-    /// it yourself after putting bytes in by another way.
-    ///
-    /// [`read_tls_from`]: Self::read_tls_from
-    ///
-    /// # Errors
-    ///
-    /// [`TlsError`] when the peer broke the protocol: send what is pending (rustls's alert),
-    /// then close.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
-    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-    /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
-    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
-    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
-    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
-    /// let mut server = sendbuf::TlsSession::new(config)?;
-    /// server.process()?; // nothing received: nothing to answer
-    /// assert!(server.is_handshaking() && !server.has_pending());
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn process(&mut self) -> Result<(), TlsError> {
+    /// application data to the read buffer.
+    fn process(&mut self) -> Result<(), TlsError> {
         self.pump(false)
     }
 
@@ -1215,7 +1198,9 @@ impl TlsSession {
     ) -> io::Result<usize> {
         let mut total = 0;
         loop {
-            if self.phase != Phase::Failed {
+            if self.phase == Phase::Failed {
+                self.plain_out.clear(); // queued after the failure: never sent
+            } else {
                 self.pump(true)?;
             }
             if !self.records.has_pending() {
@@ -1319,7 +1304,7 @@ impl TlsSession {
             }
             self.tls_in.consume(discard);
             if let Some(e) = failure {
-                self.phase = Phase::Failed;
+                self.abandon();
                 return Err(e);
             }
             if done {
@@ -1331,14 +1316,25 @@ impl TlsSession {
     /// Ends the session on rustls's error `e`: one more turn lets rustls encode the alert it
     /// queued for the peer (sent by the next `send_to`), and nothing else happens after.
     fn fail(&mut self, e: rustls::Error) -> TlsError {
-        self.phase = Phase::Failed;
         // The alert, if rustls queued one, comes out before any record is looked at again.
         let status = self.conn.process_tls_records(self.tls_in.data_mut());
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
             let n = encode_into(&mut self.records, |out| encode.encode(out));
             self.plain_out.hold_outside(n);
         }
+        self.abandon();
         TlsError::Protocol(e)
+    }
+
+    /// The session failed: nothing but what `records` holds (an alert) goes out any more, and
+    /// nothing more comes in. The plaintext queued (its pinned values released) and the input
+    /// are dropped, so the session can still become empty and give its storage back.
+    fn abandon(&mut self) {
+        self.phase = Phase::Failed;
+        self.plain_out.clear();
+        self.plain_in.clear();
+        self.tls_in.clear();
+        self.close_wanted = false;
     }
 }
 
@@ -1355,6 +1351,11 @@ impl Outgoing<'_> {
     /// Encrypts pending plaintext into records, front first, until the records reach
     /// [`ENCRYPT_AHEAD`]; then a wanted `close_notify`.
     fn encrypt(self, traffic: &mut WriteTraffic<'_, ServerConnectionData>) -> Result<(), TlsError> {
+        if *self.close_queued {
+            // Nothing goes out after close_notify: what was queued since is dropped.
+            self.plain.clear();
+            return Ok(());
+        }
         while self.plain.has_pending() && self.records.pending_len() < ENCRYPT_AHEAD {
             let chunk = self.plain.chunk();
             // Four records per call at most: they fit one block of `records`.

@@ -292,6 +292,14 @@ fn steal_is_refused_while_anything_is_held() {
     client.feed(&wire);
     assert!(client.closed, "the client saw close_notify");
     assert!(server.is_empty());
+    // Nothing goes out after close_notify: a value queued later is dropped, not sent.
+    let (late, drops) = Counted::new(vec![1u8; 5000]);
+    server.write_buffer().pin(late);
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    assert!(wire.is_empty(), "{} bytes after close_notify", wire.len());
+    assert_eq!(drops.get(), 1);
+    assert!(server.is_empty());
 }
 
 /// Small responses share records: a run of scratch bytes is one `encrypt` call (records of up
@@ -457,10 +465,17 @@ fn a_tampered_record_fails_with_an_alert() {
         }
         other => panic!("the client got {other:?}, not the alert"),
     }
-    // Once failed, more input changes nothing and panics nowhere.
-    let _ = server.read_tls_from(&mut &tls[..]);
-    server.write_to(&mut io::sink()).unwrap();
+    // Once failed, more input is refused, nothing but the alert went out, and the session
+    // holds nothing: its storage can go back.
+    server.write_buffer().put_slice(b"never sent");
+    let err = server.read_tls_from(&mut &tls[..]).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    let mut after = Vec::new();
+    server.write_to(&mut after).unwrap();
+    assert!(after.is_empty(), "{} bytes after the alert", after.len());
     assert!(server.read_buffer().is_empty());
+    assert!(server.is_empty(), "{server:?}");
+    assert!(server.steal().is_ok());
 }
 
 #[test]
