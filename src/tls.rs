@@ -147,8 +147,9 @@ pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 /// ```
 pub const ENCRYPT_AHEAD: usize = 256 * 1024;
 
-/// Scratch block size of the records buffer: four full records and their overhead.
-const RECORD_BLOCK: usize = 4 * (MAX_RECORD_PLAINTEXT + 64);
+/// Scratch block size of the records buffer: three full records and their overhead fit (one
+/// `encrypt` call's), in a block a pool of 64 KiB buffers keeps.
+const RECORD_BLOCK: usize = 64 * 1024;
 
 /// Largest TLS record on the wire (a full record plus the largest expansion TLS allows),
 /// the least the TLS input buffer must be able to hold.
@@ -316,8 +317,9 @@ pub struct TlsSession {
     phase: Phase,
     /// The peer sent `close_notify`: no more application data will come.
     peer_closed: bool,
-    /// `close_notify` asked for and not yet encrypted.
-    close_wanted: bool,
+    /// `close_notify` asked for and not yet encrypted: after this many more bytes of plaintext
+    /// (those queued when it was asked for).
+    close_after: Option<usize>,
     /// `close_notify` encrypted into `records`.
     close_queued: bool,
     stats: TlsStats,
@@ -365,7 +367,7 @@ impl TlsSession {
             max_plain_in: DEFAULT_MAX_PLAINTEXT_IN,
             phase: Phase::Handshaking,
             peer_closed: false,
-            close_wanted: false,
+            close_after: None,
             close_queued: false,
             stats: TlsStats::default(),
         })
@@ -871,8 +873,8 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn queue_close_notify(&mut self) {
-        if !self.close_queued {
-            self.close_wanted = true;
+        if !self.close_queued && self.close_after.is_none() {
+            self.close_after = Some(self.plain_out.pending_len());
         }
     }
 
@@ -922,7 +924,7 @@ impl TlsSession {
         self.plain_out.has_pending()
             || self.records.has_pending()
             || self.conn.wants_write()
-            || self.close_wanted
+            || self.close_after.is_some()
     }
 
     /// Bytes of records (and handshake messages) encrypted and not yet sent.
@@ -1021,7 +1023,7 @@ impl TlsSession {
         self.plain_out.is_empty()
             && self.records.is_empty()
             && !self.conn.wants_write()
-            && !self.close_wanted
+            && self.close_after.is_none()
             && self.tls_in.is_empty()
             && self.plain_in.is_empty()
     }
@@ -1075,6 +1077,13 @@ impl TlsSession {
             .into());
         }
         let n = self.tls_in.read_from(src)?;
+        if self.close_queued {
+            // After our close_notify the session says nothing more, so what the peer sends is
+            // read and dropped unprocessed. (rustls 0.23 would also try a fatal alert after
+            // close_notify on bad input, which its debug builds assert against.)
+            self.tls_in.clear();
+            return Ok(n);
+        }
         if n > 0 {
             self.process()?;
         } else if !self.tls_in.is_empty() {
@@ -1219,7 +1228,8 @@ impl TlsSession {
             if sent == 0 || sent < offered {
                 return Ok(total);
             }
-            if !self.plain_out.has_pending() && !self.records.has_pending() && !self.close_wanted {
+            let closing = self.close_after.is_some();
+            if !self.plain_out.has_pending() && !self.records.has_pending() && !closing {
                 return Ok(total);
             }
         }
@@ -1285,7 +1295,7 @@ impl TlsSession {
                             plain: &mut self.plain_out,
                             records: &mut self.records,
                             stats: &mut self.stats,
-                            close_wanted: &mut self.close_wanted,
+                            close_after: &mut self.close_after,
                             close_queued: &mut self.close_queued,
                         };
                         if let Err(e) = out.encrypt(&mut traffic) {
@@ -1316,11 +1326,14 @@ impl TlsSession {
     /// Ends the session on rustls's error `e`: one more turn lets rustls encode the alert it
     /// queued for the peer (sent by the next `send_to`), and nothing else happens after.
     fn fail(&mut self, e: rustls::Error) -> TlsError {
-        // The alert, if rustls queued one, comes out before any record is looked at again.
-        let status = self.conn.process_tls_records(self.tls_in.data_mut());
-        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
-            let n = encode_into(&mut self.records, |out| encode.encode(out));
-            self.plain_out.hold_outside(n);
+        // The alert, if rustls queued one, comes out of one more turn before any record is
+        // looked at again. Without one, no turn: it would parse the bad record again.
+        if self.conn.wants_write() {
+            let status = self.conn.process_tls_records(self.tls_in.data_mut());
+            if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+                let n = encode_into(&mut self.records, |out| encode.encode(out));
+                self.plain_out.hold_outside(n);
+            }
         }
         self.abandon();
         TlsError::Protocol(e)
@@ -1334,7 +1347,7 @@ impl TlsSession {
         self.plain_out.clear();
         self.plain_in.clear();
         self.tls_in.clear();
-        self.close_wanted = false;
+        self.close_after = None;
     }
 }
 
@@ -1343,7 +1356,7 @@ struct Outgoing<'a> {
     plain: &'a mut WriteBuffer,
     records: &'a mut WriteBuffer,
     stats: &'a mut TlsStats,
-    close_wanted: &'a mut bool,
+    close_after: &'a mut Option<usize>,
     close_queued: &'a mut bool,
 }
 
@@ -1356,10 +1369,12 @@ impl Outgoing<'_> {
             self.plain.clear();
             return Ok(());
         }
-        while self.plain.has_pending() && self.records.pending_len() < ENCRYPT_AHEAD {
+        // Plaintext up to a `close_notify` asked for, all of it otherwise.
+        let mut left = self.close_after.unwrap_or(usize::MAX);
+        while left > 0 && self.plain.has_pending() && self.records.pending_len() < ENCRYPT_AHEAD {
             let chunk = self.plain.chunk();
-            // Four records per call at most: they fit one block of `records`.
-            let take = chunk.len().min(4 * MAX_RECORD_PLAINTEXT);
+            // Three records per call at most: they fit one block of `records`.
+            let take = chunk.len().min(3 * MAX_RECORD_PLAINTEXT).min(left);
             let plaintext = &chunk[..take];
             let written = encrypt_into(self.records, |out| traffic.encrypt(plaintext, out))?;
             self.stats.encrypt_calls += 1;
@@ -1369,12 +1384,17 @@ impl Outgoing<'_> {
             self.plain
                 .advance_into_outside(take, written)
                 .expect("advancing past a pending chunk");
+            left -= take;
         }
-        if *self.close_wanted && !self.plain.has_pending() {
-            let n = encrypt_into(self.records, |out| traffic.queue_close_notify(out))?;
-            self.plain.hold_outside(n);
-            *self.close_wanted = false;
-            *self.close_queued = true;
+        if let Some(after) = self.close_after.as_mut() {
+            *after = left;
+            if left == 0 {
+                let n = encrypt_into(self.records, |out| traffic.queue_close_notify(out))?;
+                self.plain.hold_outside(n);
+                *self.close_after = None;
+                *self.close_queued = true;
+                self.plain.clear(); // queued after close_notify was asked for: never sent
+            }
         }
         Ok(())
     }
@@ -1488,7 +1508,7 @@ impl Stealable for TlsSession {
                     + self.records.pending_len()
                     + self.tls_in.len()
                     + self.plain_in.len()
-                    + usize::from(self.conn.wants_write() || self.close_wanted),
+                    + usize::from(self.conn.wants_write() || self.close_after.is_some()),
                 held: self.plain_out.held_len() + self.records.held_len(),
             });
         }

@@ -7,7 +7,9 @@
 //!   tests drive;
 //! * [`read_model`]: the same for `ReadBuffer`;
 //! * [`util`]: drop-counting owners, prefix writers, a seeded generator, socket pairs;
-//! * `tls` (feature `tls`): a certificate made at run time and both sides' configurations.
+//! * `tls` (feature `tls`): a certificate made at run time, both sides' configurations, and a
+//!   rustls client over in-memory pipes; `tls_model`: a `TlsSession`'s operations checked
+//!   against the plaintext queued, for the `tls_session` fuzz target and `tests/prop_tls.rs`.
 //!
 //! The feature `arbitrary` derives `arbitrary::Arbitrary` for the inputs (the fuzz crate turns
 //! it on); the property tests build them with proptest strategies of their own.
@@ -17,4 +19,6 @@ pub mod model;
 pub mod read_model;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "tls")]
+pub mod tls_model;
 pub mod util;
