@@ -18,9 +18,12 @@
 //!
 //! **Records.** A run of scratch bytes (many small responses formatted one after another) is
 //! one `encrypt` call, so small responses share records of up to 16 KiB instead of costing one
-//! record (22 bytes and one AEAD operation) each; a pinned value is encrypted from its own
-//! memory, in records of up to 16 KiB. At most [`ENCRYPT_AHEAD`] bytes of records wait unsent:
-//! the rest stays plaintext (pinned values stay pinned) until the socket takes them.
+//! record (22 bytes and one AEAD operation) each. The plaintext queue's flatten threshold is
+//! one record ([`MAX_RECORD_PLAINTEXT`]): a shorter value is copied beside its header and
+//! trailer, so that a 4 KiB response does not cost three records; a longer one is encrypted
+//! from its own memory, in records of up to 16 KiB. At most [`ENCRYPT_AHEAD`] bytes of records
+//! wait unsent: the rest stays plaintext (pinned values stay pinned) until the socket takes
+//! them.
 //!
 //! **Accounting.** [`is_empty`](TlsSession::is_empty) is true only when no plaintext is
 //! pending, no record is unsent, rustls has no handshake or alert bytes waiting, and nothing
@@ -37,9 +40,12 @@
 //!
 //! **Copies.** rustls 0.23's `encrypt` copies a record's plaintext into a buffer of its own,
 //! seals it there and copies the record into the caller's buffer: two copies per payload byte
-//! on top of the cipher, where `memcached -Z` (a copy into its response buffer, then OpenSSL)
-//! makes two as well. Kernel TLS would let the kernel encrypt from pinned pages; see the crate
-//! documentation.
+//! on top of the cipher for a pinned value (three for one copied into scratch first), where
+//! rustls's buffered `ServerConnection` makes one and `memcached -Z` (a copy into its response
+//! buffer, then OpenSSL) two. What the session buys with its extra copy is ownership: the
+//! records are in its own scratch, so `is_empty`, the steal and idle memory are exact
+//! (`BENCHMARKS.md`, "TLS", has the figures). Kernel TLS would let the kernel encrypt from
+//! pinned pages; see the crate documentation.
 //!
 //! [`WriteTraffic::encrypt`]: rustls::unbuffered::WriteTraffic::encrypt
 
@@ -358,9 +364,14 @@ impl TlsSession {
         plain_in.set_max_len(DEFAULT_MAX_PLAINTEXT_IN + DEFAULT_MAX_PLAINTEXT_IN);
         let mut tls_in = ReadBuffer::with_block_size(MAX_WIRE_RECORD);
         tls_in.set_max_len(DEFAULT_MAX_PLAINTEXT_IN.max(MAX_WIRE_RECORD));
+        let mut plain_out = WriteBuffer::new();
+        // Values shorter than a record are copied next to their header and trailer, so that a
+        // response is one `encrypt` call and small responses share records (an AEAD operation
+        // and 22 bytes per record); longer ones are encrypted from their own memory.
+        plain_out.set_flatten_threshold(MAX_RECORD_PLAINTEXT);
         Ok(TlsSession {
             conn: UnbufferedServerConnection::new(config)?,
-            plain_out: WriteBuffer::new(),
+            plain_out,
             records: WriteBuffer::with_block_size(RECORD_BLOCK),
             tls_in,
             plain_in,
@@ -1376,7 +1387,7 @@ impl Outgoing<'_> {
             // Three records per call at most: they fit one block of `records`.
             let take = chunk.len().min(3 * MAX_RECORD_PLAINTEXT).min(left);
             let plaintext = &chunk[..take];
-            let written = encrypt_into(self.records, |out| traffic.encrypt(plaintext, out))?;
+            let written = encrypt_into(self.records, take, |out| traffic.encrypt(plaintext, out))?;
             self.stats.encrypt_calls += 1;
             self.stats.records += take.div_ceil(MAX_RECORD_PLAINTEXT) as u64;
             self.stats.plaintext_out += take as u64;
@@ -1389,7 +1400,7 @@ impl Outgoing<'_> {
         if let Some(after) = self.close_after.as_mut() {
             *after = left;
             if left == 0 {
-                let n = encrypt_into(self.records, |out| traffic.queue_close_notify(out))?;
+                let n = encrypt_into(self.records, 0, |out| traffic.queue_close_notify(out))?;
                 self.plain.hold_outside(n);
                 *self.close_after = None;
                 *self.close_queued = true;
@@ -1435,22 +1446,29 @@ fn encode_into(
 /// Appends what rustls encrypts to `records`, as [`encode_into`] does; returns the bytes.
 fn encrypt_into(
     records: &mut WriteBuffer,
+    plaintext_len: usize,
     mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> Result<usize, TlsError> {
-    let need = match encrypt(&mut []) {
-        Ok(n) => return Ok(n),
-        Err(EncryptError::InsufficientSize(e)) => e.required_size,
-        Err(_) => return Err(TlsError::KeysExhausted),
-    };
+    // Room for the usual case without asking rustls first: each record's header, content
+    // type, tag and TLS 1.2 nonce, plus a `KeyUpdate` rustls may put in front. Should rustls
+    // need more, it says how much and writes nothing, and the call is made again.
+    let mut room = plaintext_len + plaintext_len.div_ceil(MAX_RECORD_PLAINTEXT) * 40 + 64;
     let mut f = records.format();
-    let out = f.put_uninit(need);
-    let written = match encrypt(out) {
-        Ok(n) => n,
-        Err(_) => return Err(TlsError::KeysExhausted),
-    };
-    f.truncate(written);
-    f.commit();
-    Ok(written)
+    loop {
+        let out = f.put_uninit(room);
+        match encrypt(out) {
+            Ok(written) => {
+                f.truncate(written);
+                f.commit();
+                return Ok(written);
+            }
+            Err(EncryptError::InsufficientSize(e)) if e.required_size > room => {
+                f.truncate(0);
+                room = e.required_size;
+            }
+            Err(_) => return Err(TlsError::KeysExhausted),
+        }
+    }
 }
 
 impl Stealable for TlsSession {
