@@ -295,6 +295,9 @@ impl Worker {
                 }
                 self.zerocopy.add(zc.stats());
             }
+            if let Some(tls) = conn.tls.as_deref_mut() {
+                tls.shut_down(&conn.stream);
+            }
             // Every connection left goes now, draining ones too (`close` counts those only
             // when their bytes complete, in `finish_close`).
             self.stats.connection_closed();

@@ -137,6 +137,20 @@ fn tls_clients_get_what_they_set_at_every_size() {
 }
 
 #[test]
+fn shutting_down_says_close_notify() {
+    let pki = pki("shutdown");
+    let server = start(&pki);
+    let mut tls = connect(&server, &pki);
+    set(&mut tls, "k", b"v");
+    server.shutdown();
+    // A clean end of the TLS stream: rustls reports a missing close_notify as an error.
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest)
+        .expect("close_notify before the end of the stream");
+    assert!(rest.is_empty());
+}
+
+#[test]
 fn a_peer_sending_garbage_is_closed_and_others_are_served() {
     let pki = pki("garbage");
     let server = start(&pki);

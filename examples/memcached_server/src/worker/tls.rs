@@ -14,6 +14,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use mio::net::TcpStream;
 use sendbuf::{Pool, ReadBuffer, Stealable, TlsSession, Watermarks, WriteBuffer};
 
 use super::conn::{Ctx, Dest, Offered, Pipe};
@@ -72,6 +73,13 @@ impl TlsPipe {
             self.counted = false;
             ctx.buffered.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// The server is shutting down: a `close_notify` after what is queued, and one send
+    /// (the socket may be full; the connection closes either way).
+    pub(super) fn shut_down(&mut self, stream: &TcpStream) {
+        self.session.queue_close_notify();
+        let _ = self.session.send_to(stream.as_fd());
     }
 
     /// Bytes the peer has yet to take from us: plaintext and records.
