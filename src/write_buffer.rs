@@ -1342,4 +1342,43 @@ mod tests {
             buf.check_invariants();
         }
     }
+
+    /// Bytes held outside (a TLS session's records) count towards the marks and the hard
+    /// limit exactly: encrypting moves plaintext out as one net change, sends release them,
+    /// and the quiet bound stays exact across both.
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn bytes_held_outside_count_towards_the_limits() {
+        use crate::{Pressure, Watermarks};
+        let mut buf = WriteBuffer::new();
+        buf.set_hard_limit(Some(1000));
+        buf.set_watermarks(Some(Watermarks::new(100, 800)));
+        for round in 0..50 {
+            buf.put_slice(&[1; 600]);
+            // 600 of plaintext become 622 of records: 622 held, not backed up.
+            buf.advance_into_outside(600, 622).unwrap();
+            assert!(buf.is_empty(), "round {round}: no plaintext left");
+            assert!(!buf.is_backed_up(), "round {round}: 622 < 800");
+            assert!(buf.try_put_slice(&[2; 379]).is_err(), "round {round}: 1001");
+            buf.put_slice(&[2; 178]); // 800: the high mark
+            assert!(buf.is_backed_up(), "round {round}");
+            assert_eq!(buf.take_pressure_event(), Some(Pressure::High));
+            // More records than plaintext, while backed up: only the net change counts.
+            buf.advance_into_outside(178, 200).unwrap();
+            assert!(buf.try_put_slice(&[3; 179]).is_err(), "round {round}: 1001");
+            buf.release_outside(700); // sent: 122 held
+            assert!(buf.is_backed_up(), "round {round}: 122 > 100");
+            buf.release_outside(22); // 100: the low mark
+            assert!(!buf.is_backed_up(), "round {round}");
+            assert_eq!(buf.take_pressure_event(), Some(Pressure::Low));
+            buf.release_outside(100);
+            assert_eq!(buf.held_bytes(), 0, "round {round}");
+            buf.hold_outside(30); // handshake bytes: held, never refused
+            buf.release_outside(30);
+            assert!(buf.try_put_slice(&[4; 1000]).is_ok(), "round {round}: 1000");
+            buf.clear();
+            assert!(buf.advance_into_outside(1, 1).is_err(), "round {round}");
+            buf.check_invariants();
+        }
+    }
 }
