@@ -2,8 +2,9 @@
 # CI smoke of the load generator: builds both binaries (release), starts `memcached_server` on a
 # free 127.0.0.1 port, runs `loadgen` for 2 s (100 B values, 8 connections x depth 8, 9:1
 # get:set after a populate step) and fails on any error or miss, or if no operation completed.
-# Then the same with `loadgen --tls` against `memcached -Z` and a throwaway self-signed
-# certificate (skipped, saying so, where memcached has no TLS or openssl is missing). Every
+# Then `loadgen --tls` with a throwaway self-signed certificate against the example server's TLS
+# listener (100 B and 64 KiB values) and against `memcached -Z` (skipped, saying so, where
+# memcached has no TLS or openssl is missing). Every
 # server is stopped (trap), by PID. Not a benchmark: the numbers it prints are for the log only.
 #
 # Usage: .ci/loadgen_smoke.sh        (CARGO_TARGET_DIR is honoured)
@@ -76,16 +77,27 @@ start_server "$TARGET/release/memcached_server" --listen "127.0.0.1:$port" --thr
 smoke "example server"
 stop_server
 
-# loadgen --tls against memcached -Z (its TLS client path; the example server's TLS is not
-# needed for this).
-if ! command -v memcached >/dev/null || ! memcached -h | grep -q -- '--enable-ssl' \
-    || ! command -v openssl >/dev/null; then
-    echo "loadgen smoke (--tls): skipped (needs memcached with TLS and openssl)"
+# loadgen --tls against the example server's TLS listener, then against memcached -Z.
+if ! command -v openssl >/dev/null; then
+    echo "loadgen smoke (--tls): skipped (needs openssl for a throwaway certificate)"
     exit 0
 fi
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" >"$work/openssl.log" 2>&1 \
     || { cat "$work/openssl.log" >&2; echo "loadgen smoke: openssl req failed" >&2; exit 1; }
+
+# The example server's TLS listener, 100 B and 64 KiB values (several records per response).
+port=$(free_port)
+start_server "$TARGET/release/memcached_server" --listen "127.0.0.1:$port" --threads 2 \
+    --memory-limit 64 --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+smoke "--tls, example server" --tls
+smoke "--tls 64 KiB, example server" --tls --value-size 65536
+stop_server
+
+if ! command -v memcached >/dev/null || ! memcached -h | grep -q -- '--enable-ssl'; then
+    echo "loadgen smoke (--tls, memcached -Z): skipped (needs memcached built with TLS)"
+    exit 0
+fi
 user=()
 if [ "$(id -u)" = 0 ]; then
     chown -R nobody "$work" # memcached drops to nobody before it loads the certificate
