@@ -358,30 +358,26 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsSession, rustls::Error> {
-        let mut plain_in = ReadBuffer::new();
-        // Decrypted bytes may exceed the read bound by what was already received, so that a
-        // record is never left half delivered.
-        plain_in.set_max_len(DEFAULT_MAX_PLAINTEXT_IN + DEFAULT_MAX_PLAINTEXT_IN);
-        let mut tls_in = ReadBuffer::with_block_size(MAX_WIRE_RECORD);
-        tls_in.set_max_len(DEFAULT_MAX_PLAINTEXT_IN.max(MAX_WIRE_RECORD));
         let mut plain_out = WriteBuffer::new();
         // Values shorter than a record are copied next to their header and trailer, so that a
         // response is one `encrypt` call and small responses share records (an AEAD operation
         // and 22 bytes per record); longer ones are encrypted from their own memory.
         plain_out.set_flatten_threshold(MAX_RECORD_PLAINTEXT);
-        Ok(TlsSession {
+        let mut session = TlsSession {
             conn: UnbufferedServerConnection::new(config)?,
             plain_out,
             records: WriteBuffer::with_block_size(RECORD_BLOCK),
-            tls_in,
-            plain_in,
+            tls_in: ReadBuffer::with_block_size(MAX_WIRE_RECORD),
+            plain_in: ReadBuffer::new(),
             max_plain_in: DEFAULT_MAX_PLAINTEXT_IN,
             phase: Phase::Handshaking,
             peer_closed: false,
             close_after: None,
             close_queued: false,
             stats: TlsStats::default(),
-        })
+        };
+        session.set_max_read_len(DEFAULT_MAX_PLAINTEXT_IN);
+        Ok(session)
     }
 
     /// Takes every buffer's storage from `pool` (and gives it back on
@@ -481,6 +477,8 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_max_read_len(&mut self, max_len: usize) {
+        // Decrypted bytes may exceed the bound by what was already received (twice it at
+        // most), so that a record is never left half delivered.
         self.max_plain_in = max_len.max(1);
         self.plain_in
             .set_max_len(self.max_plain_in.saturating_mul(2));

@@ -410,7 +410,7 @@ impl Worker {
                 self.zerocopy.add(zc.stats());
             }
             if let Some(mut tls) = conn.tls {
-                tls.close(&self.ctx);
+                tls.uncount(&self.ctx);
             }
             if let Some(mut bufs) = conn.bufs {
                 bufs.rb.clear();

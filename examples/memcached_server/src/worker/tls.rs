@@ -60,15 +60,12 @@ impl TlsPipe {
     pub(super) fn give_back(&mut self, ctx: &Ctx) {
         if self.session.steal().is_ok() {
             self.need = 0;
-            if self.counted {
-                self.counted = false;
-                ctx.buffered.fetch_sub(1, Ordering::Relaxed);
-            }
+            self.uncount(ctx);
         }
     }
 
-    /// The connection closes: it no longer counts.
-    pub(super) fn close(&mut self, ctx: &Ctx) {
+    /// Stops counting among the connections holding buffers (given back, or closing).
+    pub(super) fn uncount(&mut self, ctx: &Ctx) {
         if self.counted {
             self.counted = false;
             ctx.buffered.fetch_sub(1, Ordering::Relaxed);
