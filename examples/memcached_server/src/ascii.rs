@@ -2,17 +2,22 @@
 //! data block after storage commands, and memcached's exact reply strings.
 //!
 //! [`request`] handles the one request at the start of the input: it finds the line (refusing
-//! lines that grow past [`crate::handler::MAX_LINE`] without a newline), tokenizes
-//! it, waits for the data block of a storage command, executes the command and queues the reply.
-//! `VALUE` headers are formatted into scratch; values are pinned.
+//! lines that grow past [`crate::handler::MAX_LINE`] without a newline, except multi-gets,
+//! answered key by key by [`get`]), tokenizes it, waits for the data block of a storage
+//! command, executes the command and queues the reply. `VALUE` headers are formatted into
+//! scratch; values are pinned.
 
 use std::io::Write as _;
 
 use sendbuf::{HardLimitError, WriteBuffer};
 
-use crate::handler::{pin, put, Env, Step, KEY_MAX, MAX_GET_LINE, MAX_LINE};
+pub mod get;
+
+use get::GetLine;
+
+use crate::handler::{put, Env, Step, KEY_MAX, MAX_LINE};
 use crate::stats::{bump, VERSION};
-use crate::store::{DeleteResult, DeltaResult, Hit, Mode, StoreResult};
+use crate::store::{DeleteResult, DeltaResult, Mode, StoreResult};
 
 /// Most tokens a line is split into (memcached's `MAX_TOKENS` less its terminal token); `get`
 /// lines may have any number of keys.
@@ -52,6 +57,14 @@ impl<'a> Tokens<'a> {
     }
 }
 
+/// The tokens of `line` after the first `skip`: the keys of a multi-get, which may be more
+/// than [`Tokens`] holds.
+fn keys(line: &[u8], skip: usize) -> impl Iterator<Item = &[u8]> + Clone {
+    line.split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .skip(skip)
+}
+
 /// Parses decimal digits only (no sign, no spaces) into a `u64`.
 fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
@@ -89,19 +102,24 @@ fn reply(out: &mut WriteBuffer, noreply: bool, line: &[u8]) -> Result<(), HardLi
     put(out, line)
 }
 
-/// Handles the request at the start of `input`: see [`Step`].
-pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, HardLimitError> {
-    let (line_max, get_max) = line_limits(env);
-    let window = &input[..input.len().min(get_max + 1)];
+/// Handles the request at the start of `input`: see [`Step`]. A long multi-get that is not
+/// answered whole leaves its state in `get_line`, for `get::more`.
+pub fn request(
+    env: &Env,
+    input: &[u8],
+    out: &mut WriteBuffer,
+    get_line: &mut Option<GetLine>,
+) -> Result<Step, HardLimitError> {
+    let line_max = line_max(env);
+    let window = &input[..input.len().min(line_max + 1)];
+    // A line longer than line_max is known as such whether or not its newline has arrived, so
+    // that the outcome does not depend on how the line arrived.
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
-        return unterminated(input, line_max, get_max, out);
+        if input.len() <= line_max {
+            return Ok(Step::Need(0));
+        }
+        return long_line(env, input, get_line, out);
     };
-    // The same rule as for a line still without its newline, so that the outcome does not
-    // depend on how the line arrived.
-    if nl > line_max && !(nl <= get_max && is_multiget(input)) {
-        put(out, b"CLIENT_ERROR line too long\r\n")?;
-        return Ok(Step::Close(nl + 1));
-    }
     let line_len = nl + 1;
     let mut line = &input[..nl];
     if let Some(stripped) = line.strip_suffix(b"\r") {
@@ -115,13 +133,15 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, H
     }
     let n = t.len;
     match cmd {
-        b"get" | b"gets" if n >= 2 => get(env, line, cmd == b"gets", None, out)?,
+        b"get" | b"gets" if n >= 2 => {
+            get::whole_line(env, keys(line, 1), cmd == b"gets", None, out)?;
+        }
         b"gat" | b"gats" if n >= 3 => {
             let Some(exptime) = parse_i32(t.get(1)) else {
                 put(out, b"CLIENT_ERROR invalid exptime argument\r\n")?;
                 return Ok(Step::Done(line_len));
             };
-            get(env, line, cmd == b"gats", Some(exptime), out)?;
+            get::whole_line(env, keys(line, 2), cmd == b"gats", Some(exptime), out)?;
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" if n == 5 || n == 6 => {
             let mode = match cmd {
@@ -172,117 +192,34 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, H
     Ok(Step::Done(line_len))
 }
 
-/// The longest line (without its newline) in general and for a multi-get: memcached's 2048
-/// and [`MAX_GET_LINE`], but never more than the server buffers for one request
-/// ([`Limits::max_request`](crate::handler::Limits::max_request)).
-fn line_limits(env: &Env) -> (usize, usize) {
-    let bound = env.limits.max_request() - 1;
-    (MAX_LINE.min(bound), MAX_GET_LINE.min(bound))
+/// The longest line (without its newline): memcached's 2048, but never more than the server
+/// buffers for one request ([`Limits::max_request`](crate::handler::Limits::max_request)).
+fn line_max(env: &Env) -> usize {
+    MAX_LINE.min(env.limits.max_request() - 1)
 }
 
-/// True if the line starts (after at most 100 spaces) with `get ` or `gets `: the lines
-/// memcached lets grow past 2048 bytes.
-fn is_multiget(line: &[u8]) -> bool {
-    let start = line.iter().take(101).take_while(|&&b| b == b' ').count();
-    let rest = &line[start..];
-    start <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
-}
-
-/// No newline in the input yet: wait for more, or refuse a line that is already too long.
-fn unterminated(
+/// A line longer than [`line_max`], complete or not: a multi-get goes on key by key (see
+/// [`get`]); any other command is refused and the connection closed.
+fn long_line(
+    env: &Env,
     input: &[u8],
-    line_max: usize,
-    get_max: usize,
+    get_line: &mut Option<GetLine>,
     out: &mut WriteBuffer,
 ) -> Result<Step, HardLimitError> {
-    if input.len() <= line_max {
-        return Ok(Step::Need(0));
-    }
-    if input.len() <= get_max && is_multiget(input) {
-        return Ok(Step::Need(input.len() + 1));
-    }
-    put(out, b"CLIENT_ERROR line too long\r\n")?;
-    Ok(Step::Close(input.len()))
-}
-
-/// `get`/`gets`/`gat`/`gats`: a `VALUE` block for each key found, then `END`. Any key over 250
-/// bytes makes the whole command a `CLIENT_ERROR` (checked before any lookup, so nothing of the
-/// reply is queued first).
-fn get(
-    env: &Env,
-    line: &[u8],
-    with_cas: bool,
-    touch: Option<i32>,
-    out: &mut WriteBuffer,
-) -> Result<(), HardLimitError> {
-    let skip = if touch.is_some() { 2 } else { 1 };
-    let keys = || {
-        line.split(|&b| b == b' ')
-            .filter(|t| !t.is_empty())
-            .skip(skip)
+    let Some((taken, mut line)) = get::long_line(input, out) else {
+        put(out, b"CLIENT_ERROR line too long\r\n")?;
+        let nl = input.iter().position(|&b| b == b'\n');
+        return Ok(Step::Close(nl.map_or(input.len(), |nl| nl + 1)));
     };
-    if keys().any(|k| k.len() > KEY_MAX) {
-        return put(out, BAD_FORMAT);
-    }
-    let stats = env.stats.local();
-    let mut crlf = false;
-    for key in keys() {
-        let item = match touch {
-            Some(exptime) => {
-                bump(&stats.cmd_touch);
-                let item = env
-                    .store
-                    .touch(key, i64::from(exptime))
-                    .map(|item| Hit::of(&item));
-                bump(if item.is_some() {
-                    &stats.touch_hits
-                } else {
-                    &stats.touch_misses
-                });
-                item
-            }
-            None => {
-                bump(&stats.cmd_get);
-                let item = env.store.hit(key);
-                bump(if item.is_some() {
-                    &stats.get_hits
-                } else {
-                    &stats.get_misses
-                });
-                item
-            }
-        };
-        let Some(item) = item else { continue };
-        // Header (after the previous value's "\r\n"), then the value: copied into the same
-        // commit if short, pinned by reference otherwise (its "\r\n" then goes with the next
-        // header or the END).
-        let copy = item.value.len() < out.flatten_threshold();
-        let mut f = out.format();
-        if crlf {
-            f.put_slice(b"\r\n");
+    let step = get::more(env, &mut line, &input[taken..], out)?;
+    Ok(match step {
+        Step::Done(n) => Step::Done(taken + n),
+        Step::Pause(n) => {
+            *get_line = Some(line);
+            Step::Pause(taken + n)
         }
-        f.put_slice(b"VALUE ");
-        f.put_slice(key);
-        f.put_u8(b' ');
-        f.put_decimal(item.flags);
-        f.put_u8(b' ');
-        f.put_decimal(item.value.len());
-        if with_cas {
-            f.put_u8(b' ');
-            f.put_decimal(item.cas);
-        }
-        f.put_slice(b"\r\n");
-        if copy {
-            f.put_slice(&item.value);
-            f.put_slice(b"\r\n");
-        }
-        f.try_commit()?;
-        crlf = !copy;
-        if !copy {
-            pin(out, item.value)?;
-        }
-    }
-    put(out, if crlf { b"\r\nEND\r\n" } else { b"END\r\n" })
+        other => other,
+    })
 }
 
 /// `set`/`add`/`replace`/`append`/`prepend`/`cas`: validates the line, waits for the data

@@ -13,11 +13,9 @@ use crate::store::Store;
 pub const KEY_MAX: usize = 250;
 
 /// Longest ASCII command line without a newline before the connection is closed (memcached's
-/// 2048; `get`/`gets` lines may be longer, up to [`MAX_GET_LINE`]).
+/// 2048). `get`, `gets`, `gat` and `gats` lines may be of any length: they are answered key
+/// by key as they arrive.
 pub const MAX_LINE: usize = 2048;
-
-/// Longest ASCII `get`/`gets` line (a multi-get of many keys).
-pub const MAX_GET_LINE: usize = 64 * 1024;
 
 /// Limits of a server, from its command line.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +45,9 @@ pub enum Step {
     Need(usize),
     /// Close after sending what is queued; `usize` bytes were consumed.
     Close(usize),
+    /// A request of which this many bytes were handled goes on later: with more input, or once
+    /// the output has drained below its low water mark (a long multi-get).
+    Pause(usize),
 }
 
 /// What the protocol handlers share: the cache, the counters, the limits.

@@ -1,16 +1,17 @@
 //! One connection's protocol state: which protocol it speaks (decided by its first byte, as
 //! memcached does: `0x80` is the binary request magic, anything else is ASCII), the bytes of an
-//! oversized value still to be swallowed, and the dispatch of each complete request to
-//! [`binary`](crate::binary) or [`ascii`](crate::ascii).
+//! oversized value still to be swallowed, a long multi-get being answered, and the dispatch of
+//! each complete request to [`binary`](crate::binary) or [`ascii`](crate::ascii).
 //!
 //! The parsers are pure: they look at the unconsumed input, execute at most one complete request
-//! against the [`Store`], queue its response in the connection's [`WriteBuffer`], and say how
-//! many bytes it took. Nothing here blocks, allocates per byte or trusts a length from the peer.
+//! (or the keys of a long multi-get that have arrived) against the [`Store`], queue its response
+//! in the connection's [`WriteBuffer`], and say how many bytes it took. Nothing here blocks, allocates per byte or trusts a length from the peer.
 
 use std::sync::Arc;
 
 use sendbuf::WriteBuffer;
 
+use crate::ascii::get::GetLine;
 use crate::handler::{Env, Limits, Step};
 use crate::stats::Stats;
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub struct Session {
     swallow: u64,
     /// A `quit` or a fatal error was handled: the rest of the input is ignored.
     closed: bool,
+    /// A long multi-get line being answered key by key.
+    get_line: Option<GetLine>,
 }
 
 impl Session {
@@ -59,6 +62,7 @@ impl Session {
             proto: Proto::Unknown,
             swallow: 0,
             closed: false,
+            get_line: None,
         }
     }
 
@@ -103,12 +107,21 @@ impl Session {
                     Proto::Ascii
                 };
             }
-            let step = match self.proto {
-                Proto::Binary => crate::binary::request(&self.env, rest, out),
-                _ => crate::ascii::request(&self.env, rest, out),
+            let step = match (&mut self.get_line, self.proto) {
+                (Some(line), _) => crate::ascii::get::more(&self.env, line, rest, out),
+                (None, Proto::Binary) => crate::binary::request(&self.env, rest, out),
+                (None, _) => crate::ascii::request(&self.env, rest, out, &mut self.get_line),
             };
             match step {
-                Ok(Step::Done(n)) => done.consumed += n,
+                Ok(Step::Done(n)) => {
+                    done.consumed += n;
+                    self.get_line = None;
+                }
+                Ok(Step::Pause(n)) => {
+                    // The rest of the input is part of a key, or the output is backed up.
+                    done.consumed += n;
+                    break;
+                }
                 Ok(Step::Swallow(n, swallow)) => {
                     done.consumed += n;
                     self.swallow = swallow;

@@ -523,24 +523,160 @@ fn ascii_line_limits() {
     let (p, r) = run(&mut s, &line);
     assert!(p.close);
     assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
-    // A long multi-get is fine, up to its own bound.
+    // A multi-get longer than 2048 bytes is answered key by key as it arrives: what is not taken
+    // is at most the key still arriving.
     let (mut s, _) = session();
     all(&mut s, b"set k0 0 0 1\r\nv\r\n");
     let mut get = b"get".to_vec();
     for i in 0..1000 {
         get.extend(format!(" k{i}").as_bytes());
     }
-    let (p, _) = run(&mut s, &get);
-    assert_eq!((p.consumed, p.close), (0, false));
-    assert!(p.need > get.len());
-    get.extend(b"\r\n");
-    assert_eq!(text(&all(&mut s, &get)), "VALUE k0 0 1\r\nv\r\nEND\r\n");
+    let (p, r) = run(&mut s, &get);
+    assert_eq!((p.close, p.need), (false, 0));
+    assert_eq!(&get[p.consumed..], b"k999");
+    assert_eq!(text(&r), "VALUE k0 0 1\r\nv\r\n");
+    assert_eq!(
+        text(&all(&mut s, b" k999 k0\r\n")),
+        "VALUE k0 0 1\r\nv\r\nEND\r\n"
+    );
+    // A multi-get whose key never ends: refused once it is over 250 bytes, and the rest of its
+    // line is discarded as it arrives; the connection stays open.
     let (mut s, _) = session();
     let mut huge = b"get ".to_vec();
-    huge.resize(handler::MAX_GET_LINE + 1, b'k');
+    huge.resize(handler::MAX_LINE + 300, b'k');
     let (p, r) = run(&mut s, &huge);
-    assert!(p.close);
-    assert_eq!(text(&r), "CLIENT_ERROR line too long\r\n");
+    assert_eq!((p.consumed, p.close), (huge.len(), false));
+    assert_eq!(text(&r), "CLIENT_ERROR bad command line format\r\n");
+    let (p, r) = run(&mut s, &[b'k'; 100_000]);
+    assert_eq!((p.consumed, p.close), (100_000, false));
+    assert!(r.is_empty());
+    assert_eq!(text(&all(&mut s, b"kk\r\nget k\r\n")), "END\r\n");
+}
+
+/// `n` keys on one `get` line, `key-0` to `key-{n-1}`, of which every third is stored with a
+/// value of `i % 5000` bytes (some copied beside their header, some pinned); returns the line
+/// and the response memcached gives to it.
+fn long_multiget(store: &Store, n: usize, cmd: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut line = cmd.as_bytes().to_vec();
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let key = format!("key-{i}");
+        line.extend(format!(" {key}").as_bytes());
+        if i % 3 == 0 {
+            let value: Vec<u8> = (0..i % 5000).map(|j| (j % 251) as u8).collect();
+            store.store(Mode::Set, key.as_bytes(), &value, i as u32, 0, 0);
+            let cas = store.get(key.as_bytes()).unwrap().cas;
+            expected.extend(format!("VALUE {key} {i} {}", value.len()).as_bytes());
+            if cmd == "gets" {
+                expected.extend(format!(" {cas}").as_bytes());
+            }
+            expected.extend(b"\r\n");
+            expected.extend(&value);
+            expected.extend(b"\r\n");
+        }
+    }
+    line.extend(b"\r\n");
+    expected.extend(b"END\r\n");
+    (line, expected)
+}
+
+#[test]
+fn ascii_an_18000_key_get_is_answered_whole_and_trickled() {
+    let n = if cfg!(miri) { 300 } else { 18_000 };
+    for cmd in ["get", "gets"] {
+        let (mut s, store) = session();
+        let (line, expected) = long_multiget(&store, n, cmd);
+        assert!(line.len() > 100_000 || cfg!(miri));
+        assert!(all(&mut s, &line) == expected, "{cmd}: whole line");
+        // In pieces of 1 to 997 bytes, as reads bring them.
+        let mut out = WriteBuffer::new();
+        let mut buffered = Vec::new();
+        let mut response = Vec::new();
+        for (i, piece) in line.chunks(997).enumerate() {
+            let cut = i % piece.len().max(1);
+            for part in [&piece[..cut], &piece[cut..]] {
+                buffered.extend_from_slice(part);
+                let p = s.process(&buffered, &mut out);
+                assert!(!p.close);
+                buffered.drain(..p.consumed);
+                // Until the line is known to be long, it is kept; then one key at most.
+                assert!(
+                    buffered.len() <= handler::MAX_LINE,
+                    "{} bytes kept",
+                    buffered.len()
+                );
+                response.extend(drain(&mut out));
+            }
+        }
+        assert!(buffered.is_empty());
+        assert!(response == expected, "{cmd}: in pieces");
+    }
+}
+
+#[test]
+fn ascii_a_long_multiget_stops_at_the_high_water_mark() {
+    let (mut s, store) = session();
+    let n = if cfg!(miri) { 300 } else { 18_000 };
+    let (line, expected) = long_multiget(&store, n, "get");
+    let mut out = WriteBuffer::new();
+    out.set_watermarks(Some(Watermarks::new(16 * 1024, 64 * 1024)));
+    let mut input = &line[..];
+    let mut response = Vec::new();
+    let mut pauses = 0;
+    while !input.is_empty() {
+        let p = s.process(input, &mut out);
+        assert!(!p.close);
+        input = &input[p.consumed..];
+        // Never more than the high mark and one response over it.
+        assert!(
+            out.pending_len() < 64 * 1024 + 8 * 1024,
+            "{}",
+            out.pending_len()
+        );
+        if !input.is_empty() {
+            assert!(out.is_backed_up());
+            pauses += 1;
+        }
+        // A slow reader: a few KiB at a time, down to the low mark.
+        while out.is_backed_up() {
+            let chunk: Vec<u8> = out
+                .io_slices()
+                .iter()
+                .take(3)
+                .flat_map(|s| s.to_vec())
+                .collect();
+            let take = chunk.len().min(4096);
+            response.extend_from_slice(&chunk[..take]);
+            out.advance(take);
+        }
+    }
+    response.extend(drain(&mut out));
+    assert!(pauses > 10 || cfg!(miri), "{pauses} pauses");
+    assert!(response == expected);
+}
+
+#[test]
+fn ascii_long_multigets_refuse_long_keys_and_bad_expiry() {
+    let (mut s, store) = session();
+    store.store(Mode::Set, b"a", b"1", 0, 0, 0);
+    let filler = " miss".repeat(500);
+    let long_key = "k".repeat(251);
+    // Values already queued stay; the reply ends with the error; the rest of the line goes.
+    let input = format!("get a{filler} {long_key} a{filler}\r\nget a\r\n");
+    assert_eq!(
+        text(&all(&mut s, input.as_bytes())),
+        "VALUE a 0 1\r\n1\r\nCLIENT_ERROR bad command line format\r\nVALUE a 0 1\r\n1\r\nEND\r\n"
+    );
+    // gat/gats: the expiry comes first; a bad one refuses the line.
+    let input = format!("gat 0 a{filler}\r\ngats x a{filler}\r\ngat 100 a{filler}\r\n");
+    assert_eq!(
+        text(&all(&mut s, input.as_bytes())),
+        "VALUE a 0 1\r\n1\r\nEND\r\nCLIENT_ERROR invalid exptime argument\r\n\
+         VALUE a 0 1\r\n1\r\nEND\r\n"
+    );
+    // A long line of spaces after `get`: no key, memcached's ERROR.
+    let input = format!("get {}\r\nversion\r\n", " ".repeat(3000));
+    assert!(text(&all(&mut s, input.as_bytes())).starts_with("ERROR\r\nVERSION "));
 }
 
 /// The whole input in one call and the input one byte at a time must answer the same bytes and
@@ -567,6 +703,12 @@ fn ascii_long_lines_do_not_depend_on_how_they_arrive() {
     let cases = [
         (format!("get{keys}\r\n"), "END\r\n", false),
         (format!("   gets{keys}\r\n"), "END\r\n", false),
+        (format!("gat 10{keys}\r\n"), "END\r\n", false),
+        (
+            format!("get{keys} {}\r\n", "k".repeat(300)),
+            "CLIENT_ERROR bad command line format\r\n",
+            false,
+        ),
         (
             format!("{}get{keys}\r\n", " ".repeat(101)),
             "CLIENT_ERROR line too long\r\n",

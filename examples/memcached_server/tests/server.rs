@@ -5,7 +5,7 @@
 // Real sockets and threads on mio: nothing for Miri to interpret.
 #![cfg(not(miri))]
 
-use memcached_server::{config, server, stats, worker};
+use memcached_server::{config, server, stats, store, worker};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
@@ -480,6 +480,84 @@ fn connect_small_rcvbuf(server: &ServerHandle, rcvbuf: usize) -> TcpStream {
     let s: TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
+}
+
+#[test]
+fn an_18000_key_get_to_a_slow_reader() {
+    an_18000_key_get_to_a_slow_reader_on(SendPath::Copy);
+}
+
+#[test]
+fn an_18000_key_get_to_a_slow_reader_zerocopy() {
+    an_18000_key_get_to_a_slow_reader_on(SendPath::ZeroCopy);
+}
+
+#[cfg(feature = "io-uring")]
+#[test]
+fn an_18000_key_get_to_a_slow_reader_uring() {
+    an_18000_key_get_to_a_slow_reader_on(SendPath::Uring);
+}
+
+/// One `get` line of 18,000 keys (about 200 KB; every 90th key the same 512 KiB value, the
+/// others short values or misses): while the client does not read, the server answers only
+/// about a high water mark's worth of the keys (4 MiB, plus what the kernel holds), not the
+/// 100 MiB of the whole reply; then every byte arrives, in order, thousands of iovecs and pinned
+/// values later.
+fn an_18000_key_get_to_a_slow_reader_on(path: SendPath) {
+    const KEYS: usize = 18_000;
+    let server = server::start(Config {
+        zerocopy_min_window: 0,
+        ..config(path)
+    })
+    .expect("server starts");
+    let store = server.store();
+    let big: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
+    store.store(store::Mode::Set, b"multi-big", &big, 7, 0, 0);
+    let mut line = b"get".to_vec();
+    let mut expected = Vec::new();
+    for i in 0..KEYS {
+        let (key, flags, value) = match i % 90 {
+            0 => ("multi-big".to_string(), 7, big.clone()),
+            n if n % 2 == 0 => {
+                let key = format!("multi-{i}");
+                let value = format!("value of {key}").into_bytes();
+                store.store(store::Mode::Set, key.as_bytes(), &value, i as u32, 0, 0);
+                (key, i, value)
+            }
+            _ => {
+                line.extend(format!(" miss-{i}").as_bytes());
+                continue;
+            }
+        };
+        line.extend(format!(" {key}").as_bytes());
+        expected.extend(format!("VALUE {key} {flags} {}\r\n", value.len()).as_bytes());
+        expected.extend(&value);
+        expected.extend(b"\r\n");
+    }
+    line.extend(b"\r\n");
+    expected.extend(b"END\r\n");
+    assert!(line.len() > 180_000 && expected.len() > 100 << 20);
+
+    let gets_before = server.stats().sum(|c| &c.cmd_get);
+    // A default receive buffer: with a tiny window, Linux sends zero-copy data at a trickle.
+    let mut c = connect(&server);
+    c.write_all(&line).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let answered = server.stats().sum(|c| &c.cmd_get) - gets_before;
+    // A fixed figure: 32 MiB of the reply is 64 of its large values, 5,760 keys.
+    assert!(
+        answered < 5760,
+        "{answered} of {KEYS} keys answered to a client that reads nothing"
+    );
+    let reply = read_exactly(&mut c, expected.len());
+    assert!(reply == expected, "the reply differs");
+    assert_eq!(
+        server.stats().sum(|c| &c.cmd_get) - gets_before,
+        KEYS as u64
+    );
+    served(&server);
+    drop(c);
+    finish(server, path);
 }
 
 #[test]
