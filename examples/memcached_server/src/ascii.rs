@@ -80,13 +80,11 @@ fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-/// Parses a storage command's flags exactly as memcached 1.6 on a 64-bit host does
-/// (`safe_strtoul`: C's `strtoul` into a 64-bit `unsigned long`, kept as 32 bits). So:
-/// leading whitespace and a `+` or `-` sign are allowed, and a whitespace byte may end the
-/// number; a magnitude over 64 bits is refused; a negated value is refused if it reads as a
-/// negative 64-bit number (`-1` is, `-18446744073709551615` is not: it wraps to 1); and the
-/// flags are the low 32 bits, so `4294967296` stores flags 0, as memcached stores them.
-fn parse_flags(token: &[u8]) -> Option<u32> {
+/// The front end C's `strtoul` and `strtol` share, on a whole token: optional leading
+/// whitespace, an optional `+` or `-`, decimal digits, then the end of the token or a
+/// whitespace byte (whatever follows it is not looked at). The sign and the magnitude; `None`
+/// if there are no digits, something else follows them, or the magnitude passes 64 bits.
+fn c_number(token: &[u8]) -> Option<(bool, u64)> {
     let start = token.iter().take_while(|&&b| is_c_space(b)).count();
     let s = &token[start..];
     let (negative, s) = match s.split_first() {
@@ -102,14 +100,33 @@ fn parse_flags(token: &[u8]) -> Option<u32> {
     for &d in &s[..digits] {
         n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
-    if negative {
-        n = n.wrapping_neg();
-    }
+    Some((negative, n))
+}
+
+/// Parses a storage command's flags exactly as memcached 1.6 on a 64-bit host does
+/// (`safe_strtoul`: C's `strtoul` into a 64-bit `unsigned long`, kept as 32 bits). So a
+/// magnitude over 64 bits is refused; a negated value is refused if it reads as a negative
+/// 64-bit number (`-1` is, `-18446744073709551615` is not: it wraps to 1); and the flags are
+/// the low 32 bits, so `4294967296` stores flags 0, as memcached stores them.
+fn parse_flags(token: &[u8]) -> Option<u32> {
+    let (negative, n) = c_number(token)?;
+    let n = if negative { n.wrapping_neg() } else { n };
     // memcached refuses a value that is negative as a signed number if the token has a `-`.
     if (n as i64) < 0 && token.contains(&b'-') {
         return None;
     }
     Some(n as u32)
+}
+
+/// Parses a storage command's expiry or length as memcached 1.6 on a 64-bit host does
+/// (`safe_strtol`: C's `strtol` into a 64-bit `long`, kept as 32 bits): out of the 64-bit
+/// range is refused, and the rest is cut to its low 32 bits, so a length of `4294967295`
+/// reads as -1 (and is refused as negative) and an expiry of `4294967296` as 0.
+fn parse_strtol(token: &[u8]) -> Option<i32> {
+    let (negative, n) = c_number(token)?;
+    let n = i128::from(n);
+    let n = i64::try_from(if negative { -n } else { n }).ok()?;
+    Some(n as i32)
 }
 
 /// Parses an optionally negative decimal `i32` (memcached's `safe_strtol`).
@@ -218,6 +235,14 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, H
         }
         b"quit" => return Ok(Step::Close(line_len)),
         b"stats" => stats(env, &t, out)?,
+        // memcached hangs up on a line that looks like HTTP (last word `HTTP/...`) unless it
+        // starts with a letter its own commands start with.
+        _ if t.get(n - 1).starts_with(b"HTTP/")
+            && !b"gsacidt".contains(&cmd[0])
+            && !(cmd[0] == b'm' && cmd.len() == 2) =>
+        {
+            return Ok(Step::Close(line_len))
+        }
         _ => put(out, b"ERROR\r\n")?,
     }
     Ok(Step::Done(line_len))
@@ -353,8 +378,8 @@ fn update(
         return Ok(Step::Done(line_len));
     }
     let flags = parse_flags(t.get(2));
-    let exptime = parse_i32(t.get(3));
-    let vlen = parse_i32(t.get(4));
+    let exptime = parse_strtol(t.get(3));
+    let vlen = parse_strtol(t.get(4));
     let cas = if mode == Mode::Cas {
         parse_u64(t.get(5))
     } else {
@@ -364,9 +389,13 @@ fn update(
         reply(out, noreply, BAD_FORMAT)?;
         return Ok(Step::Done(line_len));
     };
-    let Ok(vlen) = usize::try_from(vlen) else {
-        reply(out, noreply, BAD_FORMAT)?;
-        return Ok(Step::Done(line_len));
+    // memcached adds 2 for the "\r\n" in an int: a length it cannot add to is refused too.
+    let vlen = match usize::try_from(vlen) {
+        Ok(v) if vlen <= i32::MAX - 2 => v,
+        _ => {
+            reply(out, noreply, BAD_FORMAT)?;
+            return Ok(Step::Done(line_len));
+        }
     };
     let total = line_len.saturating_add(vlen).saturating_add(2);
     if vlen > env.limits.max_item_size || total > env.limits.max_request() {
@@ -468,8 +497,9 @@ fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLi
         let hold_is_zero = t.get(2) == b"0";
         let valid = (n == 3 && (hold_is_zero || noreply)) || (n == 4 && hold_is_zero && noreply);
         if !valid {
-            return put(
+            return reply(
                 out,
+                noreply,
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
             );
         }

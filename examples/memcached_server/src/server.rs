@@ -229,6 +229,16 @@ struct Acceptor {
     disabled_since: Option<Instant>,
 }
 
+/// What [`Acceptor::refuse_with_spare`] did.
+enum WithSpare {
+    /// It refused a waiting connection.
+    Refused,
+    /// No connection was waiting.
+    NoneWaiting,
+    /// There was no spare descriptor, or accepting on it failed.
+    Unavailable,
+}
+
 impl Acceptor {
     fn run(mut self) {
         let mut events = Events::with_capacity(16);
@@ -280,10 +290,19 @@ impl Acceptor {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
+                // Linux reports a full descriptor table before it looks at the queue: this
+                // may come with no connection waiting.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !self.refuse_with_spare() {
-                        self.pause(&e);
-                        return Some(ACCEPT_RETRY);
+                    match self.refuse_with_spare() {
+                        WithSpare::Refused => {}
+                        WithSpare::NoneWaiting => {
+                            self.resume();
+                            return None;
+                        }
+                        WithSpare::Unavailable => {
+                            self.pause(&e);
+                            return Some(ACCEPT_RETRY);
+                        }
                     }
                 }
                 Err(e) => {
@@ -295,20 +314,21 @@ impl Acceptor {
     }
 
     /// Out of descriptors: frees the spare one, accepts the waiting connection on it, refuses
-    /// it and takes the spare again. False if there was no spare or no connection to take.
-    fn refuse_with_spare(&mut self) -> bool {
+    /// it and takes the spare again.
+    fn refuse_with_spare(&mut self) -> WithSpare {
         if self.spare.take().is_none() {
-            return false;
+            return WithSpare::Unavailable;
         }
-        let refused = match self.listener.accept() {
+        let outcome = match self.listener.accept() {
             Ok((stream, _peer)) => {
                 self.refuse(stream);
-                true
+                WithSpare::Refused
             }
-            Err(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => WithSpare::NoneWaiting,
+            Err(_) => WithSpare::Unavailable,
         };
         self.spare = File::open("/dev/null").ok();
-        refused
+        outcome
     }
 
     /// Tells a connection the server has too many and closes it.

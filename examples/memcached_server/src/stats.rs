@@ -340,6 +340,10 @@ impl Stats {
             ("evicted_unfetched", items(&c.evicted_unfetched)),
             ("evictions", items(&c.evictions)),
             ("reclaimed", items(&c.reclaimed)),
+            // No LRU crawler, no tail locking: memcached prints these whatever its settings.
+            ("crawler_reclaimed", "0".to_string()),
+            ("crawler_items_checked", "0".to_string()),
+            ("lrutail_reflocked", "0".to_string()),
         ];
         named(list)
     }
@@ -385,7 +389,8 @@ impl Stats {
             .collect()
     }
 
-    /// `stats slabs`: class 1's per-command hits (memcached counts them per class; here they
+    /// `stats slabs`: class 1's `used_chunks` (the items: each is one allocation) and
+    /// per-command hits (memcached counts them per class; here they
     /// are the server's totals) when it holds items, then `active_slabs` and `total_malloced`
     /// (the bytes the items count against the limit: the store allocates per item, not in
     /// pages). The page and chunk figures of a slab allocator are left out.
@@ -395,6 +400,8 @@ impl Stats {
         let mut group = Group::new();
         if active {
             let list: Vec<(&str, String)> = vec![
+                // One allocation an item: its chunk.
+                ("used_chunks", store.len().to_string()),
                 ("get_hits", sum(|c| &c.get_hits)),
                 ("cmd_set", sum(|c| &c.cmd_set)),
                 ("delete_hits", sum(|c| &c.delete_hits)),

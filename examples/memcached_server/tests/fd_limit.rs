@@ -66,7 +66,9 @@ fn a_connection_accepted_without_descriptors_is_told_and_closed() {
     assert_eq!(reply, server::TOO_MANY_CONNECTIONS);
     let stats = server.stats();
     assert_eq!(stats.rejected_connections.load(Ordering::Relaxed), 1);
+    // Answered without a pause in accepting.
     assert!(stats.accepting_conns.load(Ordering::Relaxed));
+    assert_eq!(stats.listen_disabled_num.load(Ordering::Relaxed), 0);
     // Descriptors back: served again.
     drop((fillers, client));
     set_fd_limit(old);

@@ -283,10 +283,10 @@ fn ascii_delete_variants() {
         &mut s,
         b"set a 0 0 1\r\nx\r\ndelete a 0\r\ndelete a\r\ndelete a 1\r\ndelete a x noreply\r\n",
     );
+    // As memcached 1.6.18: the refusal of the last is silent, as it says noreply.
     assert_eq!(
         text(&r),
         "STORED\r\nDELETED\r\nNOT_FOUND\r\n\
-         CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n\
          CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
     );
 }
@@ -599,7 +599,7 @@ fn ascii_stats_groups_answer_in_memcached_form() {
 
     let slabs = text(&all(&mut s, b"stats slabs\r\n"));
     assert!(
-        slabs.starts_with("STAT 1:get_hits 1\r\nSTAT 1:cmd_set 2\r\n"),
+        slabs.starts_with("STAT 1:used_chunks 2\r\nSTAT 1:get_hits 1\r\nSTAT 1:cmd_set 2\r\n"),
         "{slabs}"
     );
     let total = format!(
@@ -1767,4 +1767,58 @@ fn store_counts_evictions_reclaims_and_expiries_as_memcached_item_stats() {
     assert_eq!(c(&store, |s| &s.evictions), 0);
     assert_eq!(store.total_items(), 0);
     assert!(!store.is_empty());
+}
+
+#[test]
+fn ascii_expiry_and_length_are_read_as_memcached_reads_them() {
+    let (mut s, _) = session();
+    // Byte for byte as memcached 1.6.18: C's strtol cut to 32 bits.
+    for (request, reply) in [
+        // Expiry 4294967296 is 0: never expires.
+        (
+            &b"set k 5 4294967296 1\r\nx\r\nget k\r\n"[..],
+            "STORED\r\nVALUE k 5 1\r\nx\r\nEND\r\n",
+        ),
+        // Length 4294967297 is 1.
+        (
+            b"set k 6 0 4294967297\r\ny\r\nget k\r\n",
+            "STORED\r\nVALUE k 6 1\r\ny\r\nEND\r\n",
+        ),
+        // Length 4294967295 is -1; lengths past INT_MAX - 2 are refused too.
+        (
+            b"set i 0 0 4294967295\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set i 0 0 2147483647\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set k 5 -9223372036854775809 1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
+        // A refused delete says nothing under noreply.
+        (
+            b"delete k 10 noreply\r\nget k\r\n",
+            "VALUE k 6 1\r\ny\r\nEND\r\n",
+        ),
+        // Commands memcached knows the first letter of answer ERROR, HTTP or not.
+        (b"gxx / HTTP/1.0\r\nmx HTTP/1.1\r\n", "ERROR\r\nERROR\r\n"),
+    ] {
+        assert_eq!(text(&all(&mut s, request)), reply, "{}", text(request));
+    }
+}
+
+#[test]
+fn ascii_http_lines_are_hung_up_on() {
+    for line in [
+        &b"GET / HTTP/1.0\r\nversion\r\n"[..],
+        b"PUT /asdf/asd/fasdfasdf/sadf HTTP/1.1\r\n",
+        b"DELETE HTTP/1.1\r\n",
+    ] {
+        let (mut s, _) = session();
+        let (p, r) = run(&mut s, line);
+        assert!(p.close, "{}", text(line));
+        assert!(r.is_empty(), "{}", text(&r));
+    }
 }
