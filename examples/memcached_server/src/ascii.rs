@@ -25,6 +25,9 @@ const MAX_TOKENS: usize = 23;
 
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
+/// Slab class numbers memcached accepts in `stats cachedump` (its `MAX_NUMBER_OF_SLAB_CLASSES`).
+const MAX_SLAB_CLASSES: u32 = 64;
+
 /// A command line split at spaces (empty tokens dropped, as memcached's tokenizer does).
 struct Tokens<'a> {
     list: [&'a [u8]; MAX_TOKENS + 1],
@@ -84,6 +87,61 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|n| u32::try_from(n).ok())
 }
 
+/// C's `isspace` in the "C" locale (which, unlike [`u8::is_ascii_whitespace`], includes the
+/// vertical tab).
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The front end C's `strtoul` and `strtol` share, on a whole token: optional leading
+/// whitespace, an optional `+` or `-`, decimal digits, then the end of the token or a
+/// whitespace byte (whatever follows it is not looked at). The sign and the magnitude; `None`
+/// if there are no digits, something else follows them, or the magnitude passes 64 bits.
+fn c_number(token: &[u8]) -> Option<(bool, u64)> {
+    let start = token.iter().take_while(|&&b| is_c_space(b)).count();
+    let s = &token[start..];
+    let (negative, s) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, s),
+    };
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || !s.get(digits).is_none_or(|&b| is_c_space(b)) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &s[..digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some((negative, n))
+}
+
+/// Parses a storage command's flags exactly as memcached 1.6 on a 64-bit host does
+/// (`safe_strtoul`: C's `strtoul` into a 64-bit `unsigned long`, kept as 32 bits). So a
+/// magnitude over 64 bits is refused; a negated value is refused if it reads as a negative
+/// 64-bit number (`-1` is, `-18446744073709551615` is not: it wraps to 1); and the flags are
+/// the low 32 bits, so `4294967296` stores flags 0, as memcached stores them.
+fn parse_flags(token: &[u8]) -> Option<u32> {
+    let (negative, n) = c_number(token)?;
+    let n = if negative { n.wrapping_neg() } else { n };
+    // memcached refuses a value that is negative as a signed number if the token has a `-`.
+    if (n as i64) < 0 && token.contains(&b'-') {
+        return None;
+    }
+    Some(n as u32)
+}
+
+/// Parses a storage command's expiry or length as memcached 1.6 on a 64-bit host does
+/// (`safe_strtol`: C's `strtol` into a 64-bit `long`, kept as 32 bits): out of the 64-bit
+/// range is refused, and the rest is cut to its low 32 bits, so a length of `4294967295`
+/// reads as -1 (and is refused as negative) and an expiry of `4294967296` as 0.
+fn parse_strtol(token: &[u8]) -> Option<i32> {
+    let (negative, n) = c_number(token)?;
+    let n = i128::from(n);
+    let n = i64::try_from(if negative { -n } else { n }).ok()?;
+    Some(n as i32)
+}
+
 /// Parses an optionally negative decimal `i32` (memcached's `safe_strtol`).
 fn parse_i32(s: &[u8]) -> Option<i32> {
     match s.split_first() {
@@ -92,6 +150,15 @@ fn parse_i32(s: &[u8]) -> Option<i32> {
             .and_then(|n| i32::try_from(-n).ok()),
         _ => parse_u64(s).and_then(|n| i32::try_from(n).ok()),
     }
+}
+
+/// The command line up to its first NUL byte: memcached reads the line as a C string, so a
+/// key with a NUL in it is cut there (`get a\0b` looks up `a`; `set a\0b 0 0 1` is `set a`,
+/// too short, so `ERROR`).
+fn until_nul(line: &[u8]) -> &[u8] {
+    line.iter()
+        .position(|&b| b == 0)
+        .map_or(line, |nul| &line[..nul])
 }
 
 /// Queues a one-line reply unless the command said `noreply`.
@@ -125,6 +192,7 @@ pub fn request(
     if let Some(stripped) = line.strip_suffix(b"\r") {
         line = stripped;
     }
+    let line = until_nul(line);
     let t = Tokens::new(line);
     let cmd = t.get(0);
     if t.len == 0 || cmd.len() < 2 {
@@ -187,6 +255,14 @@ pub fn request(
         }
         b"quit" => return Ok(Step::Close(line_len)),
         b"stats" => stats(env, &t, out)?,
+        // memcached hangs up on a line that looks like HTTP (last word `HTTP/...`) unless it
+        // starts with a letter its own commands start with.
+        _ if t.get(n - 1).starts_with(b"HTTP/")
+            && !b"gsacidt".contains(&cmd[0])
+            && !(cmd[0] == b'm' && cmd.len() == 2) =>
+        {
+            return Ok(Step::Close(line_len))
+        }
         _ => put(out, b"ERROR\r\n")?,
     }
     Ok(Step::Done(line_len))
@@ -238,9 +314,9 @@ fn update(
         reply(out, noreply, BAD_FORMAT)?;
         return Ok(Step::Done(line_len));
     }
-    let flags = parse_u32(t.get(2));
-    let exptime = parse_i32(t.get(3));
-    let vlen = parse_i32(t.get(4));
+    let flags = parse_flags(t.get(2));
+    let exptime = parse_strtol(t.get(3));
+    let vlen = parse_strtol(t.get(4));
     let cas = if mode == Mode::Cas {
         parse_u64(t.get(5))
     } else {
@@ -250,9 +326,13 @@ fn update(
         reply(out, noreply, BAD_FORMAT)?;
         return Ok(Step::Done(line_len));
     };
-    let Ok(vlen) = usize::try_from(vlen) else {
-        reply(out, noreply, BAD_FORMAT)?;
-        return Ok(Step::Done(line_len));
+    // memcached adds 2 for the "\r\n" in an int: a length it cannot add to is refused too.
+    let vlen = match usize::try_from(vlen) {
+        Ok(v) if vlen <= i32::MAX - 2 => v,
+        _ => {
+            reply(out, noreply, BAD_FORMAT)?;
+            return Ok(Step::Done(line_len));
+        }
     };
     let total = line_len.saturating_add(vlen).saturating_add(2);
     if vlen > env.limits.max_item_size || total > env.limits.max_request() {
@@ -354,8 +434,9 @@ fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLi
         let hold_is_zero = t.get(2) == b"0";
         let valid = (n == 3 && (hold_is_zero || noreply)) || (n == 4 && hold_is_zero && noreply);
         if !valid {
-            return put(
+            return reply(
                 out,
+                noreply,
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
             );
         }
@@ -396,17 +477,88 @@ fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
     }
 }
 
-/// `stats`, `stats settings`, `stats reset`.
+/// `stats [group]`, answered as memcached 1.6 answers each group: `STAT` lines and `END`, or
+/// one line for `reset`, `detail` and the errors. A second word after a group's name is
+/// ignored, as memcached ignores it.
 fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
-    let list = match (t.len, t.get(1)) {
-        (1, _) => env.stats.report(&env.store),
-        (2, b"settings") => env.stats.settings(&env.store),
-        (2, b"reset") => return put(out, b"RESET\r\n"),
+    let (stats, store) = (&env.stats, &env.store);
+    let group = match t.get(1) {
+        _ if t.len == 1 => stats.report(store),
+        b"reset" => {
+            stats.reset(store);
+            return put(out, b"RESET\r\n");
+        }
+        // Per-prefix statistics are not kept: always off, so there is nothing to dump.
+        b"detail" => {
+            return put(
+                out,
+                match t.get(2) {
+                    b"off" => b"OK\r\n",
+                    b"dump" => b"END\r\n",
+                    b"on" => b"SERVER_ERROR stats detail not supported\r\n",
+                    _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+                },
+            )
+        }
+        b"cachedump" => return cachedump(env, t, out),
+        b"settings" => stats.settings(store),
+        b"items" => stats.items(store),
+        b"slabs" => stats.slabs(store),
+        b"conns" => stats.conns(),
+        // No size histogram is kept; memcached ends these two replies without `END`.
+        b"sizes" => vec![("sizes_status".into(), "disabled".into())],
+        b"sizes_disable" => return put(out, b"STAT sizes_status disabled\r\n"),
+        b"sizes_enable" => {
+            return put(
+                out,
+                b"STAT sizes_status error\r\nSTAT sizes_error not_supported\r\n",
+            )
+        }
         _ => return put(out, b"ERROR\r\n"),
     };
     let mut f = out.format();
-    for (name, value) in &list {
+    for (name, value) in &group {
         let _ = write!(f, "STAT {name} {value}\r\n");
+    }
+    f.put_slice(b"END\r\n");
+    f.try_commit()
+}
+
+/// `stats cachedump <class> <limit>`: `ITEM key [length b; expiry s]` lines for class 1 (all
+/// the items), none for the other classes memcached has, then `END`. Keys a line cannot carry
+/// (stored through the binary protocol with spaces or control bytes) are passed over, as
+/// memcached passes over binary keys.
+fn cachedump(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
+    if t.len < 4 {
+        return put(out, b"CLIENT_ERROR bad command line\r\n");
+    }
+    let (Some(class), Some(limit)) = (parse_u32(t.get(2)), parse_u32(t.get(3))) else {
+        return put(out, BAD_FORMAT);
+    };
+    if class >= MAX_SLAB_CLASSES {
+        return put(out, b"CLIENT_ERROR Illegal slab id\r\n");
+    }
+    // As memcached, at most 2 MiB of lines, whatever the limit.
+    const MAX_BYTES: usize = 2 << 20;
+    let items = match (class, limit) {
+        (1, 0) => env.store.dump(MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len()),
+        (1, n) => env.store.dump(n as usize),
+        _ => Vec::new(),
+    };
+    let mut f = out.format();
+    let mut bytes = 0;
+    for (key, len, exptime) in items {
+        if key.iter().any(|&b| !b.is_ascii_graphic()) {
+            continue;
+        }
+        let line = format!(" [{len} b; {exptime} s]\r\n");
+        bytes += b"ITEM ".len() + key.len() + line.len();
+        if bytes > MAX_BYTES {
+            break;
+        }
+        f.put_slice(b"ITEM ");
+        f.put_slice(&key);
+        f.put_slice(line.as_bytes());
     }
     f.put_slice(b"END\r\n");
     f.try_commit()

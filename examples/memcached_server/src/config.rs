@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
+pub use crate::stats::DEFAULT_MAX_CONNECTIONS;
 use crate::tls::TlsFiles;
 
 /// What the command line configures.
@@ -19,6 +20,9 @@ pub struct Config {
     pub memory_limit: usize,
     /// Largest value accepted, in bytes.
     pub max_item_size: usize,
+    /// Most client connections open at once (memcached's `-c`): one more is told
+    /// `ERROR Too many open connections` and closed. Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
     /// How responses are sent.
     pub send_path: SendPath,
     /// Zero-copy path only: stop asking for zero copy on a socket once the kernel reports a
@@ -98,6 +102,7 @@ impl Default for Config {
             threads: thread::available_parallelism().map_or(1, |n| n.get()),
             memory_limit: 64 * 1024 * 1024,
             max_item_size: 1024 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             send_path: SendPath::Copy,
             zerocopy_stop_when_copied: true,
             zerocopy_min_window: DEFAULT_ZEROCOPY_MIN_WINDOW,
@@ -137,6 +142,8 @@ options:
   --memory-limit MIB       cache memory limit in MiB, least recently used items are evicted
                            (default 64)
   --max-item-size BYTES    largest value accepted (default 1048576)
+  --max-connections N      most client connections open at once, as memcached -c; one more
+                           is sent ERROR Too many open connections and closed (default 1024)
   --send-path PATH         how responses are sent: copy (copying sendmsg, the default),
                            zerocopy (MSG_ZEROCOPY, values held until the kernel's completion)
                            or uring (one io_uring_enter per event-loop turn for every
@@ -193,6 +200,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                 | "--threads"
                 | "--memory-limit"
                 | "--max-item-size"
+                | "--max-connections"
                 | "--send-path"
                 | "--stall-timeout"
                 | "--zerocopy-min-window"
@@ -211,6 +219,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--memory-limit" => {
                 let mib = parse_number(&name, &value, 1, (usize::MAX >> 20) as u64)?;
                 cfg.memory_limit = mib << 20;
+            }
+            "--max-connections" => {
+                cfg.max_connections = parse_number(&name, &value, 1, 1 << 20)?;
             }
             "--send-path" => cfg.send_path = SendPath::parse(&value)?,
             "--stall-timeout" => {
@@ -281,6 +292,7 @@ mod tests {
         assert_eq!(cfg.listen, "127.0.0.1:11211".parse().unwrap());
         assert_eq!(cfg.memory_limit, 64 << 20);
         assert_eq!(cfg.max_item_size, 1 << 20);
+        assert_eq!(cfg.max_connections, 1024);
         assert_eq!(cfg.send_path, SendPath::Copy);
         assert_eq!(cfg.stall_timeout, std::time::Duration::from_secs(30));
         assert_eq!(cfg.zerocopy_min_window, 65536);
@@ -296,6 +308,7 @@ mod tests {
             "--memory-limit=8",
             "--max-item-size",
             "4096",
+            "--max-connections=10",
             "--send-path=zerocopy",
             "--zerocopy-always",
             "--stall-timeout",
@@ -306,6 +319,8 @@ mod tests {
         assert_eq!(cfg.threads, 3);
         assert_eq!(cfg.memory_limit, 8 << 20);
         assert_eq!(cfg.max_item_size, 4096);
+        assert_eq!(cfg.max_connections, 10);
+        assert_eq!(config(&["--max-connections", "3"]).max_connections, 3);
         assert_eq!(cfg.send_path, SendPath::ZeroCopy);
         assert!(!cfg.zerocopy_stop_when_copied);
         assert_eq!(cfg.stall_timeout, std::time::Duration::from_secs(5));
@@ -346,6 +361,10 @@ mod tests {
             (
                 &["--threads", "0"],
                 "--threads: '0' is not a whole number from 1",
+            ),
+            (
+                &["--max-connections", "0"],
+                "--max-connections: '0' is not a whole number from 1",
             ),
             (
                 &["--stall-timeout=-1"],

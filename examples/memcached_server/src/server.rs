@@ -6,25 +6,34 @@
 //! for life (see [`worker`](crate::worker)), so nothing on the request path is shared between
 //! threads except the store and the statistics.
 
-use std::io;
-use std::net::SocketAddr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{Config, SendPath};
 use crate::handler::Limits;
-use crate::stats::{SendTotals, Stats, UringTotals, ZeroCopyTotals};
+use crate::stats::{bump, SendTotals, Settings, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
 use crate::worker::{SendOptions, Worker};
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
+
+/// What a connection over the limit is told before it is closed (memcached's words).
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// How long the acceptor waits before accepting again after a failure it could not answer
+/// (out of file descriptors with none kept in reserve, or another error).
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// A running server. [`shutdown`](Self::shutdown) (or dropping it) stops every thread.
 pub struct ServerHandle {
@@ -48,7 +57,6 @@ pub struct ServerHandle {
 pub fn start(cfg: Config) -> io::Result<ServerHandle> {
     let threads = cfg.threads.max(1);
     let store = Arc::new(Store::new(cfg.memory_limit, cfg.max_item_size));
-    let stats = Arc::new(Stats::new(threads));
     let stop = Arc::new(AtomicBool::new(false));
     let buffered = Arc::new(AtomicUsize::new(0));
     let zerocopy = Arc::new(ZeroCopyTotals::default());
@@ -76,6 +84,11 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
 
     let mut listener = TcpListener::bind(cfg.listen)?;
     let local_addr = listener.local_addr()?;
+    let stats = Arc::new(Stats::with_settings(Settings {
+        listen: local_addr,
+        ..Settings::of(&cfg)
+    }));
+    stats.conns.listening(listener.as_raw_fd(), local_addr);
     let acceptor_poll = Poll::new()?;
     acceptor_poll
         .registry()
@@ -128,7 +141,9 @@ pub fn start(cfg: Config) -> io::Result<ServerHandle> {
         workers: to_workers,
         next: 0,
         stop,
-        failing: false,
+        stats: stats.clone(),
+        spare: File::open("/dev/null").ok(),
+        disabled_since: None,
     };
     handle.threads.push(
         thread::Builder::new()
@@ -191,21 +206,44 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The acceptor thread's state.
+///
+/// Over [`Settings::max_connections`] a new connection is refused as memcached refuses it
+/// (the [`TOO_MANY_CONNECTIONS`] line, then closed). Out of file descriptors (`EMFILE`,
+/// `ENFILE`) it does the same: it keeps one descriptor in reserve (`/dev/null`), frees it to
+/// accept the waiting connection, refuses that, and takes the reserve again, so each waiting
+/// client gets an answer instead of hanging in the listen queue, and no accept is retried in
+/// a busy loop. Only if the reserve cannot be taken back (another thread took the descriptor)
+/// does it stop accepting for [`ACCEPT_RETRY`] at a time, counted as memcached counts it
+/// (`accepting_conns 0`, `listen_disabled_num`, `time_in_listen_disabled_us`).
 struct Acceptor {
     poll: Poll,
     listener: TcpListener,
     workers: Vec<(Sender<TcpStream>, Arc<Waker>)>,
     next: usize,
     stop: Arc<AtomicBool>,
-    /// Accepting is failing (e.g. EMFILE); reported once per episode, not every retry.
-    failing: bool,
+    stats: Arc<Stats>,
+    /// The descriptor kept to refuse connections with when the process has no other.
+    spare: Option<File>,
+    /// Since when accepting has been paused (reported once per pause, not every retry).
+    disabled_since: Option<Instant>,
+}
+
+/// What [`Acceptor::refuse_with_spare`] did.
+enum WithSpare {
+    /// It refused a waiting connection.
+    Refused,
+    /// No connection was waiting.
+    NoneWaiting,
+    /// There was no spare descriptor, or accepting on it failed.
+    Unavailable,
 }
 
 impl Acceptor {
     fn run(mut self) {
         let mut events = Events::with_capacity(16);
-        // Set after an accept error such as EMFILE: the pending connection stays in the
-        // backlog and no new edge will come for it, so try again after a pause.
+        // Set after an accept error that could not be answered: the pending connection stays
+        // in the backlog and no new edge will come for it, so try again after a pause.
         let mut retry: Option<Duration> = None;
         while !self.stop.load(Ordering::SeqCst) {
             if let Err(e) = self.poll.poll(&mut events, retry) {
@@ -220,6 +258,7 @@ impl Acceptor {
             }
             retry = self.accept_all();
         }
+        self.resume();
     }
 
     /// Accepts until the backlog is empty; returns a retry delay if accepting failed.
@@ -227,6 +266,15 @@ impl Acceptor {
         loop {
             match self.listener.accept() {
                 Ok((stream, _peer)) => {
+                    self.resume();
+                    let stats = &self.stats;
+                    let open = stats.curr_connections.load(Ordering::Relaxed);
+                    if open >= stats.settings.max_connections as u64 {
+                        self.refuse(stream);
+                        continue;
+                    }
+                    // Counted here, not by the worker, so a burst cannot pass the limit.
+                    stats.connection_opened();
                     // Responses are written whole by one sendmsg: Nagle only adds latency.
                     if let Err(e) = stream.set_nodelay(true) {
                         eprintln!("memcached_server: TCP_NODELAY failed: {e}");
@@ -234,7 +282,7 @@ impl Acceptor {
                     self.hand_off(stream);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.failing = false;
+                    self.resume();
                     return None;
                 }
                 Err(e)
@@ -242,14 +290,80 @@ impl Acceptor {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
-                Err(e) => {
-                    if !self.failing {
-                        eprintln!("memcached_server: accept failed: {e} (retrying every 50 ms)");
-                        self.failing = true;
+                // Linux reports a full descriptor table before it looks at the queue: this
+                // may come with no connection waiting.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    match self.refuse_with_spare() {
+                        WithSpare::Refused => {}
+                        WithSpare::NoneWaiting => {
+                            self.resume();
+                            return None;
+                        }
+                        WithSpare::Unavailable => {
+                            self.pause(&e);
+                            return Some(ACCEPT_RETRY);
+                        }
                     }
-                    return Some(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    self.pause(&e);
+                    return Some(ACCEPT_RETRY);
                 }
             }
+        }
+    }
+
+    /// Out of descriptors: frees the spare one, accepts the waiting connection on it, refuses
+    /// it and takes the spare again.
+    fn refuse_with_spare(&mut self) -> WithSpare {
+        if self.spare.take().is_none() {
+            return WithSpare::Unavailable;
+        }
+        let outcome = match self.listener.accept() {
+            Ok((stream, _peer)) => {
+                self.refuse(stream);
+                WithSpare::Refused
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => WithSpare::NoneWaiting,
+            Err(_) => WithSpare::Unavailable,
+        };
+        self.spare = File::open("/dev/null").ok();
+        outcome
+    }
+
+    /// Tells a connection the server has too many and closes it.
+    fn refuse(&self, stream: TcpStream) {
+        bump(&self.stats.rejected_connections);
+        // A new socket's send buffer is empty: the line fits, and nothing here blocks.
+        let _ = (&stream).write(TOO_MANY_CONNECTIONS);
+        let _ = stream.shutdown(Shutdown::Write);
+        // Closing with unread bytes would send a reset, which can discard the line before the
+        // client reads it: take what has already arrived (a client may have sent a request).
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            if !matches!((&stream).read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+
+    /// Accepting failed in a way it cannot answer: stop for a while (reported once a pause).
+    fn pause(&mut self, e: &io::Error) {
+        if self.disabled_since.is_none() {
+            eprintln!(
+                "memcached_server: accept failed: {e} (retrying every {} ms)",
+                ACCEPT_RETRY.as_millis()
+            );
+            self.disabled_since = Some(Instant::now());
+            self.stats.accepting_conns.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Accepting works again: ends a pause, counting it.
+    fn resume(&mut self) {
+        if let Some(since) = self.disabled_since.take() {
+            self.stats.listen_disabled(since.elapsed());
+            self.stats.accepting_conns.store(true, Ordering::Relaxed);
         }
     }
 
@@ -268,5 +382,6 @@ impl Acceptor {
                 Err(mpsc::SendError(s)) => stream = s,
             }
         }
+        self.stats.connection_closed(); // no worker took it: dropped, so closed
     }
 }

@@ -2,14 +2,31 @@
 //! `Arc<Stats>`. The loop bumps the connection and byte counters; the protocols bump the command
 //! counters; item counts come from the [`Store`]. What the send machinery did (zero-copy and
 //! io_uring counts) is summed here too, when connections close and workers exit.
+//!
+//! The groups of `stats <group>` are here too, in memcached's names and order: `items` and
+//! `slabs` present the cache as memcached's one slab class, number 1 (the server has no slab
+//! allocator: one class is how memcached itself would show items of one kind of memory), with
+//! the server's own figures; a figure of a mechanism the server does not have (tail repairs,
+//! the LRU crawler, slab pages) is 0, or left out where memcached itself leaves it out with
+//! that mechanism turned off. `settings` is in `settings.rs`, the connection table of `conns`
+//! in `conns.rs`.
+
+mod conns;
+mod settings;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sendbuf::ZeroCopyStats;
 
 use crate::store::Store;
+
+pub use conns::{Activity, ConnTable};
+pub use settings::{Settings, DEFAULT_MAX_CONNECTIONS};
+
+/// A statistics group as (name, value) pairs, in memcached's order.
+pub type Group = Vec<(String, String)>;
 
 /// The version both protocols report.
 pub const VERSION: &str = "1.6.18-sendbuf";
@@ -64,6 +81,38 @@ pub struct Counters {
     /// Connections closed with responses unsent because the peer took none of them for
     /// `Config::stall_timeout` while the server waited on it to read.
     pub closed_stalled: AtomicU64,
+    /// Passes over a connection that stopped at the read budget with more to read, so that the
+    /// worker served its other connections first (memcached's `conn_yields`).
+    pub conn_yields: AtomicU64,
+}
+
+impl Counters {
+    /// Every counter, for [`Stats::reset`].
+    fn all(&self) -> [&AtomicU64; 21] {
+        [
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_flush,
+            &self.cmd_touch,
+            &self.get_hits,
+            &self.get_misses,
+            &self.delete_misses,
+            &self.delete_hits,
+            &self.incr_misses,
+            &self.incr_hits,
+            &self.decr_misses,
+            &self.decr_hits,
+            &self.cas_misses,
+            &self.cas_hits,
+            &self.cas_badval,
+            &self.touch_hits,
+            &self.touch_misses,
+            &self.bytes_read,
+            &self.bytes_written,
+            &self.closed_stalled,
+            &self.conn_yields,
+        ]
+    }
 }
 
 /// Server-wide statistics, shared by every worker as `Arc<Stats>`. Every counter is a relaxed
@@ -71,12 +120,30 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
+    /// How the server was started (`stats settings`).
+    pub settings: Settings,
     /// Worker threads serving connections.
     pub threads: AtomicU64,
-    /// Connections open now.
+    /// Connections open now (counted by the acceptor when it takes one, so that the limit of
+    /// [`Settings::max_connections`] holds however fast they come).
     pub curr_connections: AtomicU64,
     /// Connections accepted since start.
     pub total_connections: AtomicU64,
+    /// Connections refused with `ERROR Too many open connections`: over
+    /// [`Settings::max_connections`], or accepted on the descriptor kept for it while the
+    /// process was out of file descriptors.
+    pub rejected_connections: AtomicU64,
+    /// Connection slots the workers have made (a closed connection's slot is reused).
+    pub connection_structures: AtomicU64,
+    /// False while the acceptor has stopped accepting (out of file descriptors and unable to
+    /// refuse connections with a reply).
+    pub accepting_conns: AtomicBool,
+    /// Times the acceptor stopped accepting.
+    pub listen_disabled_num: AtomicU64,
+    /// Microseconds the acceptor spent not accepting.
+    pub time_in_listen_disabled_us: AtomicU64,
+    /// The open connections, for `stats conns`.
+    pub conns: ConnTable,
     slots: Box<[Counters]>,
 }
 
@@ -107,13 +174,29 @@ fn slot() -> usize {
 }
 
 impl Stats {
-    /// Counters at zero for a server with `threads` workers; uptime counts from now.
+    /// Counters at zero for a server with `threads` workers and otherwise default settings;
+    /// uptime counts from now.
     pub fn new(threads: usize) -> Stats {
+        Stats::with_settings(Settings {
+            threads,
+            ..Settings::default()
+        })
+    }
+
+    /// Counters at zero for a server started with `settings`; uptime counts from now.
+    pub fn with_settings(settings: Settings) -> Stats {
         Stats {
             started: Instant::now(),
-            threads: AtomicU64::new(threads as u64),
+            threads: AtomicU64::new(settings.threads as u64),
+            settings,
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            connection_structures: AtomicU64::new(0),
+            accepting_conns: AtomicBool::new(true),
+            listen_disabled_num: AtomicU64::new(0),
+            time_in_listen_disabled_us: AtomicU64::new(0),
+            conns: ConnTable::default(),
             slots: (0..SLOTS).map(|_| Counters::default()).collect(),
         }
     }
@@ -157,31 +240,73 @@ impl Stats {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Seconds since the counters were created.
+    /// Seconds since the counters were created (what [`Activity`] stamps count in).
     pub fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 
-    /// The general statistics as (name, value) pairs, in memcached's order, for `stats` and
-    /// binary `stat` without a key.
-    pub fn report(&self, store: &Store) -> Vec<(&'static str, String)> {
+    /// The acceptor stopped accepting, for `pause` (out of file descriptors).
+    pub fn listen_disabled(&self, pause: Duration) {
+        bump(&self.listen_disabled_num);
+        let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.time_in_listen_disabled_us
+            .fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// `stats reset`: zeroes what memcached zeroes: the command, byte and connection counters,
+    /// the items stored since start and the item statistics; not what describes the present
+    /// (items, bytes and connections held, `connection_structures`).
+    pub fn reset(&self, store: &Store) {
+        for counters in self.slots.iter() {
+            for counter in counters.all() {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+        for counter in [
+            &self.total_connections,
+            &self.rejected_connections,
+            &self.listen_disabled_num,
+            &self.time_in_listen_disabled_us,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        store.reset_counters();
+    }
+
+    /// The general statistics (`stats`, binary `stat` without a key) in memcached's order:
+    /// every name of memcached's general-purpose list the server has a figure for. Left out:
+    /// `libevent` (there is none), memcached's internal buffer, hash table, slab mover, LRU
+    /// crawler and logger figures, and `cmd_meta`, `store_too_large`, `store_no_memory`,
+    /// `auth_*` (not counted).
+    pub fn report(&self, store: &Store) -> Group {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let sum = |f: fn(&Counters) -> &AtomicU64| self.sum(f).to_string();
+        let items = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let unix = crate::store::unix_now();
-        vec![
+        let (user, system) = crate::sys::rusage();
+        let seconds = |d: Duration| format!("{}.{:06}", d.as_secs(), d.subsec_micros());
+        let c = &store.counters;
+        let list: Vec<(&str, String)> = vec![
             ("pid", std::process::id().to_string()),
             ("uptime", self.uptime().to_string()),
             ("time", unix.to_string()),
             ("version", VERSION.to_string()),
             ("pointer_size", (usize::BITS).to_string()),
+            ("rusage_user", seconds(user)),
+            ("rusage_system", seconds(system)),
+            ("max_connections", self.settings.max_connections.to_string()),
             ("curr_connections", get(&self.curr_connections)),
             ("total_connections", get(&self.total_connections)),
+            ("rejected_connections", get(&self.rejected_connections)),
+            ("connection_structures", get(&self.connection_structures)),
             ("cmd_get", sum(|c| &c.cmd_get)),
             ("cmd_set", sum(|c| &c.cmd_set)),
             ("cmd_flush", sum(|c| &c.cmd_flush)),
             ("cmd_touch", sum(|c| &c.cmd_touch)),
             ("get_hits", sum(|c| &c.get_hits)),
             ("get_misses", sum(|c| &c.get_misses)),
+            ("get_expired", items(&c.get_expired)),
+            ("get_flushed", items(&c.get_flushed)),
             ("delete_misses", sum(|c| &c.delete_misses)),
             ("delete_hits", sum(|c| &c.delete_hits)),
             ("incr_misses", sum(|c| &c.incr_misses)),
@@ -197,29 +322,116 @@ impl Stats {
             ("bytes_written", sum(|c| &c.bytes_written)),
             ("closed_stalled", sum(|c| &c.closed_stalled)),
             ("limit_maxbytes", store.memory_limit().to_string()),
+            (
+                "accepting_conns",
+                u8::from(self.accepting_conns.load(Ordering::Relaxed)).to_string(),
+            ),
+            ("listen_disabled_num", get(&self.listen_disabled_num)),
+            (
+                "time_in_listen_disabled_us",
+                get(&self.time_in_listen_disabled_us),
+            ),
             ("threads", get(&self.threads)),
+            ("conn_yields", sum(|c| &c.conn_yields)),
             ("bytes", store.bytes().to_string()),
             ("curr_items", store.len().to_string()),
             ("total_items", store.total_items().to_string()),
-            (
-                "evictions",
-                store.counters.evictions.load(Ordering::Relaxed).to_string(),
-            ),
-        ]
+            ("expired_unfetched", items(&c.expired_unfetched)),
+            ("evicted_unfetched", items(&c.evicted_unfetched)),
+            ("evictions", items(&c.evictions)),
+            ("reclaimed", items(&c.reclaimed)),
+            // No LRU crawler, no tail locking: memcached prints these whatever its settings.
+            ("crawler_reclaimed", "0".to_string()),
+            ("crawler_items_checked", "0".to_string()),
+            ("lrutail_reflocked", "0".to_string()),
+        ];
+        named(list)
     }
-    /// The settings group (`stats settings`).
-    pub fn settings(&self, store: &Store) -> Vec<(&'static str, String)> {
-        vec![
-            ("maxbytes", store.memory_limit().to_string()),
-            ("item_size_max", store.max_item_size().to_string()),
-            (
-                "num_threads",
-                self.threads.load(Ordering::Relaxed).to_string(),
-            ),
-            ("evictions", "on".to_string()),
-            ("cas_enabled", "yes".to_string()),
-        ]
+
+    /// `stats settings`: see [`Settings::report`].
+    pub fn settings(&self, store: &Store) -> Group {
+        named(self.settings.report(store))
     }
+
+    /// `stats items`: the cache as memcached's slab class 1 (nothing when it is empty, as
+    /// memcached prints no class without items). Real figures: `number`, `age` (of the least
+    /// recently used item), `mem_requested` (the bytes the items count against the limit),
+    /// `evicted`, `evicted_nonzero`, `evicted_time`, `outofmemory`, `reclaimed`,
+    /// `expired_unfetched`, `evicted_unfetched`. Always 0: `tailrepairs`,
+    /// `crawler_reclaimed`, `crawler_items_checked`, `lrutail_reflocked` (no such mechanism).
+    /// Memcached's segmented-LRU figures (`number_hot`, `hits_to_warm`, ...) are left out, as
+    /// memcached leaves them out without its LRU maintainer: the store has one LRU.
+    pub fn items(&self, store: &Store) -> Group {
+        let number = store.len();
+        if number == 0 {
+            return Vec::new();
+        }
+        let c = &store.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let list: Vec<(&str, String)> = vec![
+            ("number", number.to_string()),
+            ("age", store.tail_age().to_string()),
+            ("mem_requested", store.bytes().to_string()),
+            ("evicted", n(&c.evictions)),
+            ("evicted_nonzero", n(&c.evicted_nonzero)),
+            ("evicted_time", n(&c.evicted_time)),
+            ("outofmemory", n(&c.outofmemory)),
+            ("tailrepairs", "0".to_string()),
+            ("reclaimed", n(&c.reclaimed)),
+            ("expired_unfetched", n(&c.expired_unfetched)),
+            ("evicted_unfetched", n(&c.evicted_unfetched)),
+            ("crawler_reclaimed", "0".to_string()),
+            ("crawler_items_checked", "0".to_string()),
+            ("lrutail_reflocked", "0".to_string()),
+        ];
+        list.into_iter()
+            .map(|(name, value)| (format!("items:1:{name}"), value))
+            .collect()
+    }
+
+    /// `stats slabs`: class 1's `used_chunks` (the items: each is one allocation) and
+    /// per-command hits (memcached counts them per class; here they
+    /// are the server's totals) when it holds items, then `active_slabs` and `total_malloced`
+    /// (the bytes the items count against the limit: the store allocates per item, not in
+    /// pages). The page and chunk figures of a slab allocator are left out.
+    pub fn slabs(&self, store: &Store) -> Group {
+        let sum = |f: fn(&Counters) -> &AtomicU64| self.sum(f).to_string();
+        let active = !store.is_empty();
+        let mut group = Group::new();
+        if active {
+            let list: Vec<(&str, String)> = vec![
+                // One allocation an item: its chunk.
+                ("used_chunks", store.len().to_string()),
+                ("get_hits", sum(|c| &c.get_hits)),
+                ("cmd_set", sum(|c| &c.cmd_set)),
+                ("delete_hits", sum(|c| &c.delete_hits)),
+                ("incr_hits", sum(|c| &c.incr_hits)),
+                ("decr_hits", sum(|c| &c.decr_hits)),
+                ("cas_hits", sum(|c| &c.cas_hits)),
+                ("cas_badval", sum(|c| &c.cas_badval)),
+                ("touch_hits", sum(|c| &c.touch_hits)),
+            ];
+            group.extend(
+                list.into_iter()
+                    .map(|(name, value)| (format!("1:{name}"), value)),
+            );
+        }
+        group.push(("active_slabs".into(), u8::from(active).to_string()));
+        group.push(("total_malloced".into(), store.bytes().to_string()));
+        group
+    }
+
+    /// `stats conns`: see [`ConnTable::report`].
+    pub fn conns(&self) -> Group {
+        self.conns.report(self.uptime())
+    }
+}
+
+/// A list of static names as a [`Group`].
+fn named(list: Vec<(&str, String)>) -> Group {
+    list.into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
 }
 
 /// What the workers' send machinery did, summed over the server (see

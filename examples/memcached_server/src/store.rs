@@ -19,7 +19,7 @@ mod item;
 mod shard;
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use clock::unix_now;
@@ -34,6 +34,28 @@ use shard::{lock, Shard, NIL};
 
 /// Number of shards; a power of two so a hash picks one with a mask.
 const SHARDS: usize = 16;
+
+/// Why an item found is no longer valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// Its expiry time has passed.
+    Expired,
+    /// A delayed `flush_all` has taken effect since it was stored.
+    Flushed,
+}
+
+/// Adds one to a statistics counter.
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Marks an item read (a relaxed load first: the store happens once per item, so readers of
+/// a hot item do not keep writing its cache line).
+fn mark_fetched(item: &Item) {
+    if !item.fetched.load(Ordering::Relaxed) {
+        item.fetched.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Seed of the shard choice.
 const SHARD_SEED: u64 = 0x243f_6a88_85a3_08d3;
@@ -158,22 +180,28 @@ impl Store {
         self.shards.iter().map(|s| lock(s).total_items).sum()
     }
 
-    /// True if `item` is invalid now: expired or flushed.
-    fn dead(&self, item: &Item, now: u32) -> bool {
-        if item.exptime != 0 && item.exptime <= now {
-            return true;
-        }
+    /// Why `item` is invalid now, if it is: flushed (checked first, as memcached does) or
+    /// expired.
+    fn death(&self, item: &Item, now: u32) -> Option<Death> {
         let flush_at = self.flush_at.load(Ordering::Relaxed);
-        flush_at != 0 && flush_at <= now && item.time < flush_at
+        if flush_at != 0 && flush_at <= now && item.time < flush_at {
+            return Some(Death::Flushed);
+        }
+        (item.exptime != 0 && item.exptime <= now).then_some(Death::Expired)
     }
 
-    /// Finds a live item; reclaims it if dead.
+    /// Finds a live item; reclaims it if dead, counting why (memcached's `get_expired` and
+    /// `get_flushed`, which count the lookups of every command).
     fn find<'s>(&self, shard: &'s mut Shard, key: &[u8], now: u32) -> Option<(u32, &'s Arc<Item>)> {
-        let (i, dead) = match shard.lookup(key) {
-            Some((i, it)) => (i, self.dead(it, now)),
+        let (i, death) = match shard.lookup(key) {
+            Some((i, it)) => (i, self.death(it, now)),
             None => return None,
         };
-        if dead {
+        if let Some(death) = death {
+            bump(match death {
+                Death::Expired => &self.counters.get_expired,
+                Death::Flushed => &self.counters.get_flushed,
+            });
             self.unaccount(shard.remove(i));
             return None;
         }
@@ -255,13 +283,75 @@ impl Store {
         }
     }
 
+    /// Takes node `i`, the least recently used of its shard, to make room: an eviction if the
+    /// item was live, a reclaim if it was expired or flushed (memcached's item statistics).
     fn evict(&self, shard: &mut Shard, i: u32) {
-        let now = self.now();
-        if let Some(item) = shard.remove(i) {
-            if !self.dead(&item, now) {
-                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+        let (now, nanos) = self.clock.read();
+        let last_used = shard.nodes[i as usize].used;
+        let Some(item) = shard.remove(i) else {
+            return;
+        };
+        let unfetched = !item.fetched.load(Ordering::Relaxed);
+        let c = &self.counters;
+        if self.death(&item, now).is_some() {
+            bump(&c.reclaimed);
+            if unfetched {
+                bump(&c.expired_unfetched);
             }
-            self.mem_used.fetch_sub(item.size(), Ordering::Relaxed);
+        } else {
+            bump(&c.evictions);
+            if item.exptime != 0 {
+                bump(&c.evicted_nonzero);
+            }
+            if unfetched {
+                bump(&c.evicted_unfetched);
+            }
+            let idle = nanos.saturating_sub(last_used) / 1_000_000_000;
+            c.evicted_time.store(idle, Ordering::Relaxed);
+        }
+        self.mem_used.fetch_sub(item.size(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the least recently used item was last used (memcached's `age` of an LRU
+    /// tail); 0 when the store is empty. Tries each shard's lock without waiting: a shard busy
+    /// at that moment is left out.
+    pub fn tail_age(&self) -> u64 {
+        let (_, nanos) = self.clock.read();
+        let oldest = self
+            .shards
+            .iter()
+            .filter_map(|s| s.try_lock().ok().and_then(|s| s.oldest()))
+            .min();
+        oldest.map_or(0, |used| nanos.saturating_sub(used) / 1_000_000_000)
+    }
+
+    /// Up to `limit` items (0: no limit), shard by shard and most recently used first in each,
+    /// as `stats cachedump` lists them: key, value length and expiry as a unix time (0:
+    /// never). Dead items not yet reclaimed are listed too, as memcached lists them.
+    pub fn dump(&self, limit: usize) -> Vec<(Arc<[u8]>, usize, u64)> {
+        let mut list = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for item in shard.items() {
+                if limit != 0 && list.len() == limit {
+                    return list;
+                }
+                let exptime = match item.exptime {
+                    0 => 0,
+                    t => u64::try_from(self.clock.epoch + i64::from(t)).unwrap_or(0),
+                };
+                list.push((item.key.clone(), item.value.len(), exptime));
+            }
+        }
+        list
+    }
+
+    /// Zeroes what `stats reset` resets: the store's counters and the items stored since
+    /// start (not the items held, nor their bytes).
+    pub fn reset_counters(&self) {
+        self.counters.reset();
+        for shard in self.shards.iter() {
+            lock(shard).total_items = 0;
         }
     }
 
@@ -284,6 +374,7 @@ impl Store {
         let (now, used) = self.clock.read();
         let mut shard = lock(self.shard(key));
         let (i, item) = self.find(&mut shard, key, now)?;
+        mark_fetched(item);
         let r = f(item);
         shard.bump(i, used);
         Some(r)
@@ -302,6 +393,7 @@ impl Store {
             cas: item.cas,
             exptime,
             time: item.time,
+            fetched: AtomicBool::new(true),
         });
         shard.insert(Some(i), item.clone(), used);
         Some(item)
@@ -363,6 +455,7 @@ impl Store {
             cas: shard.next_cas(own),
             exptime,
             time: now,
+            fetched: AtomicBool::new(false),
         };
         let old = old.map(|(i, it)| (i, it.size()));
         self.put(&mut shard, own, used, old, item)
@@ -381,6 +474,7 @@ impl Store {
         let size = item.size();
         let freed = old.map_or(0, |(_, s)| s);
         if size > freed && !self.make_room(shard, own, size - freed, old.map(|(i, _)| i)) {
+            bump(&self.counters.outofmemory);
             // memcached drops the old item too when a store fails for memory.
             if let Some((i, _)) = old {
                 self.unaccount(shard.remove(i));
@@ -443,6 +537,7 @@ impl Store {
             item.time,
             item.size(),
         );
+        let fetched = item.fetched.load(Ordering::Relaxed);
         let new_item = Item {
             key,
             value: digits.into(),
@@ -450,6 +545,7 @@ impl Store {
             cas: shard.next_cas(own),
             exptime,
             time,
+            fetched: AtomicBool::new(fetched),
         };
         let old = Some((i, size));
         match self.put(&mut shard, own, used, old, new_item) {

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 #[cfg(feature = "io-uring")]
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
 
 /// The receive window the peer of socket `fd` advertises now (`TCP_INFO`'s `tcpi_snd_wnd`, Linux
 /// 5.4 and later), or `None` if the kernel does not say.
@@ -53,6 +54,23 @@ pub(crate) fn kernel_unsent(fd: BorrowedFd<'_>) -> usize {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn kernel_unsent(_fd: BorrowedFd<'_>) -> usize {
     0
+}
+
+/// The CPU time the process has spent in user space and in the kernel (`getrusage`), as
+/// memcached's `rusage_user` and `rusage_system`; zero if the call fails.
+pub(crate) fn rusage() -> (Duration, Duration) {
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a writable rusage that outlives the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let time = |t: libc::timeval| {
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let micros = u32::try_from(t.tv_usec).unwrap_or(0);
+        Duration::from_secs(secs) + Duration::from_micros(u64::from(micros))
+    };
+    (time(usage.ru_utime), time(usage.ru_stime))
 }
 
 /// Gives the allocator's free pages back to the kernel (glibc only; elsewhere nothing).

@@ -35,6 +35,7 @@ mod uring;
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -47,7 +48,7 @@ use sendbuf::{GatherLimits, LocalPool, Pool, PoolLimits};
 use crate::config::SendPath;
 use crate::handler::Limits;
 use crate::protocol::Session;
-use crate::stats::{Stats, UringTotals, ZeroCopyTotals};
+use crate::stats::{bump, Stats, UringTotals, ZeroCopyTotals};
 use crate::store::Store;
 use conn::{drive, Conn, Ctx, Input, Outcome, Output, Phase};
 use idle::TrimTracker;
@@ -300,6 +301,7 @@ impl Worker {
             }
             // Every connection left goes now, draining ones too (`close` counts those only
             // when their bytes complete, in `finish_close`).
+            self.stats.conns.closed(conn.stream.as_raw_fd());
             self.stats.connection_closed();
         }
     }
@@ -313,6 +315,7 @@ impl Worker {
             };
             let slot = self.free_slots.pop().unwrap_or_else(|| {
                 self.conns.push(None);
+                bump(&self.stats.connection_structures);
                 self.conns.len() - 1
             });
             // Registered once for both directions, edge-triggered: no epoll_ctl per request.
@@ -330,6 +333,7 @@ impl Worker {
             {
                 eprintln!("memcached_server: cannot register a connection: {e}");
                 self.free_slots.push(slot);
+                self.stats.connection_closed(); // the acceptor counted it open
                 continue;
             }
             let session = Session::new(
@@ -340,19 +344,28 @@ impl Worker {
                 },
             );
             let sender = Sender::new(&self.send, &stream);
+            let fd = stream.as_raw_fd();
+            let activity = match (stream.peer_addr(), stream.local_addr()) {
+                (Ok(peer), Ok(local)) => {
+                    let uptime = self.stats.uptime();
+                    Some(self.stats.conns.opened(fd, peer, local, uptime))
+                }
+                _ => None, // already reset by the peer: not listed
+            };
             let mut conn = Conn::new(stream, session, sender);
+            conn.activity = activity;
             if let Some(config) = &self.send.tls {
                 match TlsPipe::new(config.clone(), self.ctx.pool.clone(), self.ctx.read_max) {
                     Ok(pipe) => conn.tls = Some(Box::new(pipe)),
                     Err(e) => {
                         eprintln!("memcached_server: cannot start a TLS session: {e}");
                         self.free_slots.push(slot);
+                        self.stats.connection_closed();
                         continue; // dropping the stream closes it
                     }
                 }
             }
             self.conns[slot] = Some(conn);
-            self.stats.connection_opened();
         }
     }
 
@@ -427,6 +440,7 @@ impl Worker {
             }
             self.free_slots.push(i);
             trim.closed += 1;
+            self.stats.conns.closed(conn.stream.as_raw_fd());
             self.stats.connection_closed();
         }
     }

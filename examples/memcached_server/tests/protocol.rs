@@ -283,10 +283,10 @@ fn ascii_delete_variants() {
         &mut s,
         b"set a 0 0 1\r\nx\r\ndelete a 0\r\ndelete a\r\ndelete a 1\r\ndelete a x noreply\r\n",
     );
+    // As memcached 1.6.18: the refusal of the last is silent, as it says noreply.
     assert_eq!(
         text(&r),
         "STORED\r\nDELETED\r\nNOT_FOUND\r\n\
-         CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n\
          CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
     );
 }
@@ -457,7 +457,7 @@ fn ascii_bad_lines() {
     let key_250 = "k".repeat(250);
     let req = format!(
         "set {long_key} 0 0 1\r\nx\r\nget a {long_key}\r\nget {key_250}\r\nincr {long_key} 1\r\n\
-         set a 0 0 -1\r\nset a x 0 1\r\nset a 0 0 1 2 3 4\r\nset a 4294967296 0 1\r\n"
+         set a 0 0 -1\r\nset a x 0 1\r\nset a 0 0 1 2 3 4\r\nset a -1 0 1\r\n"
     );
     let r = all(&mut s, req.as_bytes());
     assert_eq!(
@@ -467,6 +467,268 @@ fn ascii_bad_lines() {
          CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n\
          CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\n"
     );
+}
+
+#[test]
+fn ascii_flags_are_read_as_memcached_reads_them() {
+    let (mut s, _) = session();
+    // Each reply as memcached 1.6.18 (64-bit) gives it: flags are C's strtoul cut to 32 bits.
+    for (flags, reply) in [
+        ("4294967296", "STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n"),
+        ("4294967297", "STORED\r\nVALUE k 1 1\r\nx\r\nEND\r\n"),
+        (
+            "4294967295",
+            "STORED\r\nVALUE k 4294967295 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "18446744073709551615",
+            "STORED\r\nVALUE k 4294967295 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "-18446744073709551615",
+            "STORED\r\nVALUE k 1 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "-9223372036854775809",
+            "STORED\r\nVALUE k 4294967295 1\r\nx\r\nEND\r\n",
+        ),
+        ("-0", "STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n"),
+        ("+5", "STORED\r\nVALUE k 5 1\r\nx\r\nEND\r\n"),
+        ("\t7", "STORED\r\nVALUE k 7 1\r\nx\r\nEND\r\n"),
+        ("7\t", "STORED\r\nVALUE k 7 1\r\nx\r\nEND\r\n"),
+        (
+            "000000000000000000000000000008",
+            "STORED\r\nVALUE k 8 1\r\nx\r\nEND\r\n",
+        ),
+    ] {
+        let r = all(
+            &mut s,
+            format!("set k {flags} 0 1\r\nx\r\nget k\r\n").as_bytes(),
+        );
+        assert_eq!(text(&r), reply, "flags {flags:?}");
+    }
+    let refused = "CLIENT_ERROR bad command line format\r\nERROR\r\n";
+    for flags in [
+        "-1",
+        "-4294967295",
+        "-2147483648",
+        "18446744073709551616",
+        "-",
+        "-x",
+        "0x10",
+        "5a",
+    ] {
+        let r = all(&mut s, format!("set k {flags} 0 1\r\nx\r\n").as_bytes());
+        assert_eq!(text(&r), refused, "flags {flags:?}");
+        let r = all(&mut s, format!("cas k {flags} 0 1 1\r\nx\r\n").as_bytes());
+        assert_eq!(text(&r), refused, "cas flags {flags:?}");
+    }
+}
+
+#[test]
+fn ascii_nul_ends_the_command_line() {
+    let (mut s, _) = session();
+    // As memcached, which reads the line as a C string: `set a\0b 0 0 1` is `set a`.
+    let r = all(
+        &mut s,
+        b"set a 0 0 1\r\nx\r\nget a\0b\r\nset a\0b 0 0 1\r\ny\r\ntouch a\0b 0\r\n\
+          incr a\0b 1\r\nget \0\r\nset \0 0 0 1\r\nz\r\nstats\0 nope\r\ndelete a\0b\r\nget a\r\n",
+    );
+    let r = text(&r);
+    let (head, rest) = r.split_at(r.find("STAT pid").expect("general stats"));
+    assert_eq!(
+        head,
+        "STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\n\
+         ERROR\r\nERROR\r\n"
+    );
+    assert!(rest.ends_with("END\r\nDELETED\r\nEND\r\n"), "{rest}");
+}
+
+/// The `STAT` names of a `stats` reply, checking its form: `STAT name value` lines, `END`.
+fn stat_names(reply: &str) -> Vec<String> {
+    let body = reply.strip_suffix("END\r\n").expect("ends with END");
+    body.split_terminator("\r\n")
+        .map(|line| {
+            let mut words = line.splitn(3, ' ');
+            assert_eq!(words.next(), Some("STAT"), "{line:?}");
+            let name = words.next().expect("a name").to_string();
+            assert!(words.next().is_some_and(|v| !v.is_empty()), "{line:?}");
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn ascii_stats_groups_answer_in_memcached_form() {
+    let (mut s, store) = session();
+    // Empty: memcached lists no slab class without items.
+    assert_eq!(text(&all(&mut s, b"stats items\r\n")), "END\r\n");
+    assert_eq!(
+        text(&all(&mut s, b"stats slabs\r\n")),
+        "STAT active_slabs 0\r\nSTAT total_malloced 0\r\nEND\r\n"
+    );
+    all(
+        &mut s,
+        b"set foo 0 0 3\r\nbar\r\nset e 0 100 1\r\nx\r\nget foo\r\n",
+    );
+    let items = text(&all(&mut s, b"stats items\r\n"));
+    // Every name memcached's t/ files read from `stats items`, in memcached's order.
+    let names = stat_names(&items);
+    let want = [
+        "number",
+        "age",
+        "mem_requested",
+        "evicted",
+        "evicted_nonzero",
+        "evicted_time",
+        "outofmemory",
+        "tailrepairs",
+        "reclaimed",
+        "expired_unfetched",
+        "evicted_unfetched",
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "lrutail_reflocked",
+    ];
+    assert_eq!(names, want.map(|n| format!("items:1:{n}")));
+    assert!(items.starts_with("STAT items:1:number 2\r\nSTAT items:1:age 0\r\n"));
+    let mem = format!("STAT items:1:mem_requested {}\r\n", store.bytes());
+    assert!(items.contains(&mem), "{items}");
+    // A second word is ignored, as memcached ignores it.
+    assert_eq!(text(&all(&mut s, b"stats items 1\r\n")), items);
+
+    let slabs = text(&all(&mut s, b"stats slabs\r\n"));
+    assert!(
+        slabs.starts_with("STAT 1:used_chunks 2\r\nSTAT 1:get_hits 1\r\nSTAT 1:cmd_set 2\r\n"),
+        "{slabs}"
+    );
+    let total = format!(
+        "STAT active_slabs 1\r\nSTAT total_malloced {}\r\nEND\r\n",
+        store.bytes()
+    );
+    assert!(slabs.ends_with(&total), "{slabs}");
+
+    let settings = text(&all(&mut s, b"stats settings\r\n"));
+    let names = stat_names(&settings);
+    for name in [
+        "maxbytes",
+        "maxconns",
+        "tcpport",
+        "udpport",
+        "evictions",
+        "domain_socket",
+        "num_threads",
+        "cas_enabled",
+        "auth_enabled_sasl",
+        "item_size_max",
+        "shutdown_command",
+        "flush_enabled",
+        "dump_enabled",
+        "lru_crawler",
+        "slab_reassign",
+        "track_sizes",
+        "ssl_enabled",
+    ] {
+        assert!(names.iter().any(|n| n == name), "no {name} in {settings}");
+    }
+    for line in [
+        "STAT maxconns 1024\r\n",
+        "STAT evictions on\r\n",
+        "STAT domain_socket NULL\r\n",
+        "STAT cas_enabled yes\r\n",
+        "STAT auth_enabled_sasl no\r\n",
+        "STAT shutdown_command no\r\n",
+        "STAT item_size_max 1048576\r\n",
+        "STAT maxbytes 67108864\r\n",
+    ] {
+        assert!(settings.contains(line), "no {line:?} in {settings}");
+    }
+
+    // Byte for byte as memcached 1.6.18 (sizes tracking off; detail off and empty).
+    for (request, reply) in [
+        (
+            &b"stats sizes\r\n"[..],
+            "STAT sizes_status disabled\r\nEND\r\n",
+        ),
+        (b"stats sizes_disable\r\n", "STAT sizes_status disabled\r\n"),
+        (
+            b"stats detail\r\n",
+            "CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+        ),
+        (b"stats detail off\r\n", "OK\r\n"),
+        (b"stats detail dump\r\n", "END\r\n"),
+        (
+            b"stats cachedump 1\r\n",
+            "CLIENT_ERROR bad command line\r\n",
+        ),
+        (
+            b"stats cachedump x 1\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"stats cachedump 64 1\r\n",
+            "CLIENT_ERROR Illegal slab id\r\n",
+        ),
+        (b"stats cachedump 2 0\r\n", "END\r\n"),
+        (b"stats cachedump 1 1\r\n", "ITEM foo [3 b; 0 s]\r\nEND\r\n"),
+        (b"stats nope\r\n", "ERROR\r\n"),
+        (b"stats  \r\n", ""),
+    ] {
+        let r = text(&all(&mut s, request));
+        if reply.is_empty() {
+            assert!(r.starts_with("STAT pid "), "{r}"); // `stats` with spaces after it
+        } else {
+            assert_eq!(r, reply, "{}", text(request));
+        }
+    }
+    let dump = text(&all(&mut s, b"stats cachedump 1 0\r\n"));
+    assert!(dump.contains("ITEM foo [3 b; 0 s]\r\n"), "{dump}");
+    let expiry = store.epoch() + i64::from(store.expiry(100));
+    assert!(
+        dump.contains(&format!("ITEM e [1 b; {expiry} s]\r\n")),
+        "{dump}"
+    );
+    // No connection table in a bare session: just the end.
+    assert_eq!(text(&all(&mut s, b"stats conns\r\n")), "END\r\n");
+}
+
+#[test]
+fn ascii_stats_reset_zeroes_what_memcached_zeroes() {
+    let (mut s, store) = session();
+    all(
+        &mut s,
+        b"set a 0 0 1\r\nx\r\nget a b\r\ndelete b\r\nincr a 1\r\nflush_all 100\r\n",
+    );
+    store.advance_clock(200);
+    all(&mut s, b"get a\r\nset c 0 0 1\r\nz\r\n");
+    let stat = |r: &str, name: &str| -> String {
+        r.lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {r}"))
+            .to_string()
+    };
+    let before = text(&all(&mut s, b"stats\r\n"));
+    assert_eq!(stat(&before, "get_flushed"), "1");
+    assert_eq!(stat(&before, "cmd_get"), "3");
+    assert_eq!(text(&all(&mut s, b"stats reset\r\n")), "RESET\r\n");
+    let after = text(&all(&mut s, b"stats\r\n"));
+    for name in [
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "get_hits",
+        "get_misses",
+        "get_flushed",
+        "delete_misses",
+        "incr_hits",
+        "total_items",
+        "bytes_read",
+    ] {
+        assert_eq!(stat(&after, name), "0", "{name} after reset");
+    }
+    // What describes the present stays.
+    assert_eq!(stat(&after, "curr_items"), "1");
+    assert_eq!(stat(&after, "bytes"), store.bytes().to_string());
 }
 
 #[test]
@@ -673,6 +935,17 @@ fn ascii_long_multigets_refuse_long_keys_and_bad_expiry() {
         text(&all(&mut s, input.as_bytes())),
         "VALUE a 0 1\r\n1\r\nEND\r\nCLIENT_ERROR invalid exptime argument\r\n\
          VALUE a 0 1\r\n1\r\nEND\r\n"
+    );
+    // A NUL ends the line, as memcached's C string.
+    let input = format!("get a{filler} a\0a{filler}\r\nget a\r\n");
+    assert_eq!(
+        text(&all(&mut s, input.as_bytes())),
+        "VALUE a 0 1\r\n1\r\nVALUE a 0 1\r\n1\r\nEND\r\nVALUE a 0 1\r\n1\r\nEND\r\n"
+    );
+    let input = format!("get a{filler} \0a{filler}\r\nget a\r\n");
+    assert_eq!(
+        text(&all(&mut s, input.as_bytes())),
+        "VALUE a 0 1\r\n1\r\nEND\r\nVALUE a 0 1\r\n1\r\nEND\r\n"
     );
     // A long line of spaces after `get`: no key, memcached's ERROR.
     let input = format!("get {}\r\nversion\r\n", " ".repeat(3000));
@@ -1593,4 +1866,112 @@ fn hit_answers_what_get_does_and_the_tick_does_not_hide_a_moved_clock() {
     store.tick();
     assert!(other.hit(b"e").is_some());
     assert!(store.hit(b"k").is_some());
+}
+
+#[test]
+fn store_counts_evictions_reclaims_and_expiries_as_memcached_item_stats() {
+    use store::ITEM_OVERHEAD;
+    let c = |store: &Store, f: fn(&store::StoreCounters) -> &std::sync::atomic::AtomicU64| {
+        f(&store.counters).load(Ordering::Relaxed)
+    };
+    // Room for four items of 100 bytes.
+    let size = 100 + 1 + ITEM_OVERHEAD;
+    let store = Store::new(4 * size, MAX_ITEM);
+    let value = [b'v'; 100];
+    // A tick before each command, so that each is used at its own time for the LRU.
+    for (key, exptime) in [(b"a", 0), (b"b", 1000), (b"c", 0), (b"d", 5)] {
+        store.tick();
+        assert!(matches!(
+            store.store(Mode::Set, key, &value, 0, exptime, 0),
+            StoreResult::Stored(_)
+        ));
+    }
+    store.tick();
+    assert!(store.get(b"a").is_some()); // fetched, and now the most recently used
+                                        // Two more: evicts b (expiry set, never read), then c (no expiry, never read).
+    store.tick();
+    store.store(Mode::Set, b"e", &value, 0, 0, 0);
+    store.tick();
+    store.store(Mode::Set, b"f", &value, 0, 0, 0);
+    assert_eq!(c(&store, |s| &s.evictions), 2);
+    assert_eq!(c(&store, |s| &s.evicted_nonzero), 1);
+    assert_eq!(c(&store, |s| &s.evicted_unfetched), 2);
+    assert_eq!(c(&store, |s| &s.reclaimed), 0);
+    // d expires; the next store takes it from the tail: a reclaim, not an eviction.
+    store.advance_clock(10);
+    store.tick();
+    store.store(Mode::Set, b"g", &value, 0, 0, 0);
+    assert_eq!(c(&store, |s| &s.evictions), 2);
+    assert_eq!(c(&store, |s| &s.reclaimed), 1);
+    assert_eq!(c(&store, |s| &s.expired_unfetched), 1);
+    // An expired item found by a lookup.
+    store.store(Mode::Set, b"h", b"x", 0, 1, 0);
+    store.advance_clock(2);
+    assert!(store.get(b"h").is_none());
+    assert_eq!(c(&store, |s| &s.get_expired), 1);
+    // Too big for the whole cache: out of memory.
+    let huge = vec![0u8; 5 * size];
+    assert_eq!(
+        store.store(Mode::Set, b"i", &huge, 0, 0, 0),
+        StoreResult::NoMemory
+    );
+    assert_eq!(c(&store, |s| &s.outofmemory), 1);
+    store.reset_counters();
+    assert_eq!(c(&store, |s| &s.evictions), 0);
+    assert_eq!(store.total_items(), 0);
+    assert!(!store.is_empty());
+}
+
+#[test]
+fn ascii_expiry_and_length_are_read_as_memcached_reads_them() {
+    let (mut s, _) = session();
+    // Byte for byte as memcached 1.6.18: C's strtol cut to 32 bits.
+    for (request, reply) in [
+        // Expiry 4294967296 is 0: never expires.
+        (
+            &b"set k 5 4294967296 1\r\nx\r\nget k\r\n"[..],
+            "STORED\r\nVALUE k 5 1\r\nx\r\nEND\r\n",
+        ),
+        // Length 4294967297 is 1.
+        (
+            b"set k 6 0 4294967297\r\ny\r\nget k\r\n",
+            "STORED\r\nVALUE k 6 1\r\ny\r\nEND\r\n",
+        ),
+        // Length 4294967295 is -1; lengths past INT_MAX - 2 are refused too.
+        (
+            b"set i 0 0 4294967295\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set i 0 0 2147483647\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            b"set k 5 -9223372036854775809 1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
+        // A refused delete says nothing under noreply.
+        (
+            b"delete k 10 noreply\r\nget k\r\n",
+            "VALUE k 6 1\r\ny\r\nEND\r\n",
+        ),
+        // Commands memcached knows the first letter of answer ERROR, HTTP or not.
+        (b"gxx / HTTP/1.0\r\nmx HTTP/1.1\r\n", "ERROR\r\nERROR\r\n"),
+    ] {
+        assert_eq!(text(&all(&mut s, request)), reply, "{}", text(request));
+    }
+}
+
+#[test]
+fn ascii_http_lines_are_hung_up_on() {
+    for line in [
+        &b"GET / HTTP/1.0\r\nversion\r\n"[..],
+        b"PUT /asdf/asd/fasdfasdf/sadf HTTP/1.1\r\n",
+        b"DELETE HTTP/1.1\r\n",
+    ] {
+        let (mut s, _) = session();
+        let (p, r) = run(&mut s, line);
+        assert!(p.close, "{}", text(line));
+        assert!(r.is_empty(), "{}", text(&r));
+    }
 }

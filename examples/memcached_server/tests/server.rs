@@ -33,6 +33,7 @@ fn config(path: SendPath) -> Config {
         threads: 2,
         memory_limit: 64 * 1024 * 1024,
         max_item_size: MAX_ITEM,
+        max_connections: config::DEFAULT_MAX_CONNECTIONS,
         send_path: path,
         zerocopy_stop_when_copied: false,
         zerocopy_min_window: config::DEFAULT_ZEROCOPY_MIN_WINDOW,
@@ -1081,4 +1082,93 @@ fn a_peer_resetting_with_a_send_in_flight_is_closed_uring() {
     served(&server);
     drop(setup);
     finish(server, SendPath::Uring);
+}
+
+/// Reads to the end of stream; panics on a reset or a timeout.
+fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("the server closes cleanly");
+    all
+}
+
+#[test]
+fn a_connection_over_max_connections_is_told_and_closed() {
+    let server = server::start(Config {
+        max_connections: 3,
+        ..config(SendPath::Copy)
+    })
+    .expect("server starts");
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect(&server)).collect();
+    wait_connections(&server, 3);
+    // max + 1: memcached's line, then the end of stream.
+    let mut extra = connect(&server);
+    assert_eq!(
+        read_to_eof(&mut extra),
+        server::TOO_MANY_CONNECTIONS,
+        "the refused client reads the error line and EOF"
+    );
+    // The others are served, and `stats` counts the refusal.
+    open[0].write_all(b"stats\r\n").unwrap();
+    let mut reply = String::new();
+    while !reply.ends_with("END\r\n") {
+        reply += &read_line(&mut open[0]);
+    }
+    for line in [
+        "STAT max_connections 3\r\n",
+        "STAT curr_connections 3\r\n",
+        "STAT rejected_connections 1\r\n",
+        "STAT accepting_conns 1\r\n",
+    ] {
+        assert!(reply.contains(line), "no {line:?} in {reply}");
+    }
+    // One closes: there is room again.
+    drop(open.pop());
+    wait_connections(&server, 2);
+    let mut again = connect(&server);
+    again.write_all(b"version\r\n").unwrap();
+    assert!(read_line(&mut again).starts_with("VERSION "));
+    assert_eq!(
+        server.stats().rejected_connections.load(Ordering::Relaxed),
+        1
+    );
+    drop((open, again));
+    finish(server, SendPath::Copy);
+}
+
+#[test]
+fn stats_conns_lists_the_listener_and_each_connection() {
+    let server = start();
+    let mut idle = connect(&server);
+    idle.write_all(b"version\r\n").unwrap();
+    read_line(&mut idle);
+    let mut asking = connect(&server);
+    wait_connections(&server, 2);
+    asking.write_all(b"stats conns\r\n").unwrap();
+    let mut reply = String::new();
+    while !reply.ends_with("END\r\n") {
+        reply += &read_line(&mut asking);
+    }
+    let port = server.local_addr().port();
+    let listen = format!("tcp:127.0.0.1:{port}");
+    let has = |suffix: &str| {
+        reply
+            .lines()
+            .any(|l| l.starts_with("STAT ") && l.ends_with(suffix))
+    };
+    assert!(has(&format!(":addr {listen}")), "{reply}");
+    assert!(has(":state conn_listening"), "{reply}");
+    assert!(has(":state conn_parse_cmd"), "{reply}");
+    assert!(has(":state conn_waiting"), "{reply}");
+    let peers = [&idle, &asking].map(|s| format!(":addr tcp:{}", s.local_addr().unwrap()));
+    for peer in &peers {
+        assert!(has(peer), "no {peer} in {reply}");
+    }
+    assert_eq!(
+        reply.matches(&format!(":listen_addr {listen}\r\n")).count(),
+        2,
+        "{reply}"
+    );
+    assert_eq!(reply.matches(":secs_since_last_cmd ").count(), 3, "{reply}");
+    drop((idle, asking));
+    finish(server, SendPath::Copy);
 }

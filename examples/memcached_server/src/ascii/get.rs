@@ -6,7 +6,8 @@
 //! arrives ([`GetLine`]), so the server never holds more of it than one key (and what one read
 //! brings), and it stops between two keys while the response is over its high water mark. A key
 //! over 250 bytes in such a line ends the reply with a `CLIENT_ERROR` after the values already
-//! queued, and the rest of the line is discarded.
+//! queued, and the rest of the line is discarded; so is the rest after a NUL byte, where
+//! memcached's C string ends.
 
 use sendbuf::{HardLimitError, WriteBuffer};
 
@@ -132,7 +133,7 @@ pub(crate) fn more(
             }
             _ => {}
         }
-        let Some(len) = rest.iter().position(|&b| b == b' ' || b == b'\n') else {
+        let Some(len) = rest.iter().position(|&b| b == b' ' || b == b'\n' || b == 0) else {
             // The key has not ended yet: wait for the rest, unless it is already too long.
             if rest.len() <= KEY_MAX + 1 {
                 return Ok(Step::Pause(pos));
@@ -151,8 +152,15 @@ pub(crate) fn more(
         if out.is_backed_up() {
             return Ok(Step::Pause(pos));
         }
-        answer(env, line, key, out)?;
-        pos += key.len();
+        if !key.is_empty() {
+            answer(env, line, key, out)?;
+            pos += key.len();
+        }
+        if rest[len] == 0 {
+            // As memcached, which reads the line as a C string: it ends at the NUL.
+            end(line, out)?;
+            line.discard = true;
+        }
     }
 }
 

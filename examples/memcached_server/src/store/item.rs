@@ -1,6 +1,6 @@
 //! What the store deals in: items, the part of one a response takes, commands and outcomes.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Bytes an item costs beyond its key and value: the `Item`, its `Arc`, the map entry (with a
@@ -25,6 +25,8 @@ pub struct Item {
     pub exptime: u32,
     /// Server time at which it was stored (for a delayed `flush_all`).
     pub time: u32,
+    /// Read or touched since it was stored (for `expired_unfetched` and `evicted_unfetched`).
+    pub fetched: AtomicBool,
 }
 
 /// What a response needs of an item ([`Store::hit`], [`Store::touch`]).
@@ -120,11 +122,47 @@ pub enum DeltaResult {
     NoMemory,
 }
 
-/// Counters the store keeps for `stats`.
+/// Counters the store keeps for `stats` and `stats items`, named as memcached's. `stats
+/// reset` zeroes them all ([`StoreCounters::reset`]).
 #[derive(Debug, Default)]
 pub struct StoreCounters {
-    /// Items evicted to make room.
+    /// Live items evicted to make room.
     pub evictions: AtomicU64,
+    /// ...of which had an expiry time.
+    pub evicted_nonzero: AtomicU64,
+    /// ...of which had never been read or touched.
+    pub evicted_unfetched: AtomicU64,
+    /// Seconds since the last use of the last item evicted.
+    pub evicted_time: AtomicU64,
+    /// Expired or flushed items at the least recently used end taken to make room.
+    pub reclaimed: AtomicU64,
+    /// ...of which had never been read or touched.
+    pub expired_unfetched: AtomicU64,
+    /// Stores refused because evicting could not make room.
+    pub outofmemory: AtomicU64,
+    /// Lookups (of any command) that found the key expired.
+    pub get_expired: AtomicU64,
+    /// Lookups (of any command) that found the key invalidated by a delayed `flush_all`.
+    pub get_flushed: AtomicU64,
+}
+
+impl StoreCounters {
+    /// Zeroes every counter (`stats reset`).
+    pub fn reset(&self) {
+        for counter in [
+            &self.evictions,
+            &self.evicted_nonzero,
+            &self.evicted_unfetched,
+            &self.evicted_time,
+            &self.reclaimed,
+            &self.expired_unfetched,
+            &self.outofmemory,
+            &self.get_expired,
+            &self.get_flushed,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Parses a stored counter as memcached's `safe_strtoull`: optional leading whitespace, decimal

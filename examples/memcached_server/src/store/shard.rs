@@ -110,6 +110,16 @@ impl Shard {
         (self.tail != NIL).then(|| self.nodes[self.tail as usize].used)
     }
 
+    /// The items from the most recently used to the least.
+    pub(super) fn items(&self) -> impl Iterator<Item = &Arc<Item>> {
+        let mut i = self.head;
+        std::iter::from_fn(move || {
+            let node = self.nodes.get(i as usize)?;
+            i = node.next;
+            node.item.as_ref()
+        })
+    }
+
     pub(super) fn lookup(&self, key: &[u8]) -> Option<(u32, &Arc<Item>)> {
         let &i = self.map.get(key)?;
         self.nodes[i as usize].item.as_ref().map(|it| (i, it))

@@ -1,6 +1,7 @@
 //! One connection: its state, its buffers, and [`drive`], the pass over it after an event.
 
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use super::send::{Flushed, Sender};
 use super::tls::TlsPipe;
 use super::{KEEP_ACTIVE, READ_BUDGET};
 use crate::protocol::Session;
-use crate::stats::Stats;
+use crate::stats::{bump, Activity, ConnTable, Stats};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub(super) struct Conn {
     /// and the kernel's, `owed`) when last seen, and when that last changed (the
     /// `stall_timeout` runs from there). Set while on the stalled list.
     pub(super) linger: Option<(usize, Instant)>,
+    /// What `stats conns` shows of it (`None`: not listed, its addresses were unknown).
+    pub(super) activity: Option<Arc<Activity>>,
 }
 
 impl Conn {
@@ -100,6 +103,15 @@ impl Conn {
             listed_idle: false,
             read_since_sweep: false,
             linger: None,
+            activity: None,
+        }
+    }
+
+    /// Closes once what is queued is sent.
+    pub(super) fn closing(&mut self) {
+        self.phase = Phase::Closing;
+        if let Some(activity) = &self.activity {
+            activity.closing();
         }
     }
 
@@ -262,12 +274,14 @@ fn pass<P: Pipe>(pipe: &mut P, conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> O
         // 1. Every complete request already buffered (unless the output is backed up).
         let (rb, wb, need) = pipe.parts();
         if conn.phase == Phase::Open && !wb.is_backed_up() && !rb.is_empty() && rb.len() >= *need {
+            ConnTable::serving(Some(conn.stream.as_raw_fd()));
             let done = conn.session.process(rb.data(), wb);
+            ConnTable::serving(None);
             if rb.try_consume(done.consumed).is_err() {
                 return Outcome::Close; // the session claimed more than it was given
             }
             if done.close {
-                conn.phase = Phase::Closing;
+                conn.closing();
                 conn.input = Input::Drained;
                 rb.clear();
                 pipe.closing();
@@ -318,6 +332,7 @@ fn pass<P: Pipe>(pipe: &mut P, conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> O
             break;
         }
         if reads == READ_BUDGET {
+            bump(&ctx.stats.local().conn_yields);
             ctx.yielded.push(slot); // fairness: come back after the others
             break;
         }
@@ -332,13 +347,16 @@ fn pass<P: Pipe>(pipe: &mut P, conn: &mut Conn, slot: usize, ctx: &mut Ctx) -> O
         match pipe.read(&mut src) {
             Ok(0) => {
                 // The peer's end of stream.
-                conn.phase = Phase::Closing;
+                conn.closing();
                 conn.input = Input::Drained;
                 pipe.closing();
             }
             Ok(n) => {
                 conn.read_since_sweep = true;
                 ctx.stats.read(n);
+                if let Some(activity) = &conn.activity {
+                    activity.read_at(ctx.stats.uptime());
+                }
                 if n < src.offered && conn.input != Input::UntilEof {
                     conn.input = Input::Drained;
                 }
