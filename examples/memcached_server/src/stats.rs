@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use sendbuf::ZeroCopyStats;
 
-use crate::store::Store;
+use crate::store::{Mode, Store, StoreResult};
 
 /// The version both protocols report.
 pub const VERSION: &str = "1.6.18-sendbuf";
@@ -64,6 +64,22 @@ pub struct Counters {
     /// Connections closed with responses unsent because the peer took none of them for
     /// `Config::stall_timeout` while the server waited on it to read.
     pub closed_stalled: AtomicU64,
+}
+
+impl Counters {
+    /// Counts the outcome of a store command in `mode`: only a [`Mode::Cas`] one counts, as a
+    /// CAS hit, mismatch or miss.
+    pub fn count_cas(&self, mode: Mode, result: StoreResult) {
+        if mode != Mode::Cas {
+            return;
+        }
+        match result {
+            StoreResult::Stored(_) => bump(&self.cas_hits),
+            StoreResult::Exists => bump(&self.cas_badval),
+            StoreResult::NotFound => bump(&self.cas_misses),
+            _ => {}
+        }
+    }
 }
 
 /// Server-wide statistics, shared by every worker as `Arc<Stats>`. Every counter is a relaxed
