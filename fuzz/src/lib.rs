@@ -1,4 +1,5 @@
-//! The fuzz crate's library: the `memcached_requests` harness, the memcached example server's
+//! The fuzz crate's library: the `memcached_requests` harness (and `meta_requests`, the same
+//! on streams of meta commands, see [`run_meta`]), the memcached example server's
 //! request handling (the `memcached_server` library's protocol, store and stats) driven the way
 //! its worker loop drives it, by a peer that sends arbitrary bytes. The other targets check
 //! against the models of `sendbuf-testkit`.
@@ -129,6 +130,32 @@ pub fn run(data: &[u8]) {
             );
         }
     }
+}
+
+/// The meta commands `meta_requests` starts the stream's lines with.
+const META_COMMANDS: [&[u8]; 6] = [b"mg ", b"ms ", b"md ", b"ma ", b"mn", b"me "];
+
+/// Runs one input of `meta_requests`: as [`run`], on a stream whose lines mostly start with a
+/// meta command. The stream after the header is cut after each `\n`; a piece whose first byte
+/// has bit 7 clear has that byte replaced by the command it picks ([`META_COMMANDS`]), a piece
+/// whose first byte has bit 7 set is sent without it (a data block, or anything else).
+pub fn run_meta(data: &[u8]) {
+    if data.len() < HEADER {
+        return;
+    }
+    let (header, rest) = data.split_at(HEADER);
+    let mut input = header.to_vec();
+    for piece in rest.split_inclusive(|&b| b == b'\n') {
+        match piece.split_first() {
+            Some((&pick, line)) if pick & 0x80 == 0 => {
+                input.extend_from_slice(META_COMMANDS[usize::from(pick) % META_COMMANDS.len()]);
+                input.extend_from_slice(line);
+            }
+            Some((_, verbatim)) => input.extend_from_slice(verbatim),
+            None => {}
+        }
+    }
+    run(&input);
 }
 
 /// One connection of a fresh server receiving `peer`: in reads and partial writes chosen by

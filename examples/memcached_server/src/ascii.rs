@@ -1,5 +1,6 @@
 //! The memcached ASCII protocol: `\r\n`-terminated command lines of space-separated tokens, a
-//! data block after storage commands, and memcached's exact reply strings.
+//! data block after storage commands, and memcached's exact reply strings. The meta commands
+//! (`mg`, `ms`, ...) are found here and handled by [`meta`](crate::meta).
 //!
 //! [`request`] handles the one request at the start of the input: it finds the line (refusing
 //! lines that grow past [`crate::handler::MAX_LINE`] without a newline, except multi-gets,
@@ -69,7 +70,7 @@ fn keys(line: &[u8], skip: usize) -> impl Iterator<Item = &[u8]> + Clone {
 }
 
 /// Parses decimal digits only (no sign, no spaces) into a `u64`.
-fn parse_u64(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
@@ -83,7 +84,7 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-fn parse_u32(s: &[u8]) -> Option<u32> {
+pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|n| u32::try_from(n).ok())
 }
 
@@ -143,7 +144,7 @@ fn parse_strtol(token: &[u8]) -> Option<i32> {
 }
 
 /// Parses an optionally negative decimal `i32` (memcached's `safe_strtol`).
-fn parse_i32(s: &[u8]) -> Option<i32> {
+pub(crate) fn parse_i32(s: &[u8]) -> Option<i32> {
     match s.split_first() {
         Some((b'-', digits)) => parse_u64(digits)
             .and_then(|n| i64::try_from(n).ok())
@@ -252,6 +253,9 @@ pub fn request(
             let noreply = t.noreply();
             let ok = parse_u32(t.get(1)).is_some();
             reply(out, noreply, if ok { b"OK\r\n" } else { BAD_FORMAT })?;
+        }
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => {
+            return crate::meta::request(env, line, input, line_len, out)
         }
         b"quit" => return Ok(Step::Close(line_len)),
         b"stats" => stats(env, &t, out)?,

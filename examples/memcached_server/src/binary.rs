@@ -258,14 +258,7 @@ fn execute(
                 _ => Mode::Prepend,
             };
             let result = store.store(mode, key, value, flags, exptime, h.cas);
-            if mode == Mode::Cas {
-                match result {
-                    StoreResult::Stored(_) => bump(&stats.cas_hits),
-                    StoreResult::Exists => bump(&stats.cas_badval),
-                    StoreResult::NotFound => bump(&stats.cas_misses),
-                    _ => {}
-                }
-            }
+            stats.count_cas(mode, result);
             match result {
                 StoreResult::Stored(cas) => {
                     if !quiet {

@@ -9,7 +9,8 @@
 //!   marks, idle buffer stealing), with a room per concern: one connection, the send paths,
 //!   io_uring, idle and stalled connections;
 //! - [`protocol`]: per-connection protocol detection and dispatch, free of I/O;
-//! - [`binary`] and [`ascii`]: the two protocols' parsers, commands and responses;
+//! - [`binary`] and [`ascii`]: the two protocols' parsers, commands and responses; [`meta`]:
+//!   the meta commands of the ASCII protocol;
 //! - [`handler`]: what the session and the two protocols share;
 //! - [`store`]: the cache with LRU eviction; [`stats`]: the counters;
 //! - `sys`: the raw system calls, behind safe functions.
@@ -18,6 +19,7 @@ pub mod ascii;
 pub mod binary;
 pub mod config;
 pub mod handler;
+pub mod meta;
 pub mod protocol;
 pub mod server;
 pub mod stats;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use sendbuf::ZeroCopyStats;
 
-use crate::store::Store;
+use crate::store::{Mode, Store, StoreResult};
 
 pub use conns::{Activity, ConnTable};
 pub use settings::{Settings, DEFAULT_MAX_CONNECTIONS};
@@ -112,6 +112,22 @@ impl Counters {
             &self.closed_stalled,
             &self.conn_yields,
         ]
+    }
+}
+
+impl Counters {
+    /// Counts the outcome of a store command in `mode`: only a [`Mode::Cas`] one counts, as a
+    /// CAS hit, mismatch or miss.
+    pub fn count_cas(&self, mode: Mode, result: StoreResult) {
+        if mode != Mode::Cas {
+            return;
+        }
+        match result {
+            StoreResult::Stored(_) => bump(&self.cas_hits),
+            StoreResult::Exists => bump(&self.cas_badval),
+            StoreResult::NotFound => bump(&self.cas_misses),
+            _ => {}
+        }
     }
 }
 

@@ -10,23 +10,26 @@
 //! Values are `Arc<[u8]>`: a response pins a clone, so an item replaced or deleted while a
 //! response still references its value keeps the value alive until the last byte is sent.
 //!
-//! Child modules: `item` (items, command modes and outcomes), `shard` (one shard's map and LRU
-//! list), `hash` (the key hash) and `clock` (server time).
+//! Child modules: `item` (items, command modes and outcomes), `meta` (what the meta protocol
+//! adds), `shard` (one shard's map and LRU list), `hash` (the key hash) and `clock` (server
+//! time).
 
 mod clock;
 mod hash;
 mod item;
+mod meta;
 mod shard;
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use clock::unix_now;
 pub use item::{
-    parse_counter, DeleteResult, DeltaResult, Hit, Item, Mode, StoreCounters, StoreResult,
-    ITEM_OVERHEAD,
+    parse_counter, DeleteResult, DeltaResult, Hit, Item, MetaNotes, Mode, StoreCounters,
+    StoreResult, ITEM_OVERHEAD,
 };
+pub use meta::{MetaDelta, MetaHit, Removal};
 
 use clock::{Clock, REALTIME_MAXDELTA};
 use hash::{fmix, mix, KeyHash};
@@ -52,8 +55,8 @@ fn bump(counter: &AtomicU64) {
 /// Marks an item read (a relaxed load first: the store happens once per item, so readers of
 /// a hot item do not keep writing its cache line).
 fn mark_fetched(item: &Item) {
-    if !item.fetched.load(Ordering::Relaxed) {
-        item.fetched.store(true, Ordering::Relaxed);
+    if !item.meta.fetched.load(Ordering::Relaxed) {
+        item.meta.fetched.store(true, Ordering::Relaxed);
     }
 }
 
@@ -291,7 +294,7 @@ impl Store {
         let Some(item) = shard.remove(i) else {
             return;
         };
-        let unfetched = !item.fetched.load(Ordering::Relaxed);
+        let unfetched = !item.meta.fetched.load(Ordering::Relaxed);
         let c = &self.counters;
         if self.death(&item, now).is_some() {
             bump(&c.reclaimed);
@@ -387,14 +390,10 @@ impl Store {
         let mut shard = lock(self.shard(key));
         let (i, item) = self.find(&mut shard, key, now)?;
         let item = Arc::new(Item {
-            key: item.key.clone(),
-            value: item.value.clone(),
-            flags: item.flags,
-            cas: item.cas,
             exptime,
-            time: item.time,
-            fetched: AtomicBool::new(true),
+            ..item.successor()
         });
+        mark_fetched(&item);
         shard.insert(Some(i), item.clone(), used);
         Some(item)
     }
@@ -410,20 +409,41 @@ impl Store {
         exptime: i64,
         cas: u64,
     ) -> StoreResult {
+        self.meta_store(mode, key, data, flags, self.expiry(exptime), cas, false)
+    }
+
+    /// [`Store::store`] for a meta set: `exptime` in server time; with `stale_ok`, a
+    /// [`Mode::Cas`] whose CAS is older than the item's stores the data as a stale item that
+    /// keeps the old one's expiry and win (`ms ... I`).
+    #[allow(clippy::too_many_arguments)] // the store command's fields, as the protocols give them
+    pub fn meta_store(
+        &self,
+        mode: Mode,
+        key: &[u8],
+        data: &[u8],
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+        stale_ok: bool,
+    ) -> StoreResult {
         if data.len() > self.max_item_size {
             return StoreResult::TooLarge;
         }
         let (now, used) = self.clock.read();
-        let exptime = self.expiry(exptime);
         let own = self.shard_of(key);
         let mut shard = lock(&self.shards[own]);
         let old = self
             .find(&mut shard, key, now)
             .map(|(i, it)| (i, it.clone()));
+        let mut stale_of = None;
         let (value, flags, exptime): (Arc<[u8]>, u32, u32) = match (mode, &old) {
             (Mode::Add, Some(_)) => return StoreResult::NotStored,
             (Mode::Cas, None) => return StoreResult::NotFound,
             (Mode::Replace | Mode::Append | Mode::Prepend, None) => return StoreResult::NotStored,
+            (Mode::Cas, Some((_, it))) if stale_ok && cas != 0 && cas < it.cas => {
+                stale_of = Some(it);
+                (data.into(), flags, it.exptime)
+            }
             // Item CAS uniques start at 1, so a CAS of 0 never matches.
             (Mode::Cas, Some((_, it))) if it.cas != cas => return StoreResult::Exists,
             (Mode::Append | Mode::Prepend, Some((_, it))) if cas != 0 && it.cas != cas => {
@@ -446,17 +466,20 @@ impl Store {
             }
             _ => (data.into(), flags, exptime),
         };
-        let item = Item {
-            key: old
-                .as_ref()
+        let mut item = Item::new(
+            old.as_ref()
                 .map_or_else(|| key.into(), |(_, it)| it.key.clone()),
             value,
             flags,
-            cas: shard.next_cas(own),
+            shard.next_cas(own),
             exptime,
-            time: now,
-            fetched: AtomicBool::new(false),
-        };
+            now,
+        );
+        if let Some(prev) = stale_of {
+            item.stale = true;
+            let won = prev.meta.win_sent.load(Ordering::Relaxed);
+            item.meta.win_sent.store(won, Ordering::Relaxed);
+        }
         let old = old.map(|(i, it)| (i, it.size()));
         self.put(&mut shard, own, used, old, item)
     }
@@ -509,10 +532,23 @@ impl Store {
     /// unsigned, wrapping on incr, floored at 0 on decr. A shorter result is padded with spaces
     /// to the old length, as memcached's in-place update leaves it.
     pub fn delta(&self, key: &[u8], incr: bool, delta: u64, cas: u64) -> DeltaResult {
-        let (now, used) = self.clock.read();
         let own = self.shard_of(key);
         let mut shard = lock(&self.shards[own]);
-        let Some((i, item)) = self.find(&mut shard, key, now) else {
+        self.delta_in(&mut shard, own, key, incr, delta, cas)
+    }
+
+    /// [`Store::delta`] in shard number `own`, locked by the caller.
+    fn delta_in(
+        &self,
+        shard: &mut Shard,
+        own: usize,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        cas: u64,
+    ) -> DeltaResult {
+        let (now, used) = self.clock.read();
+        let Some((i, item)) = self.find(shard, key, now) else {
             return DeltaResult::NotFound;
         };
         if cas != 0 && item.cas != cas {
@@ -530,25 +566,13 @@ impl Store {
         if digits.len() < item.value.len() {
             digits.resize(item.value.len(), b' ');
         }
-        let (key, flags, exptime, time, size) = (
-            item.key.clone(),
-            item.flags,
-            item.exptime,
-            item.time,
-            item.size(),
-        );
-        let fetched = item.fetched.load(Ordering::Relaxed);
-        let new_item = Item {
-            key,
+        let old = Some((i, item.size()));
+        let mut new_item = Item {
             value: digits.into(),
-            flags,
-            cas: shard.next_cas(own),
-            exptime,
-            time,
-            fetched: AtomicBool::new(fetched),
+            ..item.successor()
         };
-        let old = Some((i, size));
-        match self.put(&mut shard, own, used, old, new_item) {
+        new_item.cas = shard.next_cas(own);
+        match self.put(shard, own, used, old, new_item) {
             StoreResult::Stored(cas) => DeltaResult::Value(new, cas),
             _ => DeltaResult::NoMemory,
         }

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use memcached_server::config::{self, Config, SendPath};
+use memcached_server::config::{Config, SendPath};
 use memcached_server::server::{self, ServerHandle};
 
 const KEYS: usize = 3000;
@@ -22,13 +22,8 @@ fn start() -> ServerHandle {
     server::start(Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         threads: 1,
-        memory_limit: 64 * 1024 * 1024,
-        max_item_size: 1024 * 1024,
         send_path: SendPath::Copy,
-        zerocopy_stop_when_copied: false,
-        zerocopy_min_window: config::DEFAULT_ZEROCOPY_MIN_WINDOW,
-        stall_timeout: config::STALL_TIMEOUT,
-        tls: None,
+        ..Config::default()
     })
     .expect("server starts")
 }

@@ -1,13 +1,14 @@
 //! What the store deals in: items, the part of one a response takes, commands and outcomes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Bytes an item costs beyond its key and value: the `Item`, its `Arc`, the map entry (with a
 /// second copy of the key's pointer) and the LRU node. Counted against the memory limit.
 pub const ITEM_OVERHEAD: usize = 112;
 
-/// One cached entry. Immutable once stored: every change stores a new `Item`.
+/// One cached entry. Immutable once stored: every change stores a new `Item`, except the
+/// meta protocol's notes on its use ([`Item::meta`]).
 #[derive(Debug)]
 pub struct Item {
     /// The key (at most 250 bytes, checked by the protocols), shared with the map and with
@@ -25,8 +26,44 @@ pub struct Item {
     pub exptime: u32,
     /// Server time at which it was stored (for a delayed `flush_all`).
     pub time: u32,
-    /// Read or touched since it was stored (for `expired_unfetched` and `evicted_unfetched`).
+    /// Marked stale by a meta delete with `I` (or stored with `ms ... I` under an older CAS):
+    /// meta gets report `X` and hand the first of them a recache win.
+    pub stale: bool,
+    /// What the meta protocol notes on a stored item.
+    pub meta: MetaNotes,
+}
+
+/// What the meta protocol notes on a stored item, changed in place (under the shard's lock).
+#[derive(Debug, Default)]
+pub struct MetaNotes {
+    /// A get or touch of any kind has fetched it (meta `h`; `expired_unfetched` and
+    /// `evicted_unfetched` count the items that go without).
     pub fetched: AtomicBool,
+    /// A meta get has been handed the recache win (`W`); later ones see `Z`.
+    pub win_sent: AtomicBool,
+    /// Server time of its last meta access (`l`), initially when it was stored.
+    pub atime: AtomicU32,
+}
+
+impl MetaNotes {
+    /// Notes on an item stored at server time `now`.
+    fn new(now: u32) -> MetaNotes {
+        MetaNotes {
+            atime: AtomicU32::new(now),
+            ..MetaNotes::default()
+        }
+    }
+}
+
+impl Clone for MetaNotes {
+    fn clone(&self) -> MetaNotes {
+        let copy = |b: &AtomicBool| AtomicBool::new(b.load(Ordering::Relaxed));
+        MetaNotes {
+            fetched: copy(&self.fetched),
+            win_sent: copy(&self.win_sent),
+            atime: AtomicU32::new(self.atime.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// What a response needs of an item ([`Store::hit`], [`Store::touch`]).
@@ -55,6 +92,38 @@ impl Hit {
 }
 
 impl Item {
+    /// A fresh item stored at server time `time`: not stale, never fetched.
+    pub fn new(
+        key: Arc<[u8]>,
+        value: Arc<[u8]>,
+        flags: u32,
+        cas: u64,
+        exptime: u32,
+        time: u32,
+    ) -> Item {
+        Item {
+            key,
+            value,
+            flags,
+            cas,
+            exptime,
+            time,
+            stale: false,
+            meta: MetaNotes::new(time),
+        }
+    }
+
+    /// The next version of this item, equal to it until the caller changes a field: what a
+    /// change that memcached makes in place (touch, incr, invalidate) stores.
+    pub fn successor(&self) -> Item {
+        Item {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            meta: self.meta.clone(),
+            ..*self
+        }
+    }
+
     /// Bytes this item counts against the memory limit.
     pub fn size(&self) -> usize {
         self.key.len() + self.value.len() + ITEM_OVERHEAD

@@ -135,17 +135,22 @@ impl Shard {
         Some(item)
     }
 
+    /// Puts `item` in node `i` in place of its item, leaving the LRU order as it is.
+    pub(super) fn replace(&mut self, i: u32, item: Arc<Item>) {
+        self.bytes += item.size();
+        if let Some(prev) = self.nodes[i as usize].item.replace(item) {
+            self.bytes -= prev.size();
+        }
+    }
+
     /// Puts `item` in (replacing node `old` if given), at the front of the LRU.
     pub(super) fn insert(&mut self, old: Option<u32>, item: Arc<Item>, used: u64) {
-        self.bytes += item.size();
         if let Some(i) = old {
-            let prev = self.nodes[i as usize].item.replace(item);
-            if let Some(prev) = prev {
-                self.bytes -= prev.size();
-            }
+            self.replace(i, item);
             self.bump(i, used);
             return;
         }
+        self.bytes += item.size();
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i as usize].item = Some(item.clone());
