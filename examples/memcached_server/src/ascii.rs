@@ -254,6 +254,7 @@ pub fn request(
             let ok = parse_u32(t.get(1)).is_some();
             reply(out, noreply, if ok { b"OK\r\n" } else { BAD_FORMAT })?;
         }
+        b"slabs" => slabs(&t, out)?,
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => {
             return crate::meta::request(env, line, input, line_len, out)
         }
@@ -479,6 +480,32 @@ fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
         bump(&env.stats.local().touch_misses);
         reply(out, noreply, b"NOT_FOUND\r\n")
     }
+}
+
+/// `slabs reassign SRC DST` and `slabs automove LEVEL`, checked as memcached checks them. The
+/// cache is one memory pool, not slab classes with pages to move: reassigning answers as
+/// memcached without `-o slab_reassign`, and an automove level of 0, 1 or 2 is accepted with
+/// nothing to move.
+fn slabs(t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
+    let noreply = t.noreply();
+    let text: &[u8] = match (t.get(1), t.len) {
+        (b"reassign", 4) => b"CLIENT_ERROR slab reassignment disabled\r\n",
+        (b"automove", 3..) if t.get(2) == b"ratio" => {
+            let ratio = std::str::from_utf8(t.get(3)).ok().map(str::parse::<f64>);
+            if t.len >= 4 && matches!(ratio, Some(Ok(_))) {
+                b"OK\r\n"
+            } else {
+                b"ERROR\r\n"
+            }
+        }
+        (b"automove", 3..) => match parse_flags(t.get(2)) {
+            None => BAD_FORMAT,
+            Some(0..=2) => b"OK\r\n",
+            Some(_) => b"ERROR\r\n",
+        },
+        _ => b"ERROR\r\n",
+    };
+    reply(out, noreply, text)
 }
 
 /// `stats [group]`, answered as memcached 1.6 answers each group: `STAT` lines and `END`, or

@@ -384,6 +384,22 @@ fn ascii_flush_all() {
 }
 
 #[test]
+fn ascii_slabs_commands_answer_as_memcached_without_slab_reassign() {
+    let (mut s, _) = session();
+    let r = all(
+        &mut s,
+        b"slabs automove invalid\r\nslabs automove 1\r\nslabs automove 3\r\n\
+          slabs automove 0 noreply\r\nslabs automove ratio 0.5\r\nslabs automove ratio x\r\n\
+          slabs reassign 1 2\r\nslabs\r\n",
+    );
+    assert_eq!(
+        text(&r),
+        "CLIENT_ERROR bad command line format\r\nOK\r\nERROR\r\nOK\r\nERROR\r\n\
+         CLIENT_ERROR slab reassignment disabled\r\nERROR\r\n"
+    );
+}
+
+#[test]
 fn ascii_misc_commands() {
     let (mut s, _) = session();
     let r = all(
