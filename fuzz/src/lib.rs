@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use sendbuf::{ReadBuffer, Watermarks, WriteBuffer, DEFAULT_FLATTEN_THRESHOLD};
 
-use memcached_server::handler::{Limits, KEY_MAX, MAX_GET_LINE};
+use memcached_server::handler::{Limits, KEY_MAX, MAX_LINE};
 use memcached_server::protocol::Session;
 use memcached_server::stats::Stats;
 use memcached_server::store::Store;
@@ -178,11 +178,12 @@ fn serve(
     let need_bound = max_item_size + 24 + KEY_MAX + 64;
     assert_eq!(limits.max_request(), need_bound, "Limits::max_request");
     let read_max = need_bound.max(READ_CAPACITY);
-    // One request's response in scratch: a multi-get line of one-byte keys, each hit a header
-    // and a value just under the flatten threshold, on top of a buffer at its high mark.
+    // One request's response in scratch: a multi-get line answered whole (at most MAX_LINE
+    // bytes: a longer one stops at the high mark between two keys) of one-byte keys, each hit a
+    // header and a value just under the flatten threshold, on top of a buffer at its high mark.
     let scratch_bound = high
         + hard_limit.unwrap_or(0)
-        + (MAX_GET_LINE / 2 + 1) * (KEY_MAX + 64 + DEFAULT_FLATTEN_THRESHOLD)
+        + (MAX_LINE / 2 + 1) * (KEY_MAX + 64 + DEFAULT_FLATTEN_THRESHOLD)
         + 64 * 1024;
 
     let store = Arc::new(Store::new(MEMORY_LIMIT, max_item_size));
