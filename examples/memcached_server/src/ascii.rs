@@ -26,9 +26,6 @@ const MAX_TOKENS: usize = 23;
 
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
-/// Slab class numbers memcached accepts in `stats cachedump` (its `MAX_NUMBER_OF_SLAB_CLASSES`).
-const MAX_SLAB_CLASSES: u32 = 64;
-
 /// A command line split at spaces (empty tokens dropped, as memcached's tokenizer does).
 struct Tokens<'a> {
     list: [&'a [u8]; MAX_TOKENS + 1],
@@ -528,8 +525,8 @@ fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
     f.try_commit()
 }
 
-/// `stats cachedump <class> <limit>`: `ITEM key [length b; expiry s]` lines for class 1 (all
-/// the items), none for the other classes memcached has, then `END`. Keys a line cannot carry
+/// `stats cachedump <class> <limit>`: `ITEM key [length b; expiry s]` lines for the items of
+/// memcached's slab class `class` (see `store::slabs`), then `END`. Keys a line cannot carry
 /// (stored through the binary protocol with spaces or control bytes) are passed over, as
 /// memcached passes over binary keys.
 fn cachedump(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
@@ -539,15 +536,16 @@ fn cachedump(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), Har
     let (Some(class), Some(limit)) = (parse_u32(t.get(2)), parse_u32(t.get(3))) else {
         return put(out, BAD_FORMAT);
     };
-    if class >= MAX_SLAB_CLASSES {
+    if class as usize >= crate::store::slabs::MAX_CLASSES {
         return put(out, b"CLIENT_ERROR Illegal slab id\r\n");
     }
     // As memcached, at most 2 MiB of lines, whatever the limit.
     const MAX_BYTES: usize = 2 << 20;
-    let items = match (class, limit) {
-        (1, 0) => env.store.dump(MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len()),
-        (1, n) => env.store.dump(n as usize),
-        _ => Vec::new(),
+    let items = match limit {
+        0 => env
+            .store
+            .dump(class as usize, MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len()),
+        n => env.store.dump(class as usize, n as usize),
     };
     let mut f = out.format();
     let mut bytes = 0;
