@@ -338,6 +338,7 @@ fn update(
     let total = line_len.saturating_add(vlen).saturating_add(2);
     if vlen > env.limits.max_item_size || total > env.limits.max_request() {
         bump(&env.stats.local().cmd_set);
+        env.stats.detail.set(key);
         if mode == Mode::Set {
             // As memcached: a failed set must not leave the old value readable.
             env.store.delete(key, 0);
@@ -348,6 +349,8 @@ fn update(
     let Some(block) = input.get(line_len..total) else {
         return Ok(Step::Need(total));
     };
+    // Memcached counts the command for its prefix once the line is read, before the data.
+    env.stats.detail.set(key);
     let (data, end) = block.split_at(vlen);
     if end != b"\r\n" {
         reply(out, noreply, b"CLIENT_ERROR bad data chunk\r\n")?;
@@ -446,6 +449,7 @@ fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLi
     if key.len() > KEY_MAX {
         return reply(out, noreply, BAD_FORMAT);
     }
+    env.stats.detail.delete(key);
     match env.store.delete(key, 0) {
         DeleteResult::Deleted => {
             bump(&env.stats.local().delete_hits);
@@ -489,17 +493,15 @@ fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
             stats.reset(store);
             return put(out, b"RESET\r\n");
         }
-        // Per-prefix statistics are not kept: always off, so there is nothing to dump.
         b"detail" => {
-            return put(
-                out,
-                match t.get(2) {
-                    b"off" => b"OK\r\n",
-                    b"dump" => b"END\r\n",
-                    b"on" => b"SERVER_ERROR stats detail not supported\r\n",
-                    _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-                },
-            )
+            return match t.get(2) {
+                b"on" | b"off" => {
+                    stats.detail.set_on(t.get(2) == b"on");
+                    put(out, b"OK\r\n")
+                }
+                b"dump" => put(out, &stats.detail.dump()),
+                _ => put(out, b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+            }
         }
         b"cachedump" => return cachedump(env, t, out),
         b"settings" => stats.settings(store),

@@ -11,6 +11,7 @@
 //! in `conns.rs`.
 
 mod conns;
+mod detail;
 mod settings;
 
 use std::cell::Cell;
@@ -22,6 +23,7 @@ use sendbuf::ZeroCopyStats;
 use crate::store::{Mode, Store, StoreResult};
 
 pub use conns::{Activity, ConnTable};
+pub use detail::Detail;
 pub use settings::{Settings, DEFAULT_MAX_CONNECTIONS};
 
 /// A statistics group as (name, value) pairs, in memcached's order.
@@ -159,6 +161,8 @@ pub struct Stats {
     pub time_in_listen_disabled_us: AtomicU64,
     /// The open connections, for `stats conns`.
     pub conns: ConnTable,
+    /// The per-prefix counters of `stats detail`.
+    pub detail: Detail,
     slots: Box<[Counters]>,
 }
 
@@ -212,6 +216,7 @@ impl Stats {
             listen_disabled_num: AtomicU64::new(0),
             time_in_listen_disabled_us: AtomicU64::new(0),
             conns: ConnTable::default(),
+            detail: Detail::default(),
             slots: (0..SLOTS).map(|_| Counters::default()).collect(),
         }
     }
@@ -269,8 +274,9 @@ impl Stats {
     }
 
     /// `stats reset`: zeroes what memcached zeroes: the command, byte and connection counters,
-    /// the items stored since start and the item statistics; not what describes the present
-    /// (items, bytes and connections held, `connection_structures`).
+    /// the items stored since start, the item statistics and the per-prefix counters of
+    /// `stats detail`; not what describes the present (items, bytes and connections held,
+    /// `connection_structures`, whether detail is on).
     pub fn reset(&self, store: &Store) {
         for counters in self.slots.iter() {
             for counter in counters.all() {
@@ -286,6 +292,7 @@ impl Stats {
             counter.store(0, Ordering::Relaxed);
         }
         store.reset_counters();
+        self.detail.clear();
     }
 
     /// The general statistics (`stats`, binary `stat` without a key) in memcached's order:
@@ -365,7 +372,7 @@ impl Stats {
 
     /// `stats settings`: see [`Settings::report`].
     pub fn settings(&self, store: &Store) -> Group {
-        named(self.settings.report(store))
+        named(self.settings.report(store, self.detail.on()))
     }
 
     /// `stats items`: per slab class holding items, in id order (memcached prints no class

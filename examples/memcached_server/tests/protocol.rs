@@ -1977,3 +1977,50 @@ fn ascii_http_lines_are_hung_up_on() {
         assert!(r.is_empty(), "{}", text(&r));
     }
 }
+
+#[test]
+fn stats_detail_counts_per_prefix_as_memcached() {
+    // The replies of memcached 1.6.18's t/stats-detail.t, byte for byte.
+    let (mut s, _store) = session();
+    let mut ask = |input: &[u8]| text(&all(&mut s, input));
+    assert_eq!(ask(b"stats detail dump\r\n"), "END\r\n");
+    assert_eq!(ask(b"stats detail on\r\n"), "OK\r\n");
+    assert_eq!(ask(b"set foo:123 0 0 6\r\nfooval\r\n"), "STORED\r\n");
+    let dump = |n: &str| format!("PREFIX foo {n}\r\nEND\r\n");
+    assert_eq!(
+        ask(b"stats detail dump\r\n"),
+        dump("get 0 hit 0 set 1 del 0")
+    );
+    ask(b"get foo:123\r\n");
+    assert_eq!(
+        ask(b"stats detail dump\r\n"),
+        dump("get 1 hit 1 set 1 del 0")
+    );
+    ask(b"get foo:124\r\n");
+    assert_eq!(
+        ask(b"stats detail dump\r\n"),
+        dump("get 2 hit 1 set 1 del 0")
+    );
+    assert_eq!(ask(b"delete foo:125\r\n"), "NOT_FOUND\r\n");
+    assert_eq!(
+        ask(b"stats detail dump\r\n"),
+        dump("get 2 hit 1 set 1 del 1")
+    );
+    assert_eq!(ask(b"stats reset\r\n"), "RESET\r\n");
+    assert_eq!(ask(b"stats detail dump\r\n"), "END\r\n");
+    ask(b"get foo:123\r\n");
+    assert_eq!(
+        ask(b"stats detail dump\r\n"),
+        dump("get 1 hit 1 set 0 del 0")
+    );
+    // Keys without the delimiter are not counted; prefixes are listed in the order seen.
+    ask(b"get plain\r\nset bar:1 0 0 1\r\nx\r\n");
+    assert!(ask(b"stats settings\r\n").contains("STAT detail_enabled yes\r\n"));
+    assert_eq!(ask(b"stats detail off\r\n"), "OK\r\n");
+    ask(b"get foo:124 foo:123\r\n");
+    assert_eq!(
+        ask(b"stats detail dump\r\n"),
+        "PREFIX foo get 1 hit 1 set 0 del 0\r\nPREFIX bar get 0 hit 0 set 1 del 0\r\nEND\r\n"
+    );
+    assert!(ask(b"stats settings\r\n").contains("STAT detail_enabled no\r\n"));
+}
