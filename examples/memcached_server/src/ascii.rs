@@ -26,9 +26,6 @@ const MAX_TOKENS: usize = 23;
 
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
-/// Slab class numbers memcached accepts in `stats cachedump` (its `MAX_NUMBER_OF_SLAB_CLASSES`).
-const MAX_SLAB_CLASSES: u32 = 64;
-
 /// A command line split at spaces (empty tokens dropped, as memcached's tokenizer does).
 struct Tokens<'a> {
     list: [&'a [u8]; MAX_TOKENS + 1],
@@ -342,6 +339,7 @@ fn update(
     let total = line_len.saturating_add(vlen).saturating_add(2);
     if vlen > env.limits.max_item_size || total > env.limits.max_request() {
         bump(&env.stats.local().cmd_set);
+        env.stats.detail.set(key);
         if mode == Mode::Set {
             // As memcached: a failed set must not leave the old value readable.
             env.store.delete(key, 0);
@@ -352,6 +350,8 @@ fn update(
     let Some(block) = input.get(line_len..total) else {
         return Ok(Step::Need(total));
     };
+    // Memcached counts the command for its prefix once the line is read, before the data.
+    env.stats.detail.set(key);
     let (data, end) = block.split_at(vlen);
     if end != b"\r\n" {
         reply(out, noreply, b"CLIENT_ERROR bad data chunk\r\n")?;
@@ -450,6 +450,7 @@ fn delete(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLi
     if key.len() > KEY_MAX {
         return reply(out, noreply, BAD_FORMAT);
     }
+    env.stats.detail.delete(key);
     match env.store.delete(key, 0) {
         DeleteResult::Deleted => {
             bump(&env.stats.local().delete_hits);
@@ -519,17 +520,15 @@ fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
             stats.reset(store);
             return put(out, b"RESET\r\n");
         }
-        // Per-prefix statistics are not kept: always off, so there is nothing to dump.
         b"detail" => {
-            return put(
-                out,
-                match t.get(2) {
-                    b"off" => b"OK\r\n",
-                    b"dump" => b"END\r\n",
-                    b"on" => b"SERVER_ERROR stats detail not supported\r\n",
-                    _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-                },
-            )
+            return match t.get(2) {
+                b"on" | b"off" => {
+                    stats.detail.set_on(t.get(2) == b"on");
+                    put(out, b"OK\r\n")
+                }
+                b"dump" => put(out, &stats.detail.dump()),
+                _ => put(out, b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+            }
         }
         b"cachedump" => return cachedump(env, t, out),
         b"settings" => stats.settings(store),
@@ -555,8 +554,8 @@ fn stats(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
     f.try_commit()
 }
 
-/// `stats cachedump <class> <limit>`: `ITEM key [length b; expiry s]` lines for class 1 (all
-/// the items), none for the other classes memcached has, then `END`. Keys a line cannot carry
+/// `stats cachedump <class> <limit>`: `ITEM key [length b; expiry s]` lines for the items of
+/// memcached's slab class `class` (see `store::slabs`), then `END`. Keys a line cannot carry
 /// (stored through the binary protocol with spaces or control bytes) are passed over, as
 /// memcached passes over binary keys.
 fn cachedump(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
@@ -566,15 +565,16 @@ fn cachedump(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), Har
     let (Some(class), Some(limit)) = (parse_u32(t.get(2)), parse_u32(t.get(3))) else {
         return put(out, BAD_FORMAT);
     };
-    if class >= MAX_SLAB_CLASSES {
+    if class as usize >= crate::store::slabs::MAX_CLASSES {
         return put(out, b"CLIENT_ERROR Illegal slab id\r\n");
     }
     // As memcached, at most 2 MiB of lines, whatever the limit.
     const MAX_BYTES: usize = 2 << 20;
-    let items = match (class, limit) {
-        (1, 0) => env.store.dump(MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len()),
-        (1, n) => env.store.dump(n as usize),
-        _ => Vec::new(),
+    let items = match limit {
+        0 => env
+            .store
+            .dump(class as usize, MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len()),
+        n => env.store.dump(class as usize, n as usize),
     };
     let mut f = out.format();
     let mut bytes = 0;

@@ -164,6 +164,7 @@ pub fn request(env: &Env, input: &[u8], out: &mut WriteBuffer) -> Result<Step, H
         };
         let key = &req[HEADER_LEN + ext_len..];
         bump(&env.stats.local().cmd_set);
+        env.stats.detail.set(key);
         if cmd == op::SET {
             // As memcached: a failed set must not leave the old value readable.
             env.store.delete(key, 0);
@@ -222,6 +223,7 @@ fn execute(
                 store.hit(key)
             };
             let hit = item.is_some();
+            env.stats.detail.get(key, hit);
             match (touch, hit) {
                 (true, true) => bump(&stats.touch_hits),
                 (true, false) => bump(&stats.touch_misses),
@@ -244,6 +246,7 @@ fn execute(
         }
         op::SET | op::ADD | op::REPLACE | op::APPEND | op::PREPEND => {
             bump(&stats.cmd_set);
+            env.stats.detail.set(key);
             let (flags, exptime) = if extras.len() == 8 {
                 (be32(extras), i64::from(be32(&extras[4..])))
             } else {
@@ -279,19 +282,22 @@ fn execute(
                 StoreResult::NoMemory => error(out, h, status::ENOMEM)?,
             }
         }
-        op::DELETE => match store.delete(key, h.cas) {
-            DeleteResult::Deleted => {
-                bump(&stats.delete_hits);
-                if !quiet {
-                    respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)?;
+        op::DELETE => {
+            env.stats.detail.delete(key);
+            match store.delete(key, h.cas) {
+                DeleteResult::Deleted => {
+                    bump(&stats.delete_hits);
+                    if !quiet {
+                        respond(out, h, status::SUCCESS, 0, &[], &[], &[], None)?;
+                    }
                 }
+                DeleteResult::NotFound => {
+                    bump(&stats.delete_misses);
+                    error(out, h, status::KEY_ENOENT)?;
+                }
+                DeleteResult::Exists => error(out, h, status::KEY_EEXISTS)?,
             }
-            DeleteResult::NotFound => {
-                bump(&stats.delete_misses);
-                error(out, h, status::KEY_ENOENT)?;
-            }
-            DeleteResult::Exists => error(out, h, status::KEY_EEXISTS)?,
-        },
+        }
         op::INCREMENT | op::DECREMENT => {
             let incr = cmd == op::INCREMENT;
             let delta = be64(extras);

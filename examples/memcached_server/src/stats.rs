@@ -4,14 +4,14 @@
 //! io_uring counts) is summed here too, when connections close and workers exit.
 //!
 //! The groups of `stats <group>` are here too, in memcached's names and order: `items` and
-//! `slabs` present the cache as memcached's one slab class, number 1 (the server has no slab
-//! allocator: one class is how memcached itself would show items of one kind of memory), with
-//! the server's own figures; a figure of a mechanism the server does not have (tail repairs,
-//! the LRU crawler, slab pages) is 0, or left out where memcached itself leaves it out with
-//! that mechanism turned off. `settings` is in `settings.rs`, the connection table of `conns`
+//! `slabs` count each item in the slab class memcached would put it in (the server has no
+//! slab allocator; the store counts by memcached's class table, see `store::slabs`); a figure
+//! of a mechanism the server does not have (tail repairs, the LRU crawler) is 0, or left out
+//! where memcached itself leaves it out with that mechanism turned off. `settings` is in `settings.rs`, the connection table of `conns`
 //! in `conns.rs`.
 
 mod conns;
+mod detail;
 mod settings;
 
 use std::cell::Cell;
@@ -23,6 +23,7 @@ use sendbuf::ZeroCopyStats;
 use crate::store::{Mode, Store, StoreResult};
 
 pub use conns::{Activity, ConnTable};
+pub use detail::Detail;
 pub use settings::{Settings, DEFAULT_MAX_CONNECTIONS};
 
 /// A statistics group as (name, value) pairs, in memcached's order.
@@ -160,6 +161,8 @@ pub struct Stats {
     pub time_in_listen_disabled_us: AtomicU64,
     /// The open connections, for `stats conns`.
     pub conns: ConnTable,
+    /// The per-prefix counters of `stats detail`.
+    pub detail: Detail,
     slots: Box<[Counters]>,
 }
 
@@ -213,6 +216,7 @@ impl Stats {
             listen_disabled_num: AtomicU64::new(0),
             time_in_listen_disabled_us: AtomicU64::new(0),
             conns: ConnTable::default(),
+            detail: Detail::default(),
             slots: (0..SLOTS).map(|_| Counters::default()).collect(),
         }
     }
@@ -270,8 +274,9 @@ impl Stats {
     }
 
     /// `stats reset`: zeroes what memcached zeroes: the command, byte and connection counters,
-    /// the items stored since start and the item statistics; not what describes the present
-    /// (items, bytes and connections held, `connection_structures`).
+    /// the items stored since start, the item statistics and the per-prefix counters of
+    /// `stats detail`; not what describes the present (items, bytes and connections held,
+    /// `connection_structures`, whether detail is on).
     pub fn reset(&self, store: &Store) {
         for counters in self.slots.iter() {
             for counter in counters.all() {
@@ -287,6 +292,7 @@ impl Stats {
             counter.store(0, Ordering::Relaxed);
         }
         store.reset_counters();
+        self.detail.clear();
     }
 
     /// The general statistics (`stats`, binary `stat` without a key) in memcached's order:
@@ -366,74 +372,90 @@ impl Stats {
 
     /// `stats settings`: see [`Settings::report`].
     pub fn settings(&self, store: &Store) -> Group {
-        named(self.settings.report(store))
+        named(self.settings.report(store, self.detail.on()))
     }
 
-    /// `stats items`: the cache as memcached's slab class 1 (nothing when it is empty, as
-    /// memcached prints no class without items). Real figures: `number`, `age` (of the least
-    /// recently used item), `mem_requested` (the bytes the items count against the limit),
-    /// `evicted`, `evicted_nonzero`, `evicted_time`, `outofmemory`, `reclaimed`,
-    /// `expired_unfetched`, `evicted_unfetched`. Always 0: `tailrepairs`,
-    /// `crawler_reclaimed`, `crawler_items_checked`, `lrutail_reflocked` (no such mechanism).
-    /// Memcached's segmented-LRU figures (`number_hot`, `hits_to_warm`, ...) are left out, as
-    /// memcached leaves them out without its LRU maintainer: the store has one LRU.
+    /// `stats items`: per slab class holding items, in id order (memcached prints no class
+    /// without items), each item counted in the class memcached would put it in (see
+    /// `store::slabs`). Real figures: `number`, `age` (of the class's least recently used
+    /// item), `mem_requested` (memcached's sizes of its items, summed), `evicted`,
+    /// `evicted_nonzero`, `evicted_time`, `outofmemory`, `reclaimed`, `expired_unfetched`,
+    /// `evicted_unfetched`. Always 0: `tailrepairs`, `crawler_reclaimed`,
+    /// `crawler_items_checked`, `lrutail_reflocked` (no such mechanism). Memcached's
+    /// segmented-LRU figures (`number_hot`, `hits_to_warm`, ...) are left out, as memcached
+    /// leaves them out without its LRU maintainer: the store has one LRU a shard.
     pub fn items(&self, store: &Store) -> Group {
-        let number = store.len();
-        if number == 0 {
-            return Vec::new();
-        }
-        let c = &store.counters;
+        let slabs = store.slabs();
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        let list: Vec<(&str, String)> = vec![
-            ("number", number.to_string()),
-            ("age", store.tail_age().to_string()),
-            ("mem_requested", store.bytes().to_string()),
-            ("evicted", n(&c.evictions)),
-            ("evicted_nonzero", n(&c.evicted_nonzero)),
-            ("evicted_time", n(&c.evicted_time)),
-            ("outofmemory", n(&c.outofmemory)),
-            ("tailrepairs", "0".to_string()),
-            ("reclaimed", n(&c.reclaimed)),
-            ("expired_unfetched", n(&c.expired_unfetched)),
-            ("evicted_unfetched", n(&c.evicted_unfetched)),
-            ("crawler_reclaimed", "0".to_string()),
-            ("crawler_items_checked", "0".to_string()),
-            ("lrutail_reflocked", "0".to_string()),
-        ];
-        list.into_iter()
-            .map(|(name, value)| (format!("items:1:{name}"), value))
-            .collect()
-    }
-
-    /// `stats slabs`: class 1's `used_chunks` (the items: each is one allocation) and
-    /// per-command hits (memcached counts them per class; here they
-    /// are the server's totals) when it holds items, then `active_slabs` and `total_malloced`
-    /// (the bytes the items count against the limit: the store allocates per item, not in
-    /// pages). The page and chunk figures of a slab allocator are left out.
-    pub fn slabs(&self, store: &Store) -> Group {
-        let sum = |f: fn(&Counters) -> &AtomicU64| self.sum(f).to_string();
-        let active = !store.is_empty();
         let mut group = Group::new();
-        if active {
+        for id in slabs.ids() {
+            let c = slabs.class(id);
+            let number = c.number.load(Ordering::Relaxed);
+            if number == 0 {
+                continue;
+            }
             let list: Vec<(&str, String)> = vec![
-                // One allocation an item: its chunk.
-                ("used_chunks", store.len().to_string()),
-                ("get_hits", sum(|c| &c.get_hits)),
-                ("cmd_set", sum(|c| &c.cmd_set)),
-                ("delete_hits", sum(|c| &c.delete_hits)),
-                ("incr_hits", sum(|c| &c.incr_hits)),
-                ("decr_hits", sum(|c| &c.decr_hits)),
-                ("cas_hits", sum(|c| &c.cas_hits)),
-                ("cas_badval", sum(|c| &c.cas_badval)),
-                ("touch_hits", sum(|c| &c.touch_hits)),
+                ("number", number.to_string()),
+                ("age", store.class_age(id).to_string()),
+                ("mem_requested", n(&c.requested)),
+                ("evicted", n(&c.evicted)),
+                ("evicted_nonzero", n(&c.evicted_nonzero)),
+                ("evicted_time", n(&c.evicted_time)),
+                ("outofmemory", n(&c.outofmemory)),
+                ("tailrepairs", "0".to_string()),
+                ("reclaimed", n(&c.reclaimed)),
+                ("expired_unfetched", n(&c.expired_unfetched)),
+                ("evicted_unfetched", n(&c.evicted_unfetched)),
+                ("crawler_reclaimed", "0".to_string()),
+                ("crawler_items_checked", "0".to_string()),
+                ("lrutail_reflocked", "0".to_string()),
             ];
             group.extend(
                 list.into_iter()
-                    .map(|(name, value)| (format!("1:{name}"), value)),
+                    .map(|(name, value)| (format!("items:{id}:{name}"), value)),
             );
         }
-        group.push(("active_slabs".into(), u8::from(active).to_string()));
-        group.push(("total_malloced".into(), store.bytes().to_string()));
+        group
+    }
+
+    /// `stats slabs`: per slab class holding items, in id order, memcached's page and chunk
+    /// figures for them: `chunk_size` and `chunks_per_page` of memcached's default class
+    /// table, `total_pages` as the pages memcached's allocator would need for the chunks
+    /// held (`ceil(used_chunks / chunks_per_page)`; unlike memcached's, pages are given back
+    /// when the items go), `total_chunks` of those pages, `used_chunks` (one an item, several
+    /// for one larger than the largest chunk), `free_chunks` (the rest of the pages) and
+    /// `free_chunks_end` (0: no page is carved lazily). Then `active_slabs` (classes holding
+    /// items) and `total_malloced` (their pages, in bytes). Memcached's per-class command
+    /// counts (`get_hits`, `cmd_set`, ...) are left out: they would have to be counted per
+    /// class on the get path; the server's totals are in `stats`.
+    pub fn slabs(&self, store: &Store) -> Group {
+        let slabs = store.slabs();
+        let mut group = Group::new();
+        let mut active = 0;
+        for id in slabs.ids() {
+            let used = slabs.class(id).chunks.load(Ordering::Relaxed);
+            if used == 0 {
+                continue;
+            }
+            active += 1;
+            let per_page = slabs.table.per_page(id) as u64;
+            let pages = slabs.pages(id);
+            let list: Vec<(&str, String)> = vec![
+                ("chunk_size", slabs.table.chunk_size(id).to_string()),
+                ("chunks_per_page", per_page.to_string()),
+                ("total_pages", pages.to_string()),
+                ("total_chunks", (pages * per_page).to_string()),
+                ("used_chunks", used.to_string()),
+                ("free_chunks", (pages * per_page - used).to_string()),
+                ("free_chunks_end", "0".to_string()),
+            ];
+            group.extend(
+                list.into_iter()
+                    .map(|(name, value)| (format!("{id}:{name}"), value)),
+            );
+        }
+        group.push(("active_slabs".into(), active.to_string()));
+        group.push(("total_malloced".into(), slabs.malloced().to_string()));
         group
     }
 

@@ -5,20 +5,25 @@
 //! count). A store that would pass the limit evicts until it fits, each time the least recently
 //! used item of all shards (their LRU tails compared by last-use stamp, without waiting on
 //! another shard's lock). Expiry, CAS and `flush_all` follow memcached: expired and flushed
-//! items are reclaimed lazily, when found or evicted.
+//! items are reclaimed lazily, when found, evicted, or met at an LRU tail by a store: as
+//! memcached's allocator looks at the tail of the LRU before it allocates, every store first
+//! looks at up to [`TAIL_SEARCH`] items at its shard's tail and reclaims the dead ones, and a
+//! store that would need a new slab page for its class (see `slabs`) looks at the other
+//! shards' tails too, since memcached's LRU of a class spans the whole cache.
 //!
 //! Values are `Arc<[u8]>`: a response pins a clone, so an item replaced or deleted while a
 //! response still references its value keeps the value alive until the last byte is sent.
 //!
 //! Child modules: `item` (items, command modes and outcomes), `meta` (what the meta protocol
-//! adds), `shard` (one shard's map and LRU list), `hash` (the key hash) and `clock` (server
-//! time).
+//! adds), `shard` (one shard's map and LRU list), `slabs` (memcached's slab classes, by which
+//! the items are counted), `hash` (the key hash) and `clock` (server time).
 
 mod clock;
 mod hash;
 mod item;
 mod meta;
 mod shard;
+pub mod slabs;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -34,9 +39,14 @@ pub use meta::{MetaDelta, MetaHit, Removal};
 use clock::{Clock, REALTIME_MAXDELTA};
 use hash::{fmix, mix, KeyHash};
 use shard::{lock, Shard, NIL};
+use slabs::Slabs;
 
 /// Number of shards; a power of two so a hash picks one with a mask.
 const SHARDS: usize = 16;
+
+/// Items a store looks at from an LRU tail for dead ones to reclaim (memcached's `tries` in
+/// `lru_pull_tail`).
+pub const TAIL_SEARCH: usize = 5;
 
 /// Why an item found is no longer valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,18 +89,23 @@ pub struct Store {
     flush_at: AtomicU32,
     /// Counters for `stats`.
     pub counters: StoreCounters,
+    /// The items counted by memcached's slab classes.
+    slabs: Arc<Slabs>,
 }
 
 impl Store {
     /// A cache holding at most `memory_limit_bytes` (keys, values and per-item overhead),
     /// refusing values longer than `max_item_size`.
     pub fn new(memory_limit_bytes: usize, max_item_size: usize) -> Store {
+        let slabs = Arc::new(Slabs::default());
         Store {
             shards: {
                 // A random key per store for the maps (std's own source of randomness).
                 let seed = std::collections::hash_map::RandomState::new().hash_one(SHARD_SEED);
                 let hash = KeyHash { seed };
-                (0..SHARDS).map(|_| Mutex::new(Shard::new(hash))).collect()
+                (0..SHARDS)
+                    .map(|_| Mutex::new(Shard::new(hash, slabs.clone())))
+                    .collect()
             },
             seed: SHARD_SEED,
             mem_used: AtomicUsize::new(0),
@@ -99,7 +114,13 @@ impl Store {
             clock: Clock::new(),
             flush_at: AtomicU32::new(0),
             counters: StoreCounters::default(),
+            slabs,
         }
+    }
+
+    /// The items counted by memcached's slab classes.
+    pub fn slabs(&self) -> &Slabs {
+        &self.slabs
     }
 
     /// The maximum value length.
@@ -296,23 +317,90 @@ impl Store {
         };
         let unfetched = !item.meta.fetched.load(Ordering::Relaxed);
         let c = &self.counters;
+        let (_, class) = self.slabs.of(item.total());
+        let both = |store: &AtomicU64, class: &AtomicU64| {
+            bump(store);
+            bump(class);
+        };
         if self.death(&item, now).is_some() {
-            bump(&c.reclaimed);
+            both(&c.reclaimed, &class.reclaimed);
             if unfetched {
-                bump(&c.expired_unfetched);
+                both(&c.expired_unfetched, &class.expired_unfetched);
             }
         } else {
-            bump(&c.evictions);
+            both(&c.evictions, &class.evicted);
             if item.exptime != 0 {
-                bump(&c.evicted_nonzero);
+                both(&c.evicted_nonzero, &class.evicted_nonzero);
             }
             if unfetched {
-                bump(&c.evicted_unfetched);
+                both(&c.evicted_unfetched, &class.evicted_unfetched);
             }
             let idle = nanos.saturating_sub(last_used) / 1_000_000_000;
             c.evicted_time.store(idle, Ordering::Relaxed);
+            class.evicted_time.store(idle, Ordering::Relaxed);
         }
         self.mem_used.fetch_sub(item.size(), Ordering::Relaxed);
+    }
+
+    /// Memcached's `lru_pull_tail` before an allocation: looks at up to [`TAIL_SEARCH`] items
+    /// from the least recently used end of `shard`, reclaims the expired and flushed ones and
+    /// stops at the first live one. Returns how many it reclaimed.
+    fn reclaim_tail(&self, shard: &mut Shard, now: u32) -> usize {
+        let mut reclaimed = 0;
+        for _ in 0..TAIL_SEARCH {
+            let i = shard.tail;
+            let dead = i != NIL
+                && shard.nodes[i as usize]
+                    .item
+                    .as_ref()
+                    .is_some_and(|it| self.death(it, now).is_some());
+            if !dead {
+                break;
+            }
+            self.evict(shard, i);
+            reclaimed += 1;
+        }
+        reclaimed
+    }
+
+    /// [`Store::reclaim_tail`] on every shard but number `own` whose lock is free.
+    fn reclaim_other_tails(&self, own: usize, now: u32) {
+        for (i, other) in self.shards.iter().enumerate() {
+            if i == own {
+                continue;
+            }
+            if let Ok(mut other) = other.try_lock() {
+                self.reclaim_tail(&mut other, now);
+            }
+        }
+    }
+
+    /// Seconds since the least recently used item of slab class `id` was last used (its
+    /// `age` in `stats items`); 0 when it has none. Walks each shard from its LRU tail to the
+    /// first item of the class, one shard locked at a time.
+    pub fn class_age(&self, id: usize) -> u64 {
+        let (_, nanos) = self.clock.read();
+        let oldest = self
+            .shards
+            .iter()
+            .filter_map(|s| {
+                let s = lock(s);
+                let mut i = s.tail;
+                while i != NIL {
+                    let node = &s.nodes[i as usize];
+                    if node
+                        .item
+                        .as_ref()
+                        .is_some_and(|it| self.slabs.table.class_of(it.total()) == id)
+                    {
+                        return Some(node.used);
+                    }
+                    i = node.prev;
+                }
+                None
+            })
+            .min();
+        oldest.map_or(0, |used| nanos.saturating_sub(used) / 1_000_000_000)
     }
 
     /// Seconds since the least recently used item was last used (memcached's `age` of an LRU
@@ -328,14 +416,18 @@ impl Store {
         oldest.map_or(0, |used| nanos.saturating_sub(used) / 1_000_000_000)
     }
 
-    /// Up to `limit` items (0: no limit), shard by shard and most recently used first in each,
-    /// as `stats cachedump` lists them: key, value length and expiry as a unix time (0:
-    /// never). Dead items not yet reclaimed are listed too, as memcached lists them.
-    pub fn dump(&self, limit: usize) -> Vec<(Arc<[u8]>, usize, u64)> {
+    /// Up to `limit` items (0: no limit) of slab class `class`, shard by shard and most
+    /// recently used first in each, as `stats cachedump` lists them: key, value length and
+    /// expiry as a unix time (0: never). Dead items not yet reclaimed are listed too, as
+    /// memcached lists them.
+    pub fn dump(&self, class: usize, limit: usize) -> Vec<(Arc<[u8]>, usize, u64)> {
         let mut list = Vec::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            for item in shard.items() {
+            let of_class = shard
+                .items()
+                .filter(|it| self.slabs.table.class_of(it.total()) == class);
+            for item in of_class {
                 if limit != 0 && list.len() == limit {
                     return list;
                 }
@@ -353,6 +445,7 @@ impl Store {
     /// start (not the items held, nor their bytes).
     pub fn reset_counters(&self) {
         self.counters.reset();
+        self.slabs.reset();
         for shard in self.shards.iter() {
             lock(shard).total_items = 0;
         }
@@ -432,6 +525,9 @@ impl Store {
         let (now, used) = self.clock.read();
         let own = self.shard_of(key);
         let mut shard = lock(&self.shards[own]);
+        // As memcached allocates the new item first, pulling the LRU tail: an expired item at
+        // the tail is reclaimed, even when it is the one this store replaces.
+        self.reclaim_tail(&mut shard, now);
         let old = self
             .find(&mut shard, key, now)
             .map(|(i, it)| (i, it.clone()));
@@ -496,8 +592,19 @@ impl Store {
     ) -> StoreResult {
         let size = item.size();
         let freed = old.map_or(0, |(_, s)| s);
+        let total = item.total();
+        let table = &self.slabs.table;
+        let old_total =
+            old.and_then(|(i, _)| shard.nodes[i as usize].item.as_ref().map(|it| it.total()));
+        let same_class = old_total.is_some_and(|t| table.class_of(t) == table.class_of(total));
+        if !same_class && self.slabs.needs_page(total) {
+            // Memcached would take a new page only after its class's LRU tail had no dead
+            // item to reuse: that LRU spans every shard here.
+            self.reclaim_other_tails(own, self.now());
+        }
         if size > freed && !self.make_room(shard, own, size - freed, old.map(|(i, _)| i)) {
             bump(&self.counters.outofmemory);
+            bump(&self.slabs.of(total).1.outofmemory);
             // memcached drops the old item too when a store fails for memory.
             if let Some((i, _)) = old {
                 self.unaccount(shard.remove(i));

@@ -209,6 +209,7 @@ fn answer(
             item
         }
     };
+    env.stats.detail.get(key, item.is_some());
     let Some(item) = item else { return Ok(()) };
     // Header (after the previous value's "\r\n"), then the value: copied into the same commit
     // if short, pinned by reference otherwise (its "\r\n" then goes with the next header or the

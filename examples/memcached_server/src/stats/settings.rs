@@ -51,10 +51,11 @@ impl Settings {
     /// memcached's `stats settings` names, in its order, for those that mean something here,
     /// with this server's values. Where the server has no such mechanism the value says so as
     /// memcached would with it turned off (`udpport 0`, `domain_socket NULL`, `lru_crawler no`,
-    /// `slab_reassign no`, `detail_enabled no`, `track_sizes no`, ...); the tuning numbers of
+    /// `slab_reassign no`, `track_sizes no`, ...); `detail_enabled` is whether `stats detail`
+    /// is on (`detail`), with memcached's prefix delimiter; the tuning numbers of
     /// mechanisms it does not have (slab growth factor, chunk sizes, LRU percentages, logger
     /// buffers, extstore) are left out.
-    pub fn report(&self, store: &Store) -> Vec<(&'static str, String)> {
+    pub fn report(&self, store: &Store, detail: bool) -> Vec<(&'static str, String)> {
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
         let tls = self.tls.as_ref();
         let path = |p: Option<&std::path::Path>| {
@@ -71,7 +72,8 @@ impl Settings {
             ("domain_socket", "NULL".to_string()),
             ("shutdown_command", yes_no(false)),
             ("num_threads", self.threads.to_string()),
-            ("detail_enabled", yes_no(false)),
+            ("stat_key_prefix", ":".to_string()),
+            ("detail_enabled", yes_no(detail)),
             ("cas_enabled", yes_no(true)),
             ("tcp_backlog", TCP_BACKLOG.to_string()),
             ("binding_protocol", "auto-negotiate".to_string()),

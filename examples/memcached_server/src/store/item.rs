@@ -124,6 +124,12 @@ impl Item {
         }
     }
 
+    /// Bytes memcached's item of this key, value and flags takes, which decides its slab
+    /// class (`ITEM_ntotal`).
+    pub fn total(&self) -> usize {
+        super::slabs::item_total(self.key.len(), self.value.len(), self.flags)
+    }
+
     /// Bytes this item counts against the memory limit.
     pub fn size(&self) -> usize {
         self.key.len() + self.value.len() + ITEM_OVERHEAD

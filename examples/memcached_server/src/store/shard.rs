@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::hash::KeyHash;
+use super::slabs::Slabs;
 use super::{Item, SHARDS};
 
 /// No LRU neighbour.
@@ -35,10 +36,12 @@ pub(super) struct Shard {
     cas_count: u64,
     /// Items stored since start.
     pub(super) total_items: u64,
+    /// The per-class figures, which linking and unlinking an item keep.
+    slabs: Arc<Slabs>,
 }
 
 impl Shard {
-    pub(super) fn new(hash: KeyHash) -> Shard {
+    pub(super) fn new(hash: KeyHash, slabs: Arc<Slabs>) -> Shard {
         Shard {
             map: HashMap::with_hasher(hash),
             nodes: Vec::new(),
@@ -48,6 +51,7 @@ impl Shard {
             bytes: 0,
             cas_count: 0,
             total_items: 0,
+            slabs,
         }
     }
 
@@ -60,9 +64,12 @@ impl Shard {
 
     /// Drops every item, keeping the counters.
     pub(super) fn clear(&mut self) -> Shard {
-        let mut fresh = Shard::new(*self.map.hasher());
+        let mut fresh = Shard::new(*self.map.hasher(), self.slabs.clone());
         fresh.cas_count = self.cas_count;
         fresh.total_items = self.total_items;
+        for item in self.items() {
+            self.slabs.unlink(item.total());
+        }
         std::mem::replace(self, fresh)
     }
 
@@ -132,14 +139,25 @@ impl Shard {
         self.map.remove(&item.key);
         self.free.push(i);
         self.bytes -= item.size();
+        self.slabs.unlink(item.total());
         Some(item)
     }
 
     /// Puts `item` in node `i` in place of its item, leaving the LRU order as it is.
     pub(super) fn replace(&mut self, i: u32, item: Arc<Item>) {
         self.bytes += item.size();
-        if let Some(prev) = self.nodes[i as usize].item.replace(item) {
-            self.bytes -= prev.size();
+        let total = item.total();
+        match self.nodes[i as usize].item.replace(item) {
+            Some(prev) => {
+                self.bytes -= prev.size();
+                // A touch or a meta note keeps the size: nothing to count.
+                let old = prev.total();
+                if old != total {
+                    self.slabs.unlink(old);
+                    self.slabs.link(total);
+                }
+            }
+            None => self.slabs.link(total),
         }
     }
 
@@ -151,6 +169,7 @@ impl Shard {
             return;
         }
         self.bytes += item.size();
+        self.slabs.link(item.total());
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i as usize].item = Some(item.clone());
