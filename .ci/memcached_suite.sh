@@ -108,15 +108,13 @@ declare -A out_of_scope=(
     [whitespace.t]="memcached's source code (whitespace)"
 )
 
+# The server's TLS runs on the copy path only.
 if [ "$TLS" = 1 ]; then
     PATHS="${PATHS:-copy}"
-    features=""
 else
     PATHS="${PATHS:-copy zerocopy uring}"
-    features="--features io-uring"
 fi
-# shellcheck disable=SC2086
-cargo build --release -p memcached-server --bin memcached_server $features
+cargo build --release -p memcached-server --bin memcached_server --features io-uring
 target_dir="$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 server="$target_dir/release/memcached_server"
@@ -219,8 +217,10 @@ for name in "${files[@]}"; do
 done
 wait
 
-echo "memcached's t/ against live servers$([ "$TLS" = 1 ] && echo ' over TLS'):" \
-    "${#files[@]} files; send paths: $PATHS; $((SECONDS - start)) s"
+over=""
+[ "$TLS" = 1 ] && over=" over TLS"
+echo "memcached's t/ against live servers$over: ${#files[@]} files; send paths: $PATHS;" \
+    "$((SECONDS - start)) s"
 printf '%-22s %-22s' file memcached
 for p in $PATHS; do printf ' %-22s' "$p"; done
 echo
@@ -248,7 +248,7 @@ for name in $(printf '%s\n' "${!out_of_scope[@]}" | sort); do
     printf '  %-26s %s\n' "$name" "${out_of_scope[$name]}"
 done
 echo
-summary="memcached's suite$([ "$TLS" = 1 ] && echo ' over TLS'): memcached passes $mc_pass"
+summary="memcached's suite$over: memcached passes $mc_pass"
 summary+=" of ${#files[@]} files"
 for p in $PATHS; do summary+="; example server ($p) ${ours_pass[$p]:-0}"; done
 echo "$summary ($((SECONDS - start)) s)"

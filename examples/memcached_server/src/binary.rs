@@ -379,12 +379,34 @@ fn execute(
     Ok(false)
 }
 
-/// `stat`: one response per statistic (key = name, value = its text), then an empty one.
+/// `stat`: one response per statistic (key = name, value = its text), then an empty one. The
+/// groups are those memcached's binary protocol answers, matched as it matches them (`reset`,
+/// `settings` and `detail` by prefix): `items`, `slabs`, `sizes`, `settings`, `reset`, and
+/// `detail on|off|dump` (the dump is one statistic, `detailed`); others are not found.
 fn stat(env: &Env, h: &Header, group: &[u8], out: &mut WriteBuffer) -> Result<(), HardLimitError> {
+    let (stats, store) = (&env.stats, &env.store);
     let list = match group {
-        b"" => env.stats.report(&env.store),
-        b"settings" => env.stats.settings(&env.store),
-        b"reset" => Vec::new(),
+        b"" => stats.report(store),
+        _ if group.starts_with(b"reset") => {
+            stats.reset(store);
+            Vec::new()
+        }
+        _ if group.starts_with(b"settings") => stats.settings(store),
+        _ if group.starts_with(b"detail") => match &group[6..] {
+            b" dump" => {
+                let dump = stats.detail.dump();
+                respond(out, h, status::SUCCESS, 0, &[], b"detailed", &dump, None)?;
+                Vec::new()
+            }
+            b" on" | b" off" => {
+                stats.detail.set_on(group.ends_with(b" on"));
+                Vec::new()
+            }
+            _ => return error(out, h, status::KEY_ENOENT),
+        },
+        b"items" => stats.items(store),
+        b"slabs" => stats.slabs(store),
+        b"sizes" | b"sizes_disable" => vec![("sizes_status".into(), "disabled".into())],
         _ => return error(out, h, status::KEY_ENOENT),
     };
     for (name, value) in &list {

@@ -1205,6 +1205,52 @@ fn binary_delete_incr_decr() {
 }
 
 #[test]
+fn binary_stat_groups_as_memcached() {
+    let (mut s, _) = session();
+    // detail on: an empty answer; a get of a prefixed key counted; dump: one statistic.
+    let req = [
+        breq(op::STAT, b"detail on", &[], &[], 0),
+        breq(op::GET, b"pre:k", &[], &[], 0),
+        breq(op::STAT, b"detail dump", &[], &[], 0),
+        breq(op::STAT, b"detail off", &[], &[], 0),
+        breq(op::STAT, b"detail x", &[], &[], 0),
+    ]
+    .concat();
+    let expected = [
+        bres(op::STAT, 0, 0, &[], &[], &[]),
+        berr(op::GET, st::KEY_ENOENT, "Not found"),
+        bres(
+            op::STAT,
+            0,
+            0,
+            &[],
+            b"detailed",
+            b"PREFIX pre get 1 hit 0 set 0 del 0\r\nEND\r\n",
+        ),
+        bres(op::STAT, 0, 0, &[], &[], &[]),
+        bres(op::STAT, 0, 0, &[], &[], &[]),
+        berr(op::STAT, st::KEY_ENOENT, "Not found"),
+    ]
+    .concat();
+    assert_eq!(text(&all(&mut s, &req)), text(&expected));
+    // items and slabs: their statistics, then the empty one; reset clears the counters.
+    all(&mut s, &breq(op::SET, b"a", &set_ext(0, 0), b"1", 0));
+    for group in [&b"items"[..], b"slabs"] {
+        let r = all(&mut s, &breq(op::STAT, group, &[], &[], 0));
+        assert!(r.ends_with(&bres(op::STAT, 0, 0, &[], &[], &[])));
+        assert!(r.len() > 24 * 3, "{}", text(&r));
+    }
+    let get_misses = |s: &mut Session| {
+        let r = all(s, &breq(op::STAT, b"", &[], &[], 0));
+        let at = r.windows(10).position(|w| w == b"get_misses").unwrap();
+        r[at + 10] - b'0'
+    };
+    assert_eq!(get_misses(&mut s), 1);
+    all(&mut s, &breq(op::STAT, b"reset", &[], &[], 0));
+    assert_eq!(get_misses(&mut s), 0);
+}
+
+#[test]
 fn binary_flush_noop_version_stat_quit() {
     let (mut s, store) = session();
     all(&mut s, &breq(op::SET, b"a", &set_ext(0, 0), b"1", 0));
