@@ -28,7 +28,10 @@
 //! **Accounting.** [`is_empty`](TlsSession::is_empty) is true only when no plaintext is
 //! pending, no record is unsent, rustls has no handshake or alert bytes waiting, and nothing
 //! received waits to be processed or read; the [steal](Stealable) of an idle session's buffers
-//! is refused in every other state. The water marks and the hard limit of
+//! is refused in every other state. A steal drops the buffers too, not only their storage: an
+//! idle session holds rustls's connection state and its own fields, and the first call that
+//! needs a buffer again makes them (one allocation), with the settings they had. The water
+//! marks and the hard limit of
 //! [`write_buffer`](TlsSession::write_buffer) count the plaintext and the records made from it.
 //! A TLS 1.3 `KeyUpdate` answer that rustls parks (RFC 8446 lets it wait for the next
 //! application data) is not owed until then, and goes out in front of that data.
@@ -50,6 +53,7 @@
 //! [`WriteTraffic::encrypt`]: rustls::unbuffered::WriteTraffic::encrypt
 
 use core::fmt;
+use std::cell::OnceCell;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -62,7 +66,7 @@ use crate::iovec::GatherLimits;
 use crate::pool::Pool;
 use crate::read_buffer::ReadBuffer;
 use crate::steal::Stealable;
-use crate::watermark::Watermarks;
+use crate::watermark::{Pressure, Watermarks};
 use crate::write_buffer::WriteBuffer;
 
 /// Plaintext bytes one TLS record carries at most (RFC 8446, 5.1).
@@ -309,14 +313,8 @@ pub struct TlsStats {
 /// ```
 pub struct TlsSession {
     conn: UnbufferedServerConnection,
-    /// Plaintext the application queues.
-    plain_out: WriteBuffer,
-    /// Records and handshake messages, in scratch this session owns, not yet sent.
-    records: WriteBuffer,
-    /// TLS bytes received and not yet processed (a partial record at most, between calls).
-    tls_in: ReadBuffer,
-    /// Decrypted application data the application has not consumed.
-    plain_in: ReadBuffer,
+    /// The buffers, made on first use and dropped by a successful [steal](Stealable::steal).
+    buffers: LazyBuffers,
     /// The most decrypted bytes [`read_tls_from`](Self::read_tls_from) lets wait: beyond it
     /// it reads no more (`plain_in` may exceed it by what was already received).
     max_plain_in: usize,
@@ -329,6 +327,132 @@ pub struct TlsSession {
     /// `close_notify` encrypted into `records`.
     close_queued: bool,
     stats: TlsStats,
+}
+
+/// A session's buffers.
+struct Buffers {
+    /// Plaintext the application queues.
+    plain_out: WriteBuffer,
+    /// Records and handshake messages, in scratch this session owns, not yet sent.
+    records: WriteBuffer,
+    /// TLS bytes received and not yet processed (a partial record at most, between calls).
+    tls_in: ReadBuffer,
+    /// Decrypted application data the application has not consumed.
+    plain_in: ReadBuffer,
+}
+
+/// What a session's buffers are made with: what [`TlsSession`] sets on them and what the
+/// application may set through [`write_buffer`](TlsSession::write_buffer) and
+/// [`read_buffer_mut`](TlsSession::read_buffer_mut), kept while the buffers are dropped.
+#[derive(Debug)]
+struct Settings {
+    pool: Option<Arc<dyn Pool>>,
+    /// The plaintext queue's.
+    watermarks: Option<Watermarks>,
+    hard_limit: Option<usize>,
+    flatten_threshold: usize,
+    /// A crossing of a water mark the application has not taken yet.
+    pressure_event: Option<Pressure>,
+    /// The decrypted bytes' bound.
+    plain_in_max_len: usize,
+    /// The TLS input's bound.
+    tls_in_max_len: usize,
+}
+
+/// A session's buffers (896 bytes, boxed), made on first use and dropped when the session is
+/// idle, and what they are made with: an idle session keeps neither their storage nor their
+/// structures. A cell, so that [`read_buffer`](TlsSession::read_buffer) can make them too.
+struct LazyBuffers {
+    made: OnceCell<Box<Buffers>>,
+    /// While the buffers exist, they hold the settings: these are the settings of the last
+    /// buffers dropped (or the first's).
+    settings: Settings,
+}
+
+impl LazyBuffers {
+    /// The buffers, if they exist.
+    #[inline]
+    fn get(&self) -> Option<&Buffers> {
+        self.made.get().map(|b| &**b)
+    }
+
+    /// The buffers, if they exist.
+    #[inline]
+    fn get_mut(&mut self) -> Option<&mut Buffers> {
+        self.made.get_mut().map(|b| &mut **b)
+    }
+
+    /// The buffers, made if they do not exist (one allocation; their storage comes on first
+    /// use, from the pool if the session has one).
+    #[inline]
+    fn make(&self) -> &Buffers {
+        self.made.get_or_init(|| Buffers::new(&self.settings))
+    }
+
+    /// [`make`](Self::make), mutable.
+    #[inline]
+    fn make_mut(&mut self) -> &mut Buffers {
+        self.make();
+        self.get_mut().expect("the buffers were just made")
+    }
+
+    /// Gives the buffers' storage back (to the pool, if any) and drops them, keeping their
+    /// settings; refused, with nothing dropped, if a buffer refuses.
+    fn steal(&mut self) -> Result<usize, StealError> {
+        let Some(b) = self.made.get_mut() else {
+            return Ok(0);
+        };
+        let stolen =
+            b.plain_out.steal()? + b.records.steal()? + b.tls_in.steal()? + b.plain_in.steal()?;
+        let pool = self.settings.pool.take();
+        self.settings = b.settings(pool, self.settings.tls_in_max_len);
+        self.made = OnceCell::new();
+        Ok(stolen)
+    }
+}
+
+impl Buffers {
+    /// Empty buffers made with `settings`. Their storage comes on first use.
+    #[cold]
+    #[inline(never)]
+    fn new(settings: &Settings) -> Box<Buffers> {
+        let mut plain_out = WriteBuffer::new();
+        plain_out.set_flatten_threshold(settings.flatten_threshold);
+        plain_out.set_watermarks(settings.watermarks);
+        plain_out.set_hard_limit(settings.hard_limit);
+        plain_out.put_back_pressure_event(settings.pressure_event);
+        let mut records = WriteBuffer::with_block_size(RECORD_BLOCK);
+        let mut tls_in = ReadBuffer::with_block_size(MAX_WIRE_RECORD);
+        tls_in.set_max_len(settings.tls_in_max_len);
+        let mut plain_in = ReadBuffer::new();
+        plain_in.set_max_len(settings.plain_in_max_len);
+        if let Some(pool) = &settings.pool {
+            plain_out = plain_out.with_pool(pool.clone());
+            records = records.with_pool(pool.clone());
+            tls_in = tls_in.with_pool(pool.clone());
+            plain_in = plain_in.with_pool(pool.clone());
+        }
+        Box::new(Buffers {
+            plain_out,
+            records,
+            tls_in,
+            plain_in,
+        })
+    }
+
+    /// What the buffers were set to, to make them again as they are (the pressure event is
+    /// taken).
+    fn settings(&mut self, pool: Option<Arc<dyn Pool>>, tls_in_max_len: usize) -> Settings {
+        Settings {
+            pool,
+            tls_in_max_len,
+            watermarks: self.plain_out.watermarks(),
+            hard_limit: self.plain_out.hard_limit(),
+            flatten_threshold: self.plain_out.flatten_threshold(),
+            pressure_event: self.plain_out.take_pressure_event(),
+            plain_in_max_len: self.plain_in.max_len(),
+        }
+    }
 }
 
 impl TlsSession {
@@ -358,17 +482,25 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsSession, rustls::Error> {
-        let mut plain_out = WriteBuffer::new();
-        // Values shorter than a record are copied next to their header and trailer, so that a
-        // response is one `encrypt` call and small responses share records (an AEAD operation
-        // and 22 bytes per record); longer ones are encrypted from their own memory.
-        plain_out.set_flatten_threshold(MAX_RECORD_PLAINTEXT);
         let mut session = TlsSession {
             conn: UnbufferedServerConnection::new(config)?,
-            plain_out,
-            records: WriteBuffer::with_block_size(RECORD_BLOCK),
-            tls_in: ReadBuffer::with_block_size(MAX_WIRE_RECORD),
-            plain_in: ReadBuffer::new(),
+            buffers: LazyBuffers {
+                made: OnceCell::new(),
+                settings: Settings {
+                    pool: None,
+                    watermarks: None,
+                    hard_limit: None,
+                    // Values shorter than a record are copied next to their header and
+                    // trailer, so that a response is one `encrypt` call and small responses
+                    // share records (an AEAD operation and 22 bytes per record); longer ones
+                    // are encrypted from their own memory.
+                    flatten_threshold: MAX_RECORD_PLAINTEXT,
+                    pressure_event: None,
+                    // Set below.
+                    plain_in_max_len: 0,
+                    tls_in_max_len: 0,
+                },
+            },
             max_plain_in: DEFAULT_MAX_PLAINTEXT_IN,
             phase: Phase::Handshaking,
             peer_closed: false,
@@ -422,10 +554,13 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_pool(mut self, pool: Arc<dyn Pool>) -> TlsSession {
-        self.plain_out = self.plain_out.with_pool(pool.clone());
-        self.records = self.records.with_pool(pool.clone());
-        self.tls_in = self.tls_in.with_pool(pool.clone());
-        self.plain_in = self.plain_in.with_pool(pool);
+        if let Some(b) = self.buffers.get_mut() {
+            b.plain_out = core::mem::take(&mut b.plain_out).with_pool(pool.clone());
+            b.records = core::mem::take(&mut b.records).with_pool(pool.clone());
+            b.tls_in = core::mem::take(&mut b.tls_in).with_pool(pool.clone());
+            b.plain_in = core::mem::take(&mut b.plain_in).with_pool(pool.clone());
+        }
+        self.buffers.settings.pool = Some(pool);
         self
     }
 
@@ -480,10 +615,16 @@ impl TlsSession {
         // Decrypted bytes may exceed the bound by what was already received (twice it at
         // most), so that a record is never left half delivered.
         self.max_plain_in = max_len.max(1);
-        self.plain_in
-            .set_max_len(self.max_plain_in.saturating_mul(2));
-        self.tls_in
-            .set_max_len(self.max_plain_in.max(MAX_WIRE_RECORD));
+        let plain_in_max_len = self.max_plain_in.saturating_mul(2);
+        let tls_in_max_len = self.max_plain_in.max(MAX_WIRE_RECORD);
+        match self.buffers.get_mut() {
+            Some(b) => {
+                b.plain_in.set_max_len(plain_in_max_len);
+                b.tls_in.set_max_len(tls_in_max_len);
+            }
+            None => self.buffers.settings.plain_in_max_len = plain_in_max_len,
+        }
+        self.buffers.settings.tls_in_max_len = tls_in_max_len;
     }
 
     /// Sets the water marks of the plaintext queue, which count its records too.
@@ -508,7 +649,11 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_watermarks(&mut self, marks: Option<Watermarks>) {
-        self.plain_out.set_watermarks(marks);
+        match self.buffers.get_mut() {
+            Some(b) => b.plain_out.set_watermarks(marks),
+            // Nothing is held: setting marks crosses none.
+            None => self.buffers.settings.watermarks = marks,
+        }
     }
 
     /// True while the plaintext queue and its records are over the high water mark (until
@@ -553,7 +698,9 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_backed_up(&self) -> bool {
-        self.plain_out.is_backed_up()
+        self.buffers
+            .get()
+            .is_some_and(|b| b.plain_out.is_backed_up())
     }
 
     /// The plaintext queue: format and pin responses into it.
@@ -585,10 +732,14 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_buffer(&mut self) -> &mut WriteBuffer {
-        &mut self.plain_out
+        &mut self.buffers.make_mut().plain_out
     }
 
     /// Decrypted application data, oldest first.
+    ///
+    /// After a [steal](Stealable::steal) this makes the buffers again (one allocation), as
+    /// every accessor of a buffer does: to ask whether requests wait, ask
+    /// [`is_empty`](Self::is_empty).
     ///
     /// # Examples
     ///
@@ -631,7 +782,7 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_buffer(&self) -> &ReadBuffer {
-        &self.plain_in
+        &self.buffers.make().plain_in
     }
 
     /// Decrypted application data, to [`consume`](ReadBuffer::consume) what was parsed.
@@ -676,7 +827,7 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_buffer_mut(&mut self) -> &mut ReadBuffer {
-        &mut self.plain_in
+        &mut self.buffers.make_mut().plain_in
     }
 
     /// Both sides at once, as a request handler needs them: decrypted requests to parse and the
@@ -727,7 +878,8 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn buffers(&mut self) -> (&mut ReadBuffer, &mut WriteBuffer) {
-        (&mut self.plain_in, &mut self.plain_out)
+        let b = self.buffers.make_mut();
+        (&mut b.plain_in, &mut b.plain_out)
     }
 
     /// True until the handshake is complete.
@@ -883,7 +1035,7 @@ impl TlsSession {
     /// ```
     pub fn queue_close_notify(&mut self) {
         if !self.close_queued && self.close_after.is_none() {
-            self.close_after = Some(self.plain_out.pending_len());
+            self.close_after = Some(self.buffers.get().map_or(0, |b| b.plain_out.pending_len()));
         }
     }
 
@@ -930,8 +1082,9 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn has_pending(&self) -> bool {
-        self.plain_out.has_pending()
-            || self.records.has_pending()
+        self.buffers
+            .get()
+            .is_some_and(|b| b.plain_out.has_pending() || b.records.has_pending())
             || self.conn.wants_write()
             || self.close_after.is_some()
     }
@@ -975,12 +1128,14 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn unsent_tls_len(&self) -> usize {
-        self.records.pending_len()
+        self.buffers.get().map_or(0, |b| b.records.pending_len())
     }
 
     /// Bytes still to reach the peer: plaintext pending plus records unsent.
     pub fn pending_len(&self) -> usize {
-        self.plain_out.pending_len() + self.records.pending_len()
+        self.buffers
+            .get()
+            .map_or(0, |b| b.plain_out.pending_len() + b.records.pending_len())
     }
 
     /// True only when the session holds nothing: no plaintext pending, no record unsent,
@@ -1029,12 +1184,14 @@ impl TlsSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.plain_out.is_empty()
-            && self.records.is_empty()
-            && !self.conn.wants_write()
+        !self.conn.wants_write()
             && self.close_after.is_none()
-            && self.tls_in.is_empty()
-            && self.plain_in.is_empty()
+            && self.buffers.get().is_none_or(|b| {
+                b.plain_out.is_empty()
+                    && b.records.is_empty()
+                    && b.tls_in.is_empty()
+                    && b.plain_in.is_empty()
+            })
     }
 
     /// Reads TLS bytes from `src` (one `read`) and processes every complete record. Returns the
@@ -1077,25 +1234,26 @@ impl TlsSession {
                 "cannot read into a failed TLS session",
             ));
         }
-        if self.plain_in.len() >= self.max_plain_in {
+        let b = self.buffers.make_mut();
+        if b.plain_in.len() >= self.max_plain_in {
             return Err(ReadLimitError {
                 requested: 1,
-                buffered: self.plain_in.len(),
+                buffered: b.plain_in.len(),
                 max_len: self.max_plain_in,
             }
             .into());
         }
-        let n = self.tls_in.read_from(src)?;
+        let n = b.tls_in.read_from(src)?;
         if self.close_queued {
             // After our close_notify the session says nothing more, so what the peer sends is
             // read and dropped unprocessed. (rustls 0.23 would also try a fatal alert after
             // close_notify on bad input, which its debug builds assert against.)
-            self.tls_in.clear();
+            b.tls_in.clear();
             return Ok(n);
         }
         if n > 0 {
             self.process()?;
-        } else if !self.tls_in.is_empty() {
+        } else if !b.tls_in.is_empty() {
             // The stream ended inside a record.
             self.abandon();
             return Err(TlsError::Protocol(rustls::Error::InvalidMessage(
@@ -1214,31 +1372,38 @@ impl TlsSession {
         &mut self,
         mut send: impl FnMut(&mut WriteBuffer) -> io::Result<usize>,
     ) -> io::Result<usize> {
+        if !self.has_pending() {
+            // Nothing to encrypt or send: an idle session stays without buffers.
+            return Ok(0);
+        }
         let mut total = 0;
         loop {
             if self.phase == Phase::Failed {
-                self.plain_out.clear(); // queued after the failure: never sent
+                if let Some(b) = self.buffers.get_mut() {
+                    b.plain_out.clear(); // queued after the failure: never sent
+                }
             } else {
                 self.pump(true)?;
             }
-            if !self.records.has_pending() {
+            let b = self.buffers.make_mut();
+            if !b.records.has_pending() {
                 return Ok(total);
             }
-            let offered = self.records.pending_len();
-            let sent = match send(&mut self.records) {
+            let offered = b.records.pending_len();
+            let sent = match send(&mut b.records) {
                 Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
                 Err(e) => return Err(e),
             };
             // Every record byte is counted by the plaintext queue (see `hold_outside`).
-            self.plain_out.release_outside(sent);
+            b.plain_out.release_outside(sent);
             self.stats.tls_out += sent as u64;
             total += sent;
             if sent == 0 || sent < offered {
                 return Ok(total);
             }
             let closing = self.close_after.is_some();
-            if !self.plain_out.has_pending() && !self.records.has_pending() && !closing {
+            if !b.plain_out.has_pending() && !b.records.has_pending() && !closing {
                 return Ok(total);
             }
         }
@@ -1251,12 +1416,13 @@ impl TlsSession {
             return Ok(());
         }
         loop {
-            let status = self.conn.process_tls_records(self.tls_in.data_mut());
+            let b = self.buffers.make_mut();
+            let status = self.conn.process_tls_records(b.tls_in.data_mut());
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
                 Err(e) => {
-                    self.tls_in.consume(discard);
+                    b.tls_in.consume(discard);
                     return Err(self.fail(e));
                 }
             };
@@ -1265,7 +1431,7 @@ impl TlsSession {
             match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
-                        let delivered = deliver(record, &mut self.plain_in, &mut self.stats);
+                        let delivered = deliver(record, &mut b.plain_in, &mut self.stats);
                         match delivered {
                             Ok(more) => discard += more,
                             Err(e) => {
@@ -1278,7 +1444,7 @@ impl TlsSession {
                 // Only with `max_early_data_size` set in the server's configuration.
                 ConnectionState::ReadEarlyData(mut early) => {
                     while let Some(record) = early.next_record() {
-                        let delivered = deliver(record, &mut self.plain_in, &mut self.stats);
+                        let delivered = deliver(record, &mut b.plain_in, &mut self.stats);
                         if let Err(e) = delivered.map(|more| discard += more) {
                             failure = Some(e);
                             break;
@@ -1286,8 +1452,8 @@ impl TlsSession {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    let n = encode_into(&mut self.records, |out| encode.encode(out));
-                    self.plain_out.hold_outside(n);
+                    let n = encode_into(&mut b.records, |out| encode.encode(out));
+                    b.plain_out.hold_outside(n);
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
                     // The bytes are in `records`, which `send_to` sends in order: rustls only
@@ -1301,8 +1467,8 @@ impl TlsSession {
                     }
                     if encrypt {
                         let out = Outgoing {
-                            plain: &mut self.plain_out,
-                            records: &mut self.records,
+                            plain: &mut b.plain_out,
+                            records: &mut b.records,
                             stats: &mut self.stats,
                             close_after: &mut self.close_after,
                             close_queued: &mut self.close_queued,
@@ -1321,7 +1487,7 @@ impl TlsSession {
                 }
                 _ => done = true, // a state this rustls version added: nothing to do here
             }
-            self.tls_in.consume(discard);
+            b.tls_in.consume(discard);
             if let Some(e) = failure {
                 self.abandon();
                 return Err(e);
@@ -1338,10 +1504,11 @@ impl TlsSession {
         // The alert, if rustls queued one, comes out of one more turn before any record is
         // looked at again. Without one, no turn: it would parse the bad record again.
         if self.conn.wants_write() {
-            let status = self.conn.process_tls_records(self.tls_in.data_mut());
+            let b = self.buffers.make_mut();
+            let status = self.conn.process_tls_records(b.tls_in.data_mut());
             if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
-                let n = encode_into(&mut self.records, |out| encode.encode(out));
-                self.plain_out.hold_outside(n);
+                let n = encode_into(&mut b.records, |out| encode.encode(out));
+                b.plain_out.hold_outside(n);
             }
         }
         self.abandon();
@@ -1353,9 +1520,11 @@ impl TlsSession {
     /// are dropped, so the session can still become empty and give its storage back.
     fn abandon(&mut self) {
         self.phase = Phase::Failed;
-        self.plain_out.clear();
-        self.plain_in.clear();
-        self.tls_in.clear();
+        if let Some(b) = self.buffers.get_mut() {
+            b.plain_out.clear();
+            b.plain_in.clear();
+            b.tls_in.clear();
+        }
         self.close_after = None;
     }
 }
@@ -1470,9 +1639,20 @@ fn encrypt_into(
 }
 
 impl Stealable for TlsSession {
-    /// Gives every buffer's storage back if the session [is empty](TlsSession::is_empty):
-    /// refused while plaintext is pending, a record is unsent, rustls has bytes for the peer,
-    /// or received bytes wait.
+    /// Gives every buffer's storage back if the session [is empty](TlsSession::is_empty), and
+    /// drops the buffers themselves; refused while plaintext is pending, a record is unsent,
+    /// rustls has bytes for the peer, or received bytes wait. The buffers are made again, as
+    /// they were set, by the next call that needs them ([`read_tls_from`], [`write_buffer`],
+    /// [`read_buffer`], [`buffers`], a send with something to send); the other questions
+    /// ([`is_empty`], [`has_pending`], [`storage_bytes`](Stealable::storage_bytes)...) are
+    /// answered without them.
+    ///
+    /// [`read_tls_from`]: TlsSession::read_tls_from
+    /// [`write_buffer`]: TlsSession::write_buffer
+    /// [`read_buffer`]: TlsSession::read_buffer
+    /// [`buffers`]: TlsSession::buffers
+    /// [`is_empty`]: TlsSession::is_empty
+    /// [`has_pending`]: TlsSession::has_pending
     ///
     /// # Errors
     ///
@@ -1519,37 +1699,48 @@ impl Stealable for TlsSession {
     /// ```
     fn steal(&mut self) -> Result<usize, StealError> {
         if !self.is_empty() {
+            let (pending, held) = self.buffers.get().map_or((0, 0), |b| {
+                (
+                    b.plain_out.pending_len()
+                        + b.records.pending_len()
+                        + b.tls_in.len()
+                        + b.plain_in.len(),
+                    b.plain_out.held_len() + b.records.held_len(),
+                )
+            });
             return Err(StealError {
-                pending: self.plain_out.pending_len()
-                    + self.records.pending_len()
-                    + self.tls_in.len()
-                    + self.plain_in.len()
+                pending: pending
                     + usize::from(self.conn.wants_write() || self.close_after.is_some()),
-                held: self.plain_out.held_len() + self.records.held_len(),
+                held,
             });
         }
-        Ok(self.plain_out.steal()?
-            + self.records.steal()?
-            + self.tls_in.steal()?
-            + self.plain_in.steal()?)
+        // The buffers go too, not only their storage: made again when work comes.
+        self.buffers.steal()
     }
 
     fn storage_bytes(&self) -> usize {
-        self.plain_out.storage_bytes()
-            + self.records.storage_bytes()
-            + self.tls_in.storage_bytes()
-            + self.plain_in.storage_bytes()
+        self.buffers.get().map_or(0, |b| {
+            b.plain_out.storage_bytes()
+                + b.records.storage_bytes()
+                + b.tls_in.storage_bytes()
+                + b.plain_in.storage_bytes()
+        })
     }
 }
 
 impl fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.buffers.get();
         f.debug_struct("TlsSession")
             .field("phase", &self.phase)
-            .field("plaintext_pending", &self.plain_out.pending_len())
-            .field("tls_unsent", &self.records.pending_len())
-            .field("tls_received", &self.tls_in.len())
-            .field("plaintext_received", &self.plain_in.len())
+            .field("buffers", &b.is_some())
+            .field(
+                "plaintext_pending",
+                &b.map_or(0, |b| b.plain_out.pending_len()),
+            )
+            .field("tls_unsent", &b.map_or(0, |b| b.records.pending_len()))
+            .field("tls_received", &b.map_or(0, |b| b.tls_in.len()))
+            .field("plaintext_received", &b.map_or(0, |b| b.plain_in.len()))
             .field("peer_closed", &self.peer_closed)
             .finish()
     }

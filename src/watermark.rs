@@ -345,6 +345,15 @@ impl WriteBuffer {
         self.backpressure_mut().event.take()
     }
 
+    /// Puts back an event [taken](Self::take_pressure_event) from an earlier buffer: a
+    /// [`TlsSession`](crate::TlsSession) making its plaintext queue again.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn put_back_pressure_event(&mut self, event: Option<Pressure>) {
+        if event.is_some() {
+            self.backpressure_mut().event = event;
+        }
+    }
+
     /// Sets (or removes) a hard limit on the bytes the buffer holds (pending plus held by the
     /// kernel). Past it, [`try_put_slice`](Self::try_put_slice),
     /// [`try_pin`](Self::try_pin) and [`FormatGuard::try_commit`](crate::FormatGuard::try_commit)

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use rustls::ClientConnection;
-use sendbuf::{Stealable, TlsSession, Watermarks};
+use sendbuf::{LocalPool, Pool, PoolLimits, Pressure, Stealable, TlsSession, Watermarks};
 use sendbuf_testkit::tls::{connect, deliver, pki, Client};
 use sendbuf_testkit::util::{Counted, DropCount, PrefixWriter, XorShift};
 
@@ -312,6 +312,64 @@ fn water_marks_and_hard_limit_count_plaintext_and_records() {
         .unwrap_err();
     assert_eq!(err.held, server.unsent_tls_len());
     assert!(server.write_buffer().try_put_slice(&[4u8; 1000]).is_ok());
+}
+
+/// A steal drops the buffers, not only their storage: what they were set to (through the
+/// session or directly) comes back with them when the session gets work again, from the pool.
+#[test]
+fn settings_outlive_the_steal_of_the_buffers() {
+    let pki = pki();
+    let pool = LocalPool::new(PoolLimits::new());
+    let (server, mut client) = connect(&pki);
+    let mut server = server.with_pool(pool.clone()); // its buffers exist: they take the pool
+    server.set_max_read_len(100);
+    server.set_watermarks(Some(Watermarks::new(1000, 4000)));
+    server.write_buffer().set_hard_limit(Some(1 << 20));
+    server.write_buffer().set_flatten_threshold(100);
+    server.write_buffer().put_slice(&[1u8; 5000]);
+    assert_eq!(
+        server.write_buffer().take_pressure_event(),
+        Some(Pressure::High)
+    );
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    client.feed(&wire);
+    assert!(!server.is_backed_up());
+    // The crossing back under the low mark is not taken before the steal.
+    let taken = pool.stats().taken;
+    assert!(server.steal().unwrap() > 0);
+    assert!(pool.stats().returned > 0);
+
+    // Idle, without buffers: every question is answered without making them.
+    assert!(server.is_empty() && !server.has_pending() && !server.is_backed_up());
+    assert_eq!((server.pending_len(), server.unsent_tls_len()), (0, 0));
+    assert_eq!(server.storage_bytes(), 0);
+    assert_eq!(server.write_to(&mut Vec::new()).unwrap(), 0);
+    assert_eq!(server.steal().unwrap(), 0);
+    assert!(
+        format!("{server:?}").contains("buffers: false"),
+        "{server:?}"
+    );
+    assert_eq!(server.stats().plaintext_out, 5000);
+    server.set_max_read_len(200); // set while idle
+
+    // Work again: the buffers as they were set, their storage from the pool.
+    deliver(&mut server, &client.send(b"get k\r\n"));
+    assert_eq!(server.read_buffer().data(), b"get k\r\n");
+    assert_eq!(server.read_buffer().max_len(), 400);
+    server.read_buffer_mut().consume(7);
+    let out = server.write_buffer();
+    assert_eq!(out.watermarks(), Some(Watermarks::new(1000, 4000)));
+    assert_eq!(out.hard_limit(), Some(1 << 20));
+    assert_eq!(out.flatten_threshold(), 100);
+    assert_eq!(out.take_pressure_event(), Some(Pressure::Low));
+    out.put_slice(&[2u8; 5000]);
+    assert!(server.is_backed_up());
+    let mut wire = Vec::new();
+    server.write_to(&mut wire).unwrap();
+    client.feed(&wire);
+    assert!(pool.stats().taken > taken);
+    assert_eq!(client.received.len(), 10_000);
 }
 
 /// A socket whose send buffer is full.
