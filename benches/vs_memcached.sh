@@ -159,9 +159,16 @@ start_server() {
         "$@" memcached "${user[@]}" -t "$threads" -m "$MEM_MIB" -p "$port" -l 127.0.0.1 \
             -c 16384 "${MC_TLS[@]}" >>"$LOG/servers.log" 2>&1 &
     else
+        # The connection limit memcached gets (-c), for servers that have one (builds of
+        # older commits do not).
+        local maxconn=()
+        if "$SERVER" --help 2>/dev/null | grep -q -- --max-connections; then
+            maxconn=(--max-connections 16384)
+        fi
         # shellcheck disable=SC2086 # B_ARGS is a list of words
         "$@" "$SERVER" --listen "127.0.0.1:$port" --threads "$threads" \
-            --memory-limit "$MEM_MIB" "${EX_TLS[@]}" ${B_ARGS:-} >>"$LOG/servers.log" 2>&1 &
+            --memory-limit "$MEM_MIB" "${maxconn[@]}" "${EX_TLS[@]}" ${B_ARGS:-} \
+            >>"$LOG/servers.log" 2>&1 &
     fi
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
