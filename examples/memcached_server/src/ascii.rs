@@ -119,7 +119,7 @@ fn c_number(token: &[u8]) -> Option<(bool, u64)> {
 /// magnitude over 64 bits is refused; a negated value is refused if it reads as a negative
 /// 64-bit number (`-1` is, `-18446744073709551615` is not: it wraps to 1); and the flags are
 /// the low 32 bits, so `4294967296` stores flags 0, as memcached stores them.
-fn parse_flags(token: &[u8]) -> Option<u32> {
+pub(crate) fn parse_flags(token: &[u8]) -> Option<u32> {
     let (negative, n) = c_number(token)?;
     let n = if negative { n.wrapping_neg() } else { n };
     // memcached refuses a value that is negative as a signed number if the token has a `-`.
@@ -133,7 +133,7 @@ fn parse_flags(token: &[u8]) -> Option<u32> {
 /// (`safe_strtol`: C's `strtol` into a 64-bit `long`, kept as 32 bits): out of the 64-bit
 /// range is refused, and the rest is cut to its low 32 bits, so a length of `4294967295`
 /// reads as -1 (and is refused as negative) and an expiry of `4294967296` as 0.
-fn parse_strtol(token: &[u8]) -> Option<i32> {
+pub(crate) fn parse_strtol(token: &[u8]) -> Option<i32> {
     let (negative, n) = c_number(token)?;
     let n = i128::from(n);
     let n = i64::try_from(if negative { -n } else { n }).ok()?;
@@ -488,7 +488,8 @@ fn touch(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLim
 /// memcached without `-o slab_reassign`, and an automove level of 0, 1 or 2 is accepted with
 /// nothing to move.
 fn slabs(t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), HardLimitError> {
-    let noreply = t.noreply();
+    // As memcached, only `automove` honours `noreply`.
+    let noreply = t.get(1) == b"automove" && t.noreply();
     let text: &[u8] = match (t.get(1), t.len) {
         (b"reassign", 4) => b"CLIENT_ERROR slab reassignment disabled\r\n",
         (b"automove", 3..) if t.get(2) == b"ratio" => {
@@ -568,13 +569,13 @@ fn cachedump(env: &Env, t: &Tokens<'_>, out: &mut WriteBuffer) -> Result<(), Har
     if class as usize >= crate::store::slabs::MAX_CLASSES {
         return put(out, b"CLIENT_ERROR Illegal slab id\r\n");
     }
-    // As memcached, at most 2 MiB of lines, whatever the limit.
+    // As memcached, at most 2 MiB of lines, whatever the limit; no more items are collected
+    // than the shortest lines would fill it with.
     const MAX_BYTES: usize = 2 << 20;
+    let most = MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len();
     let items = match limit {
-        0 => env
-            .store
-            .dump(class as usize, MAX_BYTES / b"ITEM k [0 b; 0 s]\r\n".len()),
-        n => env.store.dump(class as usize, n as usize),
+        0 => env.store.dump(class as usize, most),
+        n => env.store.dump(class as usize, (n as usize).min(most)),
     };
     let mut f = out.format();
     let mut bytes = 0;

@@ -316,7 +316,9 @@ impl Acceptor {
     /// Out of descriptors: frees the spare one, accepts the waiting connection on it, refuses
     /// it and takes the spare again.
     fn refuse_with_spare(&mut self) -> WithSpare {
-        if self.spare.take().is_none() {
+        // A spare lost earlier (another thread took the freed descriptor) is tried again
+        // here, so that it is not lost for good.
+        if self.spare.take().is_none() && File::open("/dev/null").is_err() {
             return WithSpare::Unavailable;
         }
         let outcome = match self.listener.accept() {

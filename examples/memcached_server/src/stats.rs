@@ -439,7 +439,9 @@ impl Stats {
             }
             active += 1;
             let per_page = slabs.table.per_page(id) as u64;
-            let pages = slabs.pages(id);
+            // From the same load as `used`, so that a store or removal in between cannot
+            // make the free count negative.
+            let pages = used.div_ceil(per_page);
             let list: Vec<(&str, String)> = vec![
                 ("chunk_size", slabs.table.chunk_size(id).to_string()),
                 ("chunks_per_page", per_page.to_string()),

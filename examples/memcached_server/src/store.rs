@@ -41,6 +41,9 @@ use hash::{fmix, mix, KeyHash};
 use shard::{lock, Shard, NIL};
 use slabs::Slabs;
 
+/// Most items [`Store::class_age`] looks at from each shard's LRU tail.
+const AGE_WALK: usize = 64;
+
 /// Number of shards; a power of two so a hash picks one with a mask.
 const SHARDS: usize = 16;
 
@@ -376,17 +379,21 @@ impl Store {
     }
 
     /// Seconds since the least recently used item of slab class `id` was last used (its
-    /// `age` in `stats items`); 0 when it has none. Walks each shard from its LRU tail to the
-    /// first item of the class, one shard locked at a time.
+    /// `age` in `stats items`); 0 when none is found. Each shard's LRU list is walked from its
+    /// tail for at most 64 items (`AGE_WALK`), under its lock taken without waiting (a busy shard
+    /// is left out): `stats items` is polled by monitors and must not hold gets and sets up,
+    /// so a class with no item near a shard's tail is not seen in that shard.
     pub fn class_age(&self, id: usize) -> u64 {
         let (_, nanos) = self.clock.read();
         let oldest = self
             .shards
             .iter()
             .filter_map(|s| {
-                let s = lock(s);
+                let s = s.try_lock().ok()?;
                 let mut i = s.tail;
-                while i != NIL {
+                let mut walked = 0;
+                while i != NIL && walked < AGE_WALK {
+                    walked += 1;
                     let node = &s.nodes[i as usize];
                     if node
                         .item

@@ -360,6 +360,9 @@ impl Worker {
                     Err(e) => {
                         eprintln!("memcached_server: cannot start a TLS session: {e}");
                         self.free_slots.push(slot);
+                        if conn.activity.is_some() {
+                            self.stats.conns.closed(fd);
+                        }
                         self.stats.connection_closed();
                         continue; // dropping the stream closes it
                     }

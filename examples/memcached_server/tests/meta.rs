@@ -422,6 +422,14 @@ fn ms_bad_length_and_data() {
         all(&mut s, b"ms foo 3\r\nbarxx\r\nmn\r\n"),
         "CLIENT_ERROR bad data chunk\r\nERROR\r\nMN\r\n"
     );
+    // Lengths and client flags read as memcached reads them: a `+`, and the low 32 bits.
+    assert_eq!(
+        all(
+            &mut s,
+            b"ms foo +2\r\nab\r\nms bar 4294967298 F4294967297\r\ncd\r\nmg bar f v\r\n"
+        ),
+        "HD\r\nHD\r\nVA 2 f1\r\ncd\r\n"
+    );
     // Too large: refused, swallowed, and the old value is gone.
     set(&store, b"foo", b"old");
     let mut big = format!("ms foo {} q\r\n", MAX_ITEM + 1).into_bytes();

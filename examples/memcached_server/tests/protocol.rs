@@ -390,12 +390,12 @@ fn ascii_slabs_commands_answer_as_memcached_without_slab_reassign() {
         &mut s,
         b"slabs automove invalid\r\nslabs automove 1\r\nslabs automove 3\r\n\
           slabs automove 0 noreply\r\nslabs automove ratio 0.5\r\nslabs automove ratio x\r\n\
-          slabs reassign 1 2\r\nslabs\r\n",
+          slabs reassign 1 2\r\nslabs reassign 1 2 noreply\r\nslabs\r\n",
     );
     assert_eq!(
         text(&r),
         "CLIENT_ERROR bad command line format\r\nOK\r\nERROR\r\nOK\r\nERROR\r\n\
-         CLIENT_ERROR slab reassignment disabled\r\nERROR\r\n"
+         CLIENT_ERROR slab reassignment disabled\r\nERROR\r\nERROR\r\n"
     );
 }
 

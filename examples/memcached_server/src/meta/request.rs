@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
-use crate::ascii::{parse_i32, parse_u32, parse_u64};
+use crate::ascii::{parse_i32, parse_u64};
 use crate::handler::KEY_MAX;
 use crate::store::Store;
 
@@ -180,9 +180,11 @@ impl<'a> Request<'a> {
                     None
                 }
                 b'F' => {
-                    r.client_flags = parse_u32(arg).unwrap_or(0);
+                    // As the flags of `set`: memcached's `safe_strtoul`, kept as 32 bits.
+                    let flags = crate::ascii::parse_flags(arg);
+                    r.client_flags = flags.unwrap_or(0);
                     // memcached keeps the error it had, if any.
-                    unless(parse_u32(arg).is_some(), error.unwrap_or(BAD_FORMAT))
+                    unless(flags.is_some(), error.unwrap_or(BAD_FORMAT))
                 }
                 b'C' => {
                     r.cas = parse_u64(arg);

@@ -13,7 +13,7 @@ use sendbuf::{HardLimitError, WriteBuffer};
 
 use super::echo;
 use super::request::{Line, Request, BAD_FORMAT};
-use crate::ascii::parse_i32;
+use crate::ascii::parse_strtol;
 use crate::handler::{put, Env, Step, KEY_MAX};
 use crate::stats::bump;
 use crate::store::{Mode, StoreResult};
@@ -36,8 +36,9 @@ pub(super) fn request(
     } else {
         None
     };
-    // memcached's bounds: 0 to INT_MAX - 2.
-    let vlen = parse_i32(line.get(2))
+    // Read as memcached's `safe_strtol` reads it (a `+`, the low 32 bits), within its bounds:
+    // 0 to INT_MAX - 2.
+    let vlen = parse_strtol(line.get(2))
         .filter(|&n| n <= i32::MAX - 2)
         .and_then(|n| usize::try_from(n).ok());
     let Some(vlen) = vlen else {
