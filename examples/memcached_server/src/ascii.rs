@@ -284,7 +284,7 @@ fn long_line(
     get_line: &mut Option<GetLine>,
     out: &mut WriteBuffer,
 ) -> Result<Step, HardLimitError> {
-    let Some((taken, mut line)) = get::long_line(input, out) else {
+    let Some((taken, mut line)) = get::long_line(input) else {
         put(out, b"CLIENT_ERROR line too long\r\n")?;
         let nl = input.iter().position(|&b| b == b'\n');
         return Ok(Step::Close(nl.map_or(input.len(), |nl| nl + 1)));

@@ -995,6 +995,17 @@ fn ascii_long_lines_do_not_depend_on_how_they_arrive() {
         (format!("get{keys}\r\n"), "END\r\n", false),
         (format!("   gets{keys}\r\n"), "END\r\n", false),
         (format!("gat 10{keys}\r\n"), "END\r\n", false),
+        // The expiry is read as it arrives, and never past the end of its line.
+        (
+            format!("gat {}\r\nget k\r\n", "b".repeat(3000)),
+            "CLIENT_ERROR invalid exptime argument\r\nEND\r\n",
+            false,
+        ),
+        (
+            format!("gat {}10{keys}\r\n", " ".repeat(3000)),
+            "END\r\n",
+            false,
+        ),
         (
             format!("get{keys} {}\r\n", "k".repeat(300)),
             "CLIENT_ERROR bad command line format\r\n",

@@ -29,6 +29,8 @@ pub struct GetLine {
     keys: usize,
     /// A key was refused: the rest of the line is discarded.
     discard: bool,
+    /// `gat`/`gats`: the expiry has not been read yet.
+    expiry_pending: bool,
 }
 
 impl GetLine {
@@ -39,6 +41,7 @@ impl GetLine {
             crlf: false,
             keys: 0,
             discard: false,
+            expiry_pending: false,
         }
     }
 }
@@ -65,7 +68,7 @@ pub(super) fn whole_line<'a>(
 /// The start of a line longer than `MAX_LINE` (the whole line or not): if it is one of the four
 /// commands, the bytes taken by the command (and expiry) and the state to answer the rest with.
 /// `None` if it is another command.
-pub(super) fn long_line(input: &[u8], out: &mut WriteBuffer) -> Option<(usize, GetLine)> {
+pub(super) fn long_line(input: &[u8]) -> Option<(usize, GetLine)> {
     // As memcached: at most 100 spaces before the command.
     let start = input.iter().take(101).take_while(|&&b| b == b' ').count();
     if start > 100 {
@@ -81,27 +84,10 @@ pub(super) fn long_line(input: &[u8], out: &mut WriteBuffer) -> Option<(usize, G
     .into_iter()
     .find(|(cmd, _, _)| rest.starts_with(cmd))
     .map(|(cmd, cas, touch)| (cmd.len(), cas, touch))?;
-    let mut taken = start + len;
     let mut line = GetLine::new(with_cas, None);
-    if touch {
-        taken += input[taken..].iter().take_while(|&&b| b == b' ').count();
-        let token = input[taken..].split(|&b| b == b' ').next().unwrap_or(b"");
-        // The line is longer than MAX_LINE, so the expiry ends within the input, unless it is
-        // far too long to be a number.
-        let exptime = (taken + token.len() < input.len())
-            .then(|| parse_i32(token))
-            .flatten();
-        taken += token.len();
-        match exptime {
-            Some(t) => line.touch = Some(t),
-            None => {
-                // A refusal is a short line, queued even over the water marks (as any reply).
-                let _ = put(out, b"CLIENT_ERROR invalid exptime argument\r\n");
-                line.discard = true;
-            }
-        }
-    }
-    Some((taken, line))
+    // `gat`/`gats`: the expiry is read by `more`, as it arrives.
+    line.expiry_pending = touch;
+    Some((start + len, line))
 }
 
 /// Answers the keys at the start of `input`, the continuation of a long line: `Done` with the
@@ -125,6 +111,34 @@ pub(crate) fn more(
         let spaces = rest.iter().take_while(|&&b| b == b' ').count();
         pos += spaces;
         let rest = &rest[spaces..];
+        if line.expiry_pending {
+            let end = rest.iter().position(|&b| b == b' ' || b == b'\n');
+            // No number is longer than 21 bytes: a longer token is refused whether or not it
+            // has ended, so that the outcome does not depend on how the line arrived.
+            let expiry = match end {
+                None if rest.len() <= 21 => return Ok(Step::Pause(pos)),
+                None => None,
+                Some(len) => {
+                    let token = &rest[..len];
+                    let token = if rest[len] == b'\n' {
+                        token.strip_suffix(b"\r").unwrap_or(token)
+                    } else {
+                        token
+                    };
+                    pos += token.len();
+                    parse_i32(token)
+                }
+            };
+            line.expiry_pending = false;
+            match expiry {
+                Some(t) => line.touch = Some(t),
+                None => {
+                    put(out, b"CLIENT_ERROR invalid exptime argument\r\n")?;
+                    line.discard = true;
+                }
+            }
+            continue;
+        }
         match rest {
             [] | [b'\r'] => return Ok(Step::Pause(pos)),
             [b'\n', ..] | [b'\r', b'\n', ..] => {
