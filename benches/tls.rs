@@ -1,10 +1,13 @@
 //! The TLS send side per memcached-style GET response (a 19–21-byte header, a pinned value of
 //! 100 B, 4 KiB or 64 KiB, a 7-byte trailer; 16 pipelined responses per send, or one), after an
-//! in-memory handshake with rustls's client, in two designs:
+//! in-memory handshake with rustls's client, in three designs:
 //!
-//! * `unbuffered`: [`TlsSession`] (header and trailer into scratch, the value pinned, copied
-//!   under the 1 KiB flatten threshold); rustls's unbuffered API encrypts into records in
-//!   scratch the session owns, written gathered.
+//! * `own`: [`TlsSession`] with secret extraction allowed, so that it seals its own records
+//!   after the handshake (header and trailer into scratch, the value pinned, copied under the
+//!   1 KiB flatten threshold): each record's plaintext is gathered into it from the queue's
+//!   segments and sealed in place with ring, in scratch the session owns, written gathered.
+//! * `unbuffered`: [`TlsSession`] without it (values under 16 KiB copied beside their header);
+//!   rustls's unbuffered API encrypts into records in scratch the session owns.
 //! * `buffered`: rustls's `ServerConnection`: the same pieces as `IoSlice`s to
 //!   `writer().write_vectored` (records packed across pieces, queued as `Vec`s inside rustls,
 //!   64 KiB of plaintext at a time by default), then `write_tls` until it wants no more.
@@ -13,9 +16,9 @@
 //! decrypted by the client and compared; TLS bytes, records and allocations per response.
 //!
 //! ```text
-//! cargo bench --bench tls --features rustls                        # unbuffered first
-//! SENDBUF_TLS_FIRST=buffered cargo bench --bench tls --features rustls
-//! cargo bench --bench tls --features rustls -- --interleaved 101   # no criterion: both in turn
+//! cargo bench --bench tls --features rustls                        # own, unbuffered, buffered
+//! SENDBUF_TLS_FIRST=buffered cargo bench --bench tls --features rustls   # the other way round
+//! cargo bench --bench tls --features rustls -- --interleaved 101   # no criterion: all in turn
 //! SENDBUF_TLS_PROFILE=unbuffered:4096:16:1000 valgrind --tool=callgrind \
 //!     --toggle-collect='*send_loop*' <bench executable>            # 1000 batches, nothing else
 //! ```
@@ -143,8 +146,12 @@ impl Server {
     }
 }
 
-/// The server's and the client's configuration.
-type Pki = (Arc<ServerConfig>, Arc<ClientConfig>);
+/// The server's configurations (records left to rustls, taken over by the session) and the
+/// client's.
+type Pki = (Arc<ServerConfig>, Arc<ServerConfig>, Arc<ClientConfig>);
+
+/// The designs, in their default order.
+const DESIGNS: [&str; 3] = ["own", "unbuffered", "buffered"];
 
 /// Both sides' configurations over a self-signed certificate made now (no key is committed).
 fn configs() -> Pki {
@@ -162,17 +169,21 @@ fn configs() -> Pki {
     let client = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    (Arc::new(server.unwrap()), Arc::new(client.unwrap()))
+    let server = server.unwrap();
+    let mut own = server.clone();
+    own.enable_secret_extraction = true;
+    (Arc::new(server), Arc::new(own), Arc::new(client.unwrap()))
 }
 
 /// A server of the design named and its client, handshake done and session tickets delivered.
 fn connect(design: &str, pki: &Pki) -> (Server, ClientConnection) {
     let mut server = match design {
+        "own" => Server::Unbuffered(TlsSession::new(pki.1.clone()).unwrap()),
         "unbuffered" => Server::Unbuffered(TlsSession::new(pki.0.clone()).unwrap()),
         "buffered" => Server::Buffered(ServerConnection::new(pki.0.clone()).unwrap()),
-        _ => panic!("the designs are unbuffered and buffered, not {design:?}"),
+        _ => panic!("the designs are {DESIGNS:?}, not {design:?}"),
     };
-    let mut client = ClientConnection::new(pki.1.clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut client = ClientConnection::new(pki.2.clone(), "localhost".try_into().unwrap()).unwrap();
     for _ in 0..10 {
         let mut to_server = Vec::new();
         while client.wants_write() {
@@ -218,7 +229,7 @@ fn report(pki: &Pki) {
     for (size, name) in SIZES {
         for batch in BATCHES {
             let r = Responses::new(size, batch);
-            for design in ["unbuffered", "buffered"] {
+            for design in DESIGNS {
                 let (mut server, mut client) = connect(design, pki);
                 let mut wire = Vec::new();
                 server.send(&r, &mut wire);
@@ -246,10 +257,10 @@ fn report(pki: &Pki) {
 }
 
 fn register(c: &mut Criterion, pki: &Pki) {
-    let order = match std::env::var("SENDBUF_TLS_FIRST").as_deref() {
-        Ok("buffered") => ["buffered", "unbuffered"],
-        _ => ["unbuffered", "buffered"],
-    };
+    let mut order = DESIGNS;
+    if std::env::var("SENDBUF_TLS_FIRST").as_deref() == Ok("buffered") {
+        order.reverse();
+    }
     for (size, name) in SIZES {
         for batch in BATCHES {
             let r = Responses::new(size, batch);
@@ -277,33 +288,39 @@ fn send_loop(server: &mut Server, r: &Responses, rounds: usize) -> Duration {
     util::thread_cpu() - start
 }
 
-/// `--interleaved ROUNDS`: per cell both designs in turn, about 2 ms of sends each, the order
-/// alternating (AB, BA, ...); ns per response (median) and the per-round ratio, median (min-max).
+/// `--interleaved ROUNDS`: per cell the three designs in turn, about 2 ms of sends each, the
+/// order rotating (own first, then unbuffered, then buffered, ...); ns per response (median)
+/// and the per-round ratios to the buffered design, median (min-max).
 fn interleaved(pki: &Pki, rounds: usize) {
-    println!("| value | batch | unbuffered ns | buffered ns | unbuffered / buffered |");
-    println!("|---|---:|---:|---:|---|");
+    println!("| value | batch | own ns | unbuffered ns | buffered ns | own / buffered | unbuffered / buffered |");
+    println!("|---|---:|---:|---:|---:|---|---|");
     for (size, name) in SIZES {
         for batch in BATCHES {
             let r = Responses::new(size, batch);
-            let mut servers = [connect("unbuffered", pki).0, connect("buffered", pki).0];
+            let mut servers = DESIGNS.map(|d| connect(d, pki).0);
             send_loop(&mut servers[0], &r, 8);
             let one = send_loop(&mut servers[0], &r, 8).as_nanos() as f64 / 8.0;
             let n = (2e6 / one).clamp(1.0, 1e4) as usize;
-            let mut ns = [vec![], vec![]];
+            let mut ns = [vec![], vec![], vec![]];
             for round in 0..rounds {
-                for k in [round % 2, 1 - round % 2] {
+                for i in 0..3 {
+                    let k = (round + i) % 3;
                     let t = send_loop(&mut servers[k], &r, n).as_nanos() as f64;
                     ns[k].push(t / (n * batch) as f64);
                 }
             }
-            let q = (0..rounds).map(|i| ns[0][i] / ns[1][i]).collect();
-            let [u, b, q] = [ns[0].clone(), ns[1].clone(), q].map(|mut v: Vec<f64>| {
+            let median = |mut v: Vec<f64>| {
                 v.sort_by(f64::total_cmp);
                 (v[v.len() / 2], v[0], v[v.len() - 1])
-            });
+            };
+            let ratio = |k: usize| median((0..rounds).map(|i| ns[k][i] / ns[2][i]).collect());
+            let (o, u) = (ratio(0), ratio(1));
             println!(
-                "| {name} | {batch} | {:.1} | {:.1} | {:.2}x ({:.2}-{:.2}) |",
-                u.0, b.0, q.0, q.1, q.2
+                "| {name} | {batch} | {:.1} | {:.1} | {:.1} | {:.2}x ({:.2}-{:.2}) | {:.2}x ({:.2}-{:.2}) |",
+                median(ns[0].clone()).0,
+                median(ns[1].clone()).0,
+                median(ns[2].clone()).0,
+                o.0, o.1, o.2, u.0, u.1, u.2
             );
         }
     }

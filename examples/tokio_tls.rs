@@ -131,10 +131,12 @@ fn configs() -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Box<dyn std::erro
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let server = ServerConfig::builder_with_provider(provider.clone())
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    // The session seals and opens records itself after the handshake (see `TlsSession::new`).
+    server.enable_secret_extraction = true;
     let mut roots = RootCertStore::empty();
     roots.add(cert.cert.der().clone())?;
     let client = ClientConfig::builder_with_provider(provider)

@@ -93,20 +93,23 @@
 //! # TLS
 //!
 //! With the feature `rustls`, `TlsSession` keeps this write path under TLS: plaintext is
-//! queued in a `WriteBuffer` as usual, each pending run is encrypted once by rustls straight
-//! into records in scratch the session owns (small responses share records), and the records
-//! go out gathered. A pinned value is released as soon as its last byte is encrypted;
-//! `is_empty` and the steal stay exact one layer down (unsent records, handshake bytes and
-//! received records count), and the water marks count plaintext plus records. See the `tls`
-//! module.
+//! queued in a `WriteBuffer` as usual, encrypted once into records in scratch the session owns
+//! (small responses share records), and the records go out gathered. A pinned value is released
+//! as soon as its last byte is encrypted; `is_empty` and the steal stay exact one layer down
+//! (unsent records, handshake bytes and received records count), and the water marks count
+//! plaintext plus records. rustls runs the handshake; when the configuration allows secret
+//! extraction (`ServerConfig::enable_secret_extraction`), the session then seals and opens the
+//! records itself with ring, from the traffic keys rustls hands over: each record's plaintext
+//! is copied once, straight from the queue's segments into the record, and sealed in place, and
+//! an idle session keeps its keys and little else. See the `tls` module.
 //!
 //! Kernel TLS (`setsockopt(TCP_ULP, "tls")`) would let the kernel encrypt straight from pinned
-//! pages and release them when `sendmsg` returns, with no user-space copy at all. The session is
-//! shaped for it: its send side is "pending plaintext in, bytes for the socket out", so a
-//! kernel-TLS session would hand the plaintext queue itself to `sendmsg` after installing the
-//! keys rustls negotiated (`dangerous_into_kernel_connection`). `tls::kernel_tls_available`
-//! says whether this kernel has the `tls` module; where it does not (`ENOENT`), the user-space
-//! path is the only one.
+//! pages and release them when `sendmsg` returns, with no user-space copy at all. It takes the
+//! same slot as the session's own record layer: the keys rustls negotiated
+//! (`dangerous_into_kernel_connection`) installed in the socket instead of in ring, the
+//! plaintext queue handed to `sendmsg` itself, and rustls's remains kept to derive the keys of a
+//! key update. `tls::kernel_tls_available` says whether this kernel has the `tls` module; where
+//! it does not (`ENOENT`), the user-space path is the only one.
 //!
 //! # Features
 //!

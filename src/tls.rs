@@ -1,55 +1,65 @@
 //! [`TlsSession`]: a server-side TLS connection that keeps the write path (feature `rustls`).
 //!
 //! The application queues plaintext exactly as without TLS, in a [`WriteBuffer`]: headers
-//! formatted into scratch, values pinned by reference. At send time each pending run is
-//! encrypted once by rustls (its unbuffered API, [`WriteTraffic::encrypt`]) straight into
-//! records in scratch the session owns, and the records go out gathered, many in one `sendmsg`;
-//! partial writes advance through the records byte-exactly. A pinned value is released as soon
-//! as its last byte is encrypted: its bytes live on as ciphertext.
+//! formatted into scratch, values pinned by reference. At send time the pending plaintext is
+//! encrypted once, straight into records in scratch the session owns, and the records go out
+//! gathered, many in one `sendmsg`; partial writes advance through the records byte-exactly. A
+//! pinned value is released as soon as its last byte is encrypted: its bytes live on as
+//! ciphertext.
 //!
 //! ```text
-//!  format / pin          encrypt (rustls)             sendmsg
-//! ─────────────▶ plaintext ──────────────▶ records ──────────────▶ socket
-//!                WriteBuffer               WriteBuffer (scratch)
+//!  format / pin          seal (ring or rustls)         sendmsg
+//! ─────────────▶ plaintext ──────────────────▶ records ──────────────▶ socket
+//!                WriteBuffer                  WriteBuffer (scratch)
 //!
-//!  socket ──▶ TLS bytes ──process (rustls)──▶ plaintext ──▶ the application parses, consumes
-//!             ReadBuffer                      ReadBuffer
+//!  socket ──▶ TLS bytes ──open──▶ plaintext ──▶ the application parses, consumes
+//!             ReadBuffer          ReadBuffer
 //! ```
 //!
-//! **Records.** A run of scratch bytes (many small responses formatted one after another) is
-//! one `encrypt` call, so small responses share records of up to 16 KiB instead of costing one
-//! record (22 bytes and one AEAD operation) each. The plaintext queue's flatten threshold is
-//! one record ([`MAX_RECORD_PLAINTEXT`]): a shorter value is copied beside its header and
-//! trailer, so that a 4 KiB response does not cost three records; a longer one is encrypted
-//! from its own memory, in records of up to 16 KiB. At most [`ENCRYPT_AHEAD`] bytes of records
-//! wait unsent: the rest stays plaintext (pinned values stay pinned) until the socket takes
-//! them.
+//! **Two record layers.** rustls runs the handshake (through its unbuffered API). If the
+//! configuration allows secret extraction ([`ServerConfig::enable_secret_extraction`], as for
+//! kernel TLS), the session then takes the records over: rustls hands over the traffic keys
+//! and keeps only what derives the next ones ([`KernelConnection`]), and the session seals and
+//! opens TLS 1.2 and 1.3 records itself with ring's AEADs (AES-128-GCM, AES-256-GCM,
+//! ChaCha20-Poly1305): each record's plaintext is copied once, from the plaintext queue's
+//! segments into the record, and sealed there in place. It follows the peer's `KeyUpdate`s
+//! (answering one that asks), updates its own key before the suite's confidentiality limit, and
+//! declines TLS 1.2 renegotiation with a warning, as rustls does. Otherwise rustls keeps the
+//! records ([`WriteTraffic::encrypt`]), which costs a second copy: rustls 0.23 stages each
+//! record in a `Vec` of its own and copies it out.
+//!
+//! **Records.** The session's own records carry up to 16 KiB ([`MAX_RECORD_PLAINTEXT`]) each,
+//! gathered from as many segments as it takes, so small responses share records instead of
+//! costing one record (22 bytes and one AEAD operation) each. Through rustls, a run of scratch
+//! bytes is one `encrypt` call, and the plaintext queue's flatten threshold is one record: a
+//! shorter value is copied beside its header and trailer, so that a 4 KiB response does not
+//! cost three records. Either way, at most [`ENCRYPT_AHEAD`] bytes of records wait unsent: the
+//! rest stays plaintext (pinned values stay pinned) until the socket takes them.
 //!
 //! **Accounting.** [`is_empty`](TlsSession::is_empty) is true only when no plaintext is
 //! pending, no record is unsent, rustls has no handshake or alert bytes waiting, and nothing
 //! received waits to be processed or read; the [steal](Stealable) of an idle session's buffers
-//! is refused in every other state. A steal drops the buffers too, not only their storage: an
-//! idle session holds rustls's connection state and its own fields, and the first call that
-//! needs a buffer again makes them (one allocation), with the settings they had. The water
-//! marks and the hard limit of
+//! is refused in every other state. A steal drops the buffers too, not only their storage (and
+//! ring's expanded keys, made again from the secrets on the next record): an idle session holds
+//! its keys and its own fields, and the first call that needs a buffer again makes them (one
+//! allocation), with the settings they had. The water marks and the hard limit of
 //! [`write_buffer`](TlsSession::write_buffer) count the plaintext and the records made from it.
-//! A TLS 1.3 `KeyUpdate` answer that rustls parks (RFC 8446 lets it wait for the next
-//! application data) is not owed until then, and goes out in front of that data.
 //!
 //! **Reads.** Every complete record received is processed at once: a request whose bytes sit
 //! in the TLS layer is handed to the application by the same call, never left to wait for the
-//! socket to become readable again. rustls 0.23 decrypts a record in place and then copies its
-//! plaintext out; the session appends it to its plaintext [`ReadBuffer`].
+//! socket to become readable again. A record is decrypted in place in the TLS input and its
+//! plaintext appended to the session's plaintext [`ReadBuffer`].
 //!
-//! **Copies.** rustls 0.23's `encrypt` copies a record's plaintext into a buffer of its own,
-//! seals it there and copies the record into the caller's buffer: two copies per payload byte
-//! on top of the cipher for a pinned value (three for one copied into scratch first), where
-//! rustls's buffered `ServerConnection` makes one and `memcached -Z` (a copy into its response
-//! buffer, then OpenSSL) two. What the session buys with its extra copy is ownership: the
-//! records are in its own scratch, so `is_empty`, the steal and idle memory are exact
+//! **Copies.** On the send side, per payload byte: one copy into the record, then the cipher
+//! (own records); two copies, then the cipher (rustls's records), three for a value copied into
+//! scratch first. rustls's buffered `ServerConnection` makes one, `memcached -Z` two (its
+//! response buffer, then OpenSSL's). Reading a pinned value only with the cipher, no copy before
+//! it, would need an AEAD that seals from one buffer into another: ring seals in place only
 //! (`BENCHMARKS.md`, "TLS", has the figures). Kernel TLS would let the kernel encrypt from
 //! pinned pages; see the crate documentation.
 //!
+//! [`ServerConfig::enable_secret_extraction`]: rustls::ServerConfig::enable_secret_extraction
+//! [`KernelConnection`]: rustls::kernel::KernelConnection
 //! [`WriteTraffic::encrypt`]: rustls::unbuffered::WriteTraffic::encrypt
 
 use core::fmt;
@@ -68,6 +78,10 @@ use crate::read_buffer::ReadBuffer;
 use crate::steal::Stealable;
 use crate::watermark::{Pressure, Watermarks};
 use crate::write_buffer::WriteBuffer;
+
+mod record;
+
+use record::{Answer, Opened, RecordLayer, Refused};
 
 /// Plaintext bytes one TLS record carries at most (RFC 8446, 5.1).
 ///
@@ -233,7 +247,8 @@ enum Phase {
 pub struct TlsStats {
     /// Records made from application data.
     pub records: u64,
-    /// Calls to rustls's `encrypt` (each makes one or more records).
+    /// Encryption calls: rustls's `encrypt` (each makes one or more records), or one per
+    /// record the session seals itself.
     pub encrypt_calls: u64,
     /// Application bytes encrypted.
     pub plaintext_out: u64,
@@ -312,7 +327,10 @@ pub struct TlsStats {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct TlsSession {
-    conn: UnbufferedServerConnection,
+    conn: Conn,
+    /// The configuration allows secret extraction: records are the session's after the
+    /// handshake.
+    take_over: bool,
     /// The buffers, made on first use and dropped by a successful [steal](Stealable::steal).
     buffers: LazyBuffers,
     /// The most decrypted bytes [`read_tls_from`](Self::read_tls_from) lets wait: beyond it
@@ -327,6 +345,26 @@ pub struct TlsSession {
     /// `close_notify` encrypted into `records`.
     close_queued: bool,
     stats: TlsStats,
+}
+
+/// Who makes and opens the records.
+enum Conn {
+    /// rustls: the handshake, and every record when the session does not take them over.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// The session, after the handshake ([`record`]).
+    Own(Box<RecordLayer>),
+    /// Neither: the take-over failed, and the session with it.
+    Gone,
+}
+
+impl Conn {
+    /// rustls has bytes for the peer it has not handed over yet.
+    fn wants_write(&self) -> bool {
+        match self {
+            Conn::Rustls(conn) => conn.wants_write(),
+            Conn::Own(_) | Conn::Gone => false,
+        }
+    }
 }
 
 /// A session's buffers.
@@ -459,6 +497,12 @@ impl TlsSession {
     /// A session for a connection just accepted, with its buffers' storage taken from the
     /// allocator on first use.
     ///
+    /// Set `config.enable_secret_extraction` (rustls's switch for kernel TLS) to let the
+    /// session seal and open its records itself after the handshake, with ring: one copy of
+    /// each payload byte instead of two, records packed across responses, and an idle session
+    /// of about 1 KiB instead of 3.4 ([module docs](crate::tls)). Without it, or with a cipher
+    /// suite ring does not implement, rustls keeps the records.
+    ///
     /// # Errors
     ///
     /// rustls's, if it cannot start a connection with `config`.
@@ -470,31 +514,44 @@ impl TlsSession {
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
     /// # let provider = rustls::crypto::ring::default_provider().into();
-    /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
-    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
-    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
+    /// use std::sync::Arc;
     /// use sendbuf::TlsSession;
     ///
-    /// let server = TlsSession::new(config)?; // `config`: your `Arc<rustls::ServerConfig>`
+    /// let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    /// config.enable_secret_extraction = true; // the records are the session's after the handshake
+    /// let config = Arc::new(config);
+    ///
+    /// let server = TlsSession::new(config)?; // one per connection accepted
     /// assert!(server.is_handshaking());
     /// assert!(server.is_empty() && !server.has_pending()); // the client speaks first
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsSession, rustls::Error> {
+        let take_over = config.enable_secret_extraction;
         let mut session = TlsSession {
-            conn: UnbufferedServerConnection::new(config)?,
+            conn: Conn::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
+            take_over,
             buffers: LazyBuffers {
                 made: OnceCell::new(),
                 settings: Settings {
                     pool: None,
                     watermarks: None,
                     hard_limit: None,
-                    // Values shorter than a record are copied next to their header and
-                    // trailer, so that a response is one `encrypt` call and small responses
-                    // share records (an AEAD operation and 22 bytes per record); longer ones
-                    // are encrypted from their own memory.
-                    flatten_threshold: MAX_RECORD_PLAINTEXT,
+                    // The session's own records gather their plaintext from any number of
+                    // segments, so values keep the plaintext queue's usual threshold. rustls
+                    // encrypts one contiguous run per call: there, values shorter than a
+                    // record are copied next to their header and trailer, so that a response
+                    // is one `encrypt` call and small responses share records (an AEAD
+                    // operation and 22 bytes per record).
+                    flatten_threshold: if take_over {
+                        crate::write_buffer::DEFAULT_FLATTEN_THRESHOLD
+                    } else {
+                        MAX_RECORD_PLAINTEXT
+                    },
                     pressure_event: None,
                     // Set below.
                     plain_in_max_len: 0,
@@ -901,6 +958,56 @@ impl TlsSession {
     /// ```
     pub fn is_handshaking(&self) -> bool {
         self.phase == Phase::Handshaking
+    }
+
+    /// True once the session seals and opens its records itself: after the handshake, when the
+    /// configuration allows secret extraction and ring implements the suite negotiated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    /// # let key = cert.signing_key.serialize_der().try_into()?;
+    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
+    /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?;
+    /// # config.enable_secret_extraction = true;
+    /// # let config = std::sync::Arc::new(config);
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(cert.cert.der().clone())?;
+    /// # let client = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions()?.with_root_certificates(roots)
+    /// #     .with_no_client_auth();
+    /// # let mut client = rustls::ClientConnection::new(client.into(), "localhost".try_into()?)?;
+    /// // `config` allows secret extraction.
+    /// let mut server = sendbuf::TlsSession::new(config)?;
+    /// assert!(!server.seals_records()); // rustls runs the handshake
+    /// # let mut wire = Vec::new();
+    /// # while client.is_handshaking() || client.wants_write() || server.has_pending() {
+    /// #     client.write_tls(&mut wire)?;
+    /// #     server.read_tls_from(&mut &wire[..])?;
+    /// #     wire.clear();
+    /// #     server.write_to(&mut wire)?;
+    /// #     client.read_tls(&mut &wire[..])?;
+    /// #     client.process_new_packets()?;
+    /// #     wire.clear();
+    /// # }
+    /// // ... the handshake with `client`, rustls's client, over in-memory pipes ...
+    /// server.write_buffer().put_slice(b"END\r\n");
+    /// server.write_to(&mut wire)?;
+    /// assert!(server.seals_records());
+    /// client.read_tls(&mut &wire[..])?;
+    /// client.process_new_packets()?;
+    /// let mut got = [0u8; 5];
+    /// std::io::Read::read_exact(&mut client.reader(), &mut got)?;
+    /// assert_eq!(&got, b"END\r\n");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seals_records(&self) -> bool {
+        matches!(self.conn, Conn::Own(_))
     }
 
     /// True once the peer has sent `close_notify`: everything it sent has been received.
@@ -1409,15 +1516,38 @@ impl TlsSession {
         }
     }
 
-    /// Drives rustls over the received bytes until it waits for more; with `encrypt`, also
-    /// encrypts pending plaintext (and a wanted `close_notify`) once it may.
+    /// Processes the received bytes until more are needed; with `encrypt`, also encrypts
+    /// pending plaintext (and a wanted `close_notify`) once it may.
     fn pump(&mut self, encrypt: bool) -> Result<(), TlsError> {
         if self.phase == Phase::Failed {
             return Ok(());
         }
+        if self.close_queued {
+            // Nothing goes out after close_notify: what was queued since is dropped.
+            if let Some(b) = self.buffers.get_mut() {
+                b.plain_out.clear();
+            }
+        }
+        if let Conn::Rustls(_) = self.conn {
+            if !self.pump_rustls(encrypt)? {
+                return Ok(());
+            }
+            self.take_over()?;
+        }
+        self.pump_own(encrypt)
+    }
+
+    /// Drives rustls over the received bytes until it waits for more; with `encrypt`, also
+    /// encrypts through rustls. Returns true, with nothing encrypted, where the session takes
+    /// the records over now.
+    fn pump_rustls(&mut self, encrypt: bool) -> Result<bool, TlsError> {
+        let mut rechecked = false;
         loop {
+            let Conn::Rustls(conn) = &mut self.conn else {
+                return Ok(false);
+            };
             let b = self.buffers.make_mut();
-            let status = self.conn.process_tls_records(b.tls_in.data_mut());
+            let status = conn.process_tls_records(b.tls_in.data_mut());
             let mut discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
@@ -1427,6 +1557,7 @@ impl TlsSession {
                 }
             };
             let mut done = false;
+            let mut recheck = false;
             let mut failure = None;
             match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
@@ -1465,7 +1596,12 @@ impl TlsSession {
                     if self.phase == Phase::Handshaking {
                         self.phase = Phase::Open;
                     }
-                    if encrypt {
+                    if self.take_over && !rechecked {
+                        // Whether the records become the session's now is asked of rustls
+                        // once `traffic` lets go of it; if not, rustls encrypts on the next
+                        // turn.
+                        recheck = true;
+                    } else if encrypt {
                         let out = Outgoing {
                             plain: &mut b.plain_out,
                             records: &mut b.records,
@@ -1477,7 +1613,7 @@ impl TlsSession {
                             failure = Some(e);
                         }
                     }
-                    done = true;
+                    done = !recheck;
                 }
                 ConnectionState::PeerClosed => self.peer_closed = true,
                 ConnectionState::Closed => {
@@ -1492,10 +1628,105 @@ impl TlsSession {
                 self.abandon();
                 return Err(e);
             }
+            if recheck {
+                rechecked = true;
+                // Records become the session's at the first chance after the handshake: rustls
+                // has handed over every byte it had for the peer, and ring has the suite's
+                // AEAD.
+                if let Conn::Rustls(conn) = &self.conn {
+                    if !conn.is_handshaking()
+                        && !conn.wants_write()
+                        && conn.negotiated_cipher_suite().is_some_and(record::supports)
+                    {
+                        return Ok(true);
+                    }
+                }
+            }
             if done {
-                return Ok(());
+                return Ok(false);
             }
         }
+    }
+
+    /// Takes the records over from rustls, which keeps only what derives the next keys.
+    fn take_over(&mut self) -> Result<(), TlsError> {
+        let Conn::Rustls(conn) = core::mem::replace(&mut self.conn, Conn::Gone) else {
+            return Ok(());
+        };
+        match RecordLayer::new(*conn) {
+            Ok(layer) => {
+                self.conn = Conn::Own(Box::new(layer));
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon();
+                Err(TlsError::Protocol(e))
+            }
+        }
+    }
+
+    /// [`pump`](Self::pump) over the session's own records: opens every complete record
+    /// received, answers what asks for an answer, and with `encrypt` seals pending plaintext.
+    fn pump_own(&mut self, encrypt: bool) -> Result<(), TlsError> {
+        let Conn::Own(layer) = &mut self.conn else {
+            return Ok(());
+        };
+        let b = self.buffers.make_mut();
+        let mut answer = Answer::default();
+        let received = receive(
+            layer,
+            b,
+            &mut self.stats,
+            &mut self.peer_closed,
+            &mut answer,
+        );
+        let closing = self.close_queued;
+        let mut out = OwnOutgoing {
+            layer,
+            plain: &mut b.plain_out,
+            records: &mut b.records,
+        };
+        if !closing {
+            if answer.key_update {
+                out.key_update()?;
+            }
+            if answer.no_renegotiation {
+                out.control(
+                    record::ALERT,
+                    &record::alert(rustls::AlertDescription::NoRenegotiation),
+                );
+            }
+        }
+        if let Err(e) = received {
+            if let RecvError::Refused(Refused {
+                alert: Some(alert), ..
+            }) = &e
+            {
+                if !closing {
+                    out.control(record::ALERT, &record::alert(*alert));
+                }
+            }
+            self.abandon();
+            return Err(match e {
+                RecvError::Refused(r) => TlsError::Protocol(r.error),
+                RecvError::Limit(e) => e,
+            });
+        }
+        if encrypt {
+            let encrypted = out.encrypt(
+                &mut self.stats,
+                &mut self.close_after,
+                &mut self.close_queued,
+            );
+            if let Err(e) = encrypted {
+                self.abandon();
+                return Err(e);
+            }
+        }
+        if self.peer_closed && self.close_queued {
+            self.phase = Phase::Closed;
+        }
+        Ok(())
     }
 
     /// Ends the session on rustls's error `e`: one more turn lets rustls encode the alert it
@@ -1503,12 +1734,14 @@ impl TlsSession {
     fn fail(&mut self, e: rustls::Error) -> TlsError {
         // The alert, if rustls queued one, comes out of one more turn before any record is
         // looked at again. Without one, no turn: it would parse the bad record again.
-        if self.conn.wants_write() {
-            let b = self.buffers.make_mut();
-            let status = self.conn.process_tls_records(b.tls_in.data_mut());
-            if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
-                let n = encode_into(&mut b.records, |out| encode.encode(out));
-                b.plain_out.hold_outside(n);
+        if let Conn::Rustls(conn) = &mut self.conn {
+            if conn.wants_write() {
+                let b = self.buffers.make_mut();
+                let status = conn.process_tls_records(b.tls_in.data_mut());
+                if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+                    let n = encode_into(&mut b.records, |out| encode.encode(out));
+                    b.plain_out.hold_outside(n);
+                }
             }
         }
         self.abandon();
@@ -1571,6 +1804,145 @@ impl Outgoing<'_> {
                 self.plain.hold_outside(n);
                 *self.close_after = None;
                 *self.close_queued = true;
+                self.plain.clear(); // queued after close_notify was asked for: never sent
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the session's own records stopped being read.
+enum RecvError {
+    /// A record the peer should not have sent (or its fatal alert).
+    Refused(Refused),
+    /// Decrypted requests past the read bound.
+    Limit(TlsError),
+}
+
+/// Opens every complete record in `b.tls_in`, appends application data to `b.plain_in`, and
+/// notes in `answer` what the send side owes the peer.
+fn receive(
+    layer: &mut RecordLayer,
+    b: &mut Buffers,
+    stats: &mut TlsStats,
+    peer_closed: &mut bool,
+    answer: &mut Answer,
+) -> Result<(), RecvError> {
+    loop {
+        if *peer_closed {
+            // Nothing the peer sends after its close_notify counts.
+            b.tls_in.clear();
+            return Ok(());
+        }
+        let Some(len) = layer
+            .next_record(b.tls_in.data())
+            .map_err(RecvError::Refused)?
+        else {
+            return Ok(());
+        };
+        let record = &mut b.tls_in.data_mut()[..len];
+        let (typ, range) = layer.open(record).map_err(RecvError::Refused)?;
+        let opened = layer
+            .interpret(typ, &record[range.clone()], range, answer)
+            .map_err(RecvError::Refused)?;
+        match opened {
+            Opened::Data(range) => {
+                let payload = &record[range];
+                b.plain_in
+                    .append(payload)
+                    .map_err(|e| RecvError::Limit(TlsError::Limit(e)))?;
+                stats.plaintext_in += payload.len() as u64;
+            }
+            Opened::CloseNotify => *peer_closed = true,
+            Opened::Nothing => {}
+        }
+        b.tls_in.consume(len);
+    }
+}
+
+/// The send side of a session that seals its own records.
+struct OwnOutgoing<'a> {
+    layer: &'a mut RecordLayer,
+    plain: &'a mut WriteBuffer,
+    records: &'a mut WriteBuffer,
+}
+
+impl OwnOutgoing<'_> {
+    /// Seals a record of type `typ` carrying `payload` (an alert, a handshake message) behind
+    /// the records already made.
+    fn control(&mut self, typ: u8, payload: &[u8]) {
+        let (prefix, suffix) = self.layer.overhead();
+        let n = prefix + payload.len() + suffix;
+        let mut f = self.records.format();
+        let record = f.put_uninit(n);
+        record[prefix..prefix + payload.len()].copy_from_slice(payload);
+        self.layer.seal(typ, record);
+        f.commit();
+        self.plain.hold_outside(n);
+    }
+
+    /// Sends a `KeyUpdate` under the current key, then switches to the next (TLS 1.3).
+    fn key_update(&mut self) -> Result<(), TlsError> {
+        self.control(record::HANDSHAKE, &RecordLayer::KEY_UPDATE_NOT_REQUESTED);
+        self.layer.update_tx().map_err(TlsError::Protocol)
+    }
+
+    /// Seals pending plaintext into records of up to [`MAX_RECORD_PLAINTEXT`] bytes, each
+    /// gathered from as many segments as it takes, front first, until the records reach
+    /// [`ENCRYPT_AHEAD`]; then a wanted `close_notify`.
+    fn encrypt(
+        mut self,
+        stats: &mut TlsStats,
+        close_after: &mut Option<usize>,
+        close_queued: &mut bool,
+    ) -> Result<(), TlsError> {
+        if *close_queued {
+            // Nothing goes out after close_notify: what was queued since is dropped.
+            self.plain.clear();
+            return Ok(());
+        }
+        let mut left = close_after.unwrap_or(usize::MAX);
+        let (prefix, suffix) = self.layer.overhead();
+        while left > 0 && self.plain.has_pending() && self.records.pending_len() < ENCRYPT_AHEAD {
+            if self.layer.tx_exhausted() {
+                if !self.layer.can_update() {
+                    return Err(TlsError::KeysExhausted);
+                }
+                self.key_update()?;
+            }
+            let take = self.plain.pending_len().min(MAX_RECORD_PLAINTEXT).min(left);
+            let n = prefix + take + suffix;
+            let mut f = self.records.format();
+            let record = f.put_uninit(n);
+            // The one copy of the plaintext: into the record, where it is sealed in place.
+            let mut at = prefix;
+            for chunk in self.plain.chunks() {
+                let part = chunk.len().min(prefix + take - at);
+                record[at..at + part].copy_from_slice(&chunk[..part]);
+                at += part;
+                if at == prefix + take {
+                    break;
+                }
+            }
+            self.layer.seal(record::APPLICATION_DATA, record);
+            f.commit();
+            stats.encrypt_calls += 1;
+            stats.records += 1;
+            stats.plaintext_out += take as u64;
+            // The record replaces the plaintext in what the queue answers for; a pinned value
+            // whose last byte is in it is released here.
+            self.plain
+                .advance_into_outside(take, n)
+                .expect("advancing past pending bytes");
+            left -= take;
+        }
+        if let Some(after) = close_after.as_mut() {
+            *after = left;
+            if left == 0 {
+                let close = record::alert(rustls::AlertDescription::CloseNotify);
+                self.control(record::ALERT, &close);
+                *close_after = None;
+                *close_queued = true;
                 self.plain.clear(); // queued after close_notify was asked for: never sent
             }
         }
@@ -1714,7 +2086,11 @@ impl Stealable for TlsSession {
                 held,
             });
         }
-        // The buffers go too, not only their storage: made again when work comes.
+        // The buffers go too, not only their storage: made again when work comes. So do
+        // ring's expanded keys: the secrets stay.
+        if let Conn::Own(layer) = &mut self.conn {
+            layer.shrink();
+        }
         self.buffers.steal()
     }
 

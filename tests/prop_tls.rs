@@ -1,8 +1,9 @@
 //! Model-based property test of `TlsSession`: random sequences of plaintext queued and pinned,
-//! sends that take any prefix (or nothing), requests read in any pieces, `close_notify` and
-//! garbage from the peer, every byte sent decrypted by rustls's client and checked against
-//! what was queued (`sendbuf_testkit::tls_model`, which the `tls_session` fuzz target drives
-//! too). The seed is fixed and nothing is persisted.
+//! sends that take any prefix (or nothing), requests read in any pieces, the client's key
+//! updates, `close_notify` and garbage from the peer, every byte sent decrypted by rustls's
+//! client and checked against what was queued (`sendbuf_testkit::tls_model`, which the
+//! `tls_session` fuzz target drives too), with records made by the session or by rustls, under
+//! each suite of TLS 1.3 and 1.2. The seed is fixed and nothing is persisted.
 //!
 //! Not under Miri: rustls's `ring` provider runs assembly.
 #![cfg(all(feature = "rustls", not(miri), target_endian = "little"))]
@@ -10,7 +11,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use sendbuf_testkit::tls_model::{run, TlsInput, TlsOp, MAX_VALUE};
+use sendbuf_testkit::tls_model::{run, TlsInput, TlsOp, MAX_VALUE, VARIANTS};
 
 fn op() -> impl Strategy<Value = TlsOp> {
     prop_oneof![
@@ -21,6 +22,7 @@ fn op() -> impl Strategy<Value = TlsOp> {
             .prop_map(|(take, rounds)| TlsOp::Send { take, rounds }),
         2 => (1..3000u16, 1..400u16).prop_map(|(len, piece)| TlsOp::Request { len, piece }),
         1 => Just(TlsOp::Close),
+        1 => Just(TlsOp::KeyUpdate),
     ]
 }
 
@@ -39,15 +41,15 @@ fn ops() -> impl Strategy<Value = Vec<TlsOp>> {
 #[test]
 fn tls_sessions_agree_with_the_model() {
     let config = Config {
-        cases: 64,
+        cases: 128,
         failure_persistence: None,
         ..Config::default()
     };
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
     let mut runner = TestRunner::new_with_rng(config, rng);
     runner
-        .run(&ops(), |ops| {
-            run(&TlsInput { ops });
+        .run(&(0..VARIANTS, ops()), |(variant, ops)| {
+            run(&TlsInput { variant, ops });
             Ok(())
         })
         .unwrap();

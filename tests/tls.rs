@@ -221,45 +221,55 @@ fn steal_is_refused_while_anything_is_held() {
     assert!(server.is_empty());
 }
 
-/// Responses share records: a run of scratch bytes is one `encrypt` call (records of up to
-/// 16 KiB), and values shorter than a record are copied into scratch beside their header and
-/// trailer; a longer pinned value is encrypted from its own memory in its own records, and the
-/// scratch between two such values (trailer and next header) takes one more.
+/// Responses share records. A session that makes its own records fills each with up to 16 KiB
+/// of plaintext, gathered from as many segments as it takes: 64 responses take exactly as many
+/// records as their bytes fill. Through rustls, each run of scratch is one `encrypt` call
+/// (records of up to 16 KiB), values shorter than a record are copied into scratch beside their
+/// header and trailer, and a longer pinned value is encrypted from its own memory in its own
+/// records, the scratch between two such values (trailer and next header) taking one more.
 #[test]
 fn responses_share_records() {
-    let pki = pki();
-    let (mut server, mut client) = connect(&pki);
-    let mut respond = |server: &mut TlsSession, value: &Arc<[u8]>| {
-        let before = server.stats();
-        let mut sent = 0;
-        for i in 0..64 {
-            let out = server.write_buffer();
-            let header = format!("VALUE k{i:02} 0 {}\r\n", value.len());
-            sent += header.len() + value.len() + 7;
-            out.put_slice(header.as_bytes());
-            out.pin(value.clone());
-            out.put_slice(b"\r\nEND\r\n");
+    let base = pki();
+    for own in [true, false] {
+        let pki = base.variant(own, None);
+        let (mut server, mut client) = connect(&pki);
+        let mut respond = |server: &mut TlsSession, value: &Arc<[u8]>| {
+            let before = server.stats();
+            let mut sent = 0;
+            for i in 0..64 {
+                let out = server.write_buffer();
+                let header = format!("VALUE k{i:02} 0 {}\r\n", value.len());
+                sent += header.len() + value.len() + 7;
+                out.put_slice(header.as_bytes());
+                out.pin(value.clone());
+                out.put_slice(b"\r\nEND\r\n");
+            }
+            let mut wire = Vec::new();
+            server.write_to(&mut wire).unwrap();
+            let records = app_records(&wire);
+            assert_eq!(server.stats().records - before.records, records as u64);
+            let received = client.received.len();
+            client.feed(&wire);
+            assert_eq!(client.received.len() - received, sent);
+            (records, sent.div_ceil(16 * 1024))
+        };
+        let small = respond(&mut server, &Arc::from(&b"hello"[..]));
+        let four = respond(&mut server, &vec![b'x'; 4096].into());
+        let twenty = respond(&mut server, &vec![b'y'; 20 * 1024].into());
+        if own {
+            // Every record full but the last: 1, 17 and 81 records.
+            assert_eq!([small.0, four.0, twenty.0], [small.1, four.1, twenty.1]);
+            assert_eq!([small.0, four.0, twenty.0], [1, 17, 81]);
+        } else {
+            // 64 responses of 5 bytes: 1,600 bytes in one record.
+            assert_eq!(small.0, 1);
+            // Of 4 KiB: 263 KB of scratch in records of up to 16 KiB (a few end early, at the
+            // end of a scratch block), against 129 if each value were its own record.
+            assert!((17..=24).contains(&four.0), "{} records", four.0);
+            // Of 20 KiB, pinned: two records per value, one per run of scratch around them.
+            assert_eq!(twenty.0, 64 * 3 + 1);
         }
-        let mut wire = Vec::new();
-        server.write_to(&mut wire).unwrap();
-        let records = app_records(&wire);
-        assert_eq!(server.stats().records - before.records, records as u64);
-        let received = client.received.len();
-        client.feed(&wire);
-        assert_eq!(client.received.len() - received, sent);
-        records
-    };
-    // 64 responses of 5 bytes: 1,600 bytes in one record.
-    assert_eq!(respond(&mut server, &Arc::from(&b"hello"[..])), 1);
-    // Of 4 KiB: 263 KB of scratch in records of up to 16 KiB (a few end early, at the end of a
-    // scratch block), against 129 if each value were its own record.
-    let records = respond(&mut server, &vec![b'x'; 4096].into());
-    assert!((17..=24).contains(&records), "{records} records");
-    // Of 20 KiB, pinned: two records per value, one per run of scratch around them.
-    assert_eq!(
-        respond(&mut server, &vec![b'y'; 20 * 1024].into()),
-        64 * 3 + 1
-    );
+    }
 }
 
 #[test]
@@ -560,4 +570,41 @@ fn soak_through_a_tiny_send_buffer() {
         server.stats().records
     );
     assert!(full > 0, "the tiny send buffer was never full");
+}
+
+/// A client's `KeyUpdate` asking for one back (TLS 1.3) is answered before the next response:
+/// one more record (the session's `KeyUpdate`, 22 bytes after the header) goes out in front of it, and
+/// everything after is under the new keys both ways, which the client proves by decrypting it
+/// and the session by reading the client's next request. Through rustls and through the
+/// session's own records alike.
+#[test]
+fn a_key_update_asked_for_is_answered_before_the_next_response() {
+    let base = pki();
+    for own in [true, false] {
+        let pki = base.variant(own, None);
+        let (mut server, mut client) = connect(&pki);
+        for round in 0..3 {
+            client.conn.refresh_traffic_keys().unwrap();
+            deliver(&mut server, &client.outgoing());
+            assert!(server.read_buffer().is_empty());
+            server.write_buffer().put_slice(b"END\r\n");
+            let before = server.stats().records;
+            let mut wire = Vec::new();
+            server.write_to(&mut wire).unwrap();
+            assert_eq!(server.stats().records - before, 1, "one response record");
+            let sizes: Vec<_> = records(&wire).iter().map(|&(_, len)| len).collect();
+            assert_eq!(
+                sizes,
+                [22, 22],
+                "own {own}, round {round}: the KeyUpdate, then END"
+            );
+            let received = client.received.len();
+            client.feed(&wire);
+            assert_eq!(&client.received[received..], b"END\r\n");
+            deliver(&mut server, &client.send(b"get k\r\n"));
+            assert_eq!(server.read_buffer().data(), b"get k\r\n");
+            server.read_buffer_mut().consume(7);
+        }
+        assert!(server.is_empty() && server.steal().is_ok());
+    }
 }

@@ -5,12 +5,14 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::pki_types::PrivateKeyDer;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite};
 use sendbuf::TlsSession;
 
 /// The certificate, its key, and both sides' configurations (the `ring` provider, rustls's
 /// safe default protocol versions).
+#[derive(Clone)]
 pub struct Pki {
     /// The certificate, PEM.
     pub cert_pem: String,
@@ -20,32 +22,88 @@ pub struct Pki {
     pub server: Arc<ServerConfig>,
     /// A client configuration trusting only the certificate.
     pub client: Arc<ClientConfig>,
+    cert: CertificateDer<'static>,
+    key: Arc<PrivatePkcs8KeyDer<'static>>,
 }
 
-/// A fresh certificate for `localhost` and the configurations over it.
+/// A fresh certificate for `localhost` and the configurations over it. The server's allows
+/// secret extraction: its sessions seal and open records themselves after the handshake.
 pub fn pki() -> Pki {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let key = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
     Pki {
         cert_pem: cert.cert.pem(),
         key_pem: cert.signing_key.serialize_pem(),
-        server: Arc::new(server),
-        client: Arc::new(client),
+        server: Arc::new(server_config(cert.cert.der(), &key, None, true)),
+        client: Arc::new(client_config(cert.cert.der(), None)),
+        cert: cert.cert.der().clone(),
+        key: Arc::new(key),
     }
+}
+
+impl Pki {
+    /// The same certificate with the records left to rustls (`own_records` false) or taken
+    /// over by the session, and both sides limited to `suite` (which also decides the
+    /// protocol version) when there is one.
+    pub fn variant(&self, own_records: bool, suite: Option<SupportedCipherSuite>) -> Pki {
+        Pki {
+            server: Arc::new(server_config(&self.cert, &self.key, suite, own_records)),
+            client: Arc::new(client_config(&self.cert, suite)),
+            ..self.clone()
+        }
+    }
+}
+
+/// ring's provider, limited to `suite` if there is one.
+fn provider(suite: Option<SupportedCipherSuite>) -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suite) = suite {
+        provider.cipher_suites = vec![suite];
+    }
+    Arc::new(provider)
+}
+
+fn server_config(
+    cert: &CertificateDer<'static>,
+    key: &PrivatePkcs8KeyDer<'static>,
+    suite: Option<SupportedCipherSuite>,
+    own_records: bool,
+) -> ServerConfig {
+    let mut server = ServerConfig::builder_with_provider(provider(suite))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], PrivateKeyDer::Pkcs8(key.clone_key()))
+        .unwrap();
+    server.enable_secret_extraction = own_records;
+    server
+}
+
+fn client_config(
+    cert: &CertificateDer<'static>,
+    suite: Option<SupportedCipherSuite>,
+) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    ClientConfig::builder_with_provider(provider(suite))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// Every suite of ring's provider whose certificate type fits an ECDSA key: TLS 1.3's three,
+/// TLS 1.2's three ECDHE-ECDSA ones.
+pub fn ecdsa_suites() -> Vec<SupportedCipherSuite> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
 }
 
 /// rustls's client, collecting every plaintext byte it decrypts.

@@ -14,9 +14,10 @@
 use std::io::{self, IoSlice, Write};
 use std::sync::OnceLock;
 
+use rustls::SupportedCipherSuite;
 use sendbuf::{Stealable, TlsSession};
 
-use crate::tls::{connect, pki, Client, Pki};
+use crate::tls::{connect, ecdsa_suites, pki, Client, Pki};
 use crate::util::{Counted, DropCount};
 
 /// Largest pinned value an input makes (several records, past the encrypt-ahead bound).
@@ -38,6 +39,9 @@ pub enum TlsOp {
     Request { len: u16, piece: u16 },
     /// The session asks for `close_notify`; nothing queued after it is sent.
     Close,
+    /// The client updates its traffic keys and asks the session to update its own (TLS 1.3;
+    /// nothing under TLS 1.2).
+    KeyUpdate,
     /// The peer sends these bytes as if they were TLS: the session fails (or waits for more).
     Garbage(Vec<u8>),
 }
@@ -46,8 +50,34 @@ pub enum TlsOp {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone)]
 pub struct TlsInput {
+    /// Who makes the records and with which suite: see [`variant`].
+    pub variant: u8,
     /// Applied in order.
     pub ops: Vec<TlsOp>,
+}
+
+/// Number of distinct [`TlsInput::variant`]s.
+pub const VARIANTS: u8 = 14;
+
+/// The configurations of variant `v % VARIANTS`: records made by the session (even) or by
+/// rustls (odd), with all of ring's suites (`v / 2 % 7 == 0`) or one of the six an ECDSA
+/// certificate allows, TLS 1.3 and 1.2.
+pub fn variant(v: u8) -> &'static (Pki, Option<SupportedCipherSuite>) {
+    static VARIANTS_: OnceLock<Vec<(Pki, Option<SupportedCipherSuite>)>> = OnceLock::new();
+    let all = VARIANTS_.get_or_init(|| {
+        let base = pki();
+        let suites = ecdsa_suites();
+        (0..VARIANTS)
+            .map(|v| {
+                let suite = match v / 2 % 7 {
+                    0 => None,
+                    n => Some(suites[usize::from(n) - 1]),
+                };
+                (base.variant(v % 2 == 0, suite), suite)
+            })
+            .collect()
+    });
+    &all[usize::from(v % VARIANTS)]
 }
 
 /// A writer that takes at most `take` bytes per call, or none (`WouldBlock`) when `take` is 0.
@@ -82,12 +112,6 @@ impl Write for Limited<'_> {
     }
 }
 
-/// The certificate is made once per process: key generation is slow next to an operation.
-fn shared_pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(pki)
-}
-
 /// Sends with `take` bytes per write (`usize::MAX`: everything), hands the bytes to the client
 /// and checks what it decrypted so far.
 fn send(server: &mut TlsSession, client: &mut Client, expected: &[u8], take: usize) {
@@ -111,7 +135,12 @@ fn send(server: &mut TlsSession, client: &mut Client, expected: &[u8], take: usi
 
 /// Applies every operation of `input` and checks the session after each one and at the end.
 pub fn run(input: &TlsInput) {
-    let (mut server, mut client) = connect(shared_pki());
+    // The certificate is made once per process: key generation is slow next to an operation.
+    let (pki, suite) = variant(input.variant);
+    let (mut server, mut client) = connect(pki);
+    if let Some(suite) = suite {
+        assert_eq!(client.conn.negotiated_cipher_suite(), Some(*suite));
+    }
     let drops = DropCount::new();
     let (mut expected, mut created) = (Vec::new(), 0);
     let mut closed = false;
@@ -159,6 +188,16 @@ pub fn run(input: &TlsInput) {
                 let all = server.read_buffer().len();
                 server.read_buffer_mut().consume(all);
             }
+            TlsOp::KeyUpdate if closed => {}
+            TlsOp::KeyUpdate => {
+                if client.conn.refresh_traffic_keys().is_ok() {
+                    let tls = client.outgoing();
+                    let mut src = &tls[..];
+                    while !src.is_empty() {
+                        server.read_tls_from(&mut src).expect("a valid record");
+                    }
+                }
+            }
             TlsOp::Close => {
                 server.queue_close_notify();
                 closed = true;
@@ -186,6 +225,11 @@ pub fn run(input: &TlsInput) {
         }
     }
     send(&mut server, &mut client, &expected, usize::MAX);
+    assert_eq!(
+        server.seals_records(),
+        input.variant % VARIANTS % 2 == 0,
+        "the records are the session's exactly when the configuration allows it"
+    );
     assert_eq!(client.received.len(), expected.len());
     assert!(client.received == expected, "the decrypted stream differs");
     assert_eq!(

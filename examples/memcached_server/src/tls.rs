@@ -42,12 +42,15 @@ impl TlsFiles {
         let key =
             PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad("--tls-key", &self.key, &e))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| bad("--tls-key", &self.key, &e))?;
+        // After the handshake each session seals and opens its records itself: one copy of a
+        // response instead of rustls's two, and an idle connection keeps only its keys.
+        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 }
