@@ -1906,6 +1906,11 @@ impl OwnOutgoing<'_> {
         while left > 0 && self.plain.has_pending() && self.records.pending_len() < ENCRYPT_AHEAD {
             if self.layer.tx_exhausted() {
                 if !self.layer.can_update() {
+                    // TLS 1.2 cannot renew its key: the record left under the limit is a
+                    // close_notify, as rustls sends, and the session ends.
+                    let close = record::alert(rustls::AlertDescription::CloseNotify);
+                    self.control(record::ALERT, &close);
+                    *close_queued = true;
                     return Err(TlsError::KeysExhausted);
                 }
                 self.key_update()?;

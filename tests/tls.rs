@@ -11,8 +11,9 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::ClientConnection;
-use sendbuf::{LocalPool, Pool, PoolLimits, Pressure, Stealable, TlsSession, Watermarks};
+use rustls::crypto::CipherSuiteCommon;
+use rustls::{ClientConnection, SupportedCipherSuite, Tls12CipherSuite, Tls13CipherSuite};
+use sendbuf::{LocalPool, Pool, PoolLimits, Pressure, Stealable, TlsError, TlsSession, Watermarks};
 use sendbuf_testkit::tls::{connect, deliver, pki, Client};
 use sendbuf_testkit::util::{Counted, DropCount, PrefixWriter, XorShift};
 
@@ -607,4 +608,122 @@ fn a_key_update_asked_for_is_answered_before_the_next_response() {
         }
         assert!(server.is_empty() && server.steal().is_ok());
     }
+}
+
+/// `suite` with a key good for `limit` records only (rustls's `confidentiality_limit`, 2^23 to
+/// 2^24.5 records for the real suites), to reach the limit in a test.
+fn limited(suite: SupportedCipherSuite, limit: u64) -> SupportedCipherSuite {
+    let common = |c: &CipherSuiteCommon| CipherSuiteCommon {
+        suite: c.suite,
+        hash_provider: c.hash_provider,
+        confidentiality_limit: limit,
+    };
+    match suite {
+        SupportedCipherSuite::Tls13(s) => {
+            SupportedCipherSuite::Tls13(Box::leak(Box::new(Tls13CipherSuite {
+                common: common(&s.common),
+                hkdf_provider: s.hkdf_provider,
+                aead_alg: s.aead_alg,
+                quic: s.quic,
+            })))
+        }
+        SupportedCipherSuite::Tls12(s) => {
+            SupportedCipherSuite::Tls12(Box::leak(Box::new(Tls12CipherSuite {
+                common: common(&s.common),
+                prf_provider: s.prf_provider,
+                kx: s.kx,
+                sign: s.sign,
+                aead_alg: s.aead_alg,
+            })))
+        }
+    }
+}
+
+/// At its key's limit a TLS 1.3 session updates its key (a `KeyUpdate`, then the new key)
+/// and goes on: 60 responses of one record each, under a limit of 8 records per key, reach the
+/// client whole, with at least 7 `KeyUpdate` records among them. The client, under the same
+/// limit, updates its own key as it sends 30 requests, which the session follows. Through
+/// rustls and through the session's own records alike.
+#[test]
+fn a_tls13_key_is_updated_at_its_limit() {
+    let base = pki();
+    let suite = limited(
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        8,
+    );
+    for own in [true, false] {
+        let pki = base.variant(own, Some(suite));
+        let (mut server, mut client) = connect(&pki);
+        assert_eq!(client.conn.negotiated_cipher_suite(), Some(suite));
+        let mut wire = Vec::new();
+        for i in 0..60 {
+            server
+                .write_buffer()
+                .put_slice(format!("VALUE {i:02}\r\n").as_bytes());
+            server.write_to(&mut wire).unwrap();
+        }
+        let all = records(&wire).len();
+        assert!(all >= 60 + 7, "own {own}: {all} records for 60 responses");
+        client.feed(&wire);
+        let expected: String = (0..60).map(|i| format!("VALUE {i:02}\r\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&client.received), expected);
+        for _ in 0..30 {
+            deliver(&mut server, &client.send(b"get k\r\n"));
+        }
+        assert_eq!(server.read_buffer().len(), 30 * 7, "own {own}");
+        server.read_buffer_mut().consume(30 * 7);
+        // The client's `KeyUpdate`s ask for one back: the session's own records answer at
+        // once, rustls with the next response.
+        server.write_buffer().put_slice(b"END\r\n");
+        let mut wire = Vec::new();
+        server.write_to(&mut wire).unwrap();
+        client.feed(&wire);
+        assert!(
+            client.received.ends_with(b"VALUE 59\r\nEND\r\n"),
+            "own {own}"
+        );
+        assert!(server.is_empty(), "own {own}: {server:?}");
+    }
+}
+
+/// A TLS 1.2 key cannot be renewed: at its limit the session sends `close_notify` with the
+/// last record the key allows and fails with `KeysExhausted`; nothing after it is sent, and
+/// the client sees the responses before it, then a clean end.
+#[test]
+fn a_tls12_key_at_its_limit_ends_the_session() {
+    let suite = limited(
+        rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        8,
+    );
+    let pki = pki().variant(true, Some(suite));
+    let (mut server, mut client) = connect(&pki);
+    assert!(server.seals_records());
+    let mut wire = Vec::new();
+    let mut failed = None;
+    for i in 0..20 {
+        server
+            .write_buffer()
+            .put_slice(format!("VALUE {i:02}\r\n").as_bytes());
+        if let Err(e) = server.write_to(&mut wire) {
+            failed = Some((i, e));
+            break;
+        }
+    }
+    let (at, err) = failed.expect("the key's limit ends the session");
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<TlsError>());
+    assert!(matches!(inner, Some(TlsError::KeysExhausted)), "{err}");
+    assert!(at <= 8, "the error came at response {at}");
+    while server.has_pending() {
+        server.write_to(&mut wire).unwrap();
+    }
+    assert!(
+        records(&wire).len() <= 8,
+        "{} records",
+        records(&wire).len()
+    );
+    client.feed(&wire);
+    let expected: String = (0..at).map(|i| format!("VALUE {i:02}\r\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&client.received), expected);
+    assert!(client.closed, "close_notify at the limit");
+    assert!(server.is_empty() && server.steal().is_ok());
 }
