@@ -4,10 +4,11 @@
 //!
 //! * `own`: [`TlsSession`] with secret extraction allowed, so that it seals its own records
 //!   after the handshake (header and trailer into scratch, the value pinned, copied under the
-//!   1 KiB flatten threshold): each record's plaintext is gathered into it from the queue's
-//!   segments and sealed in place with ring, in scratch the session owns, written gathered.
-//! * `unbuffered`: [`TlsSession`] without it (values under 16 KiB copied beside their header);
-//!   rustls's unbuffered API encrypts into records in scratch the session owns.
+//!   session's 16 KiB flatten threshold, or `SENDBUF_TLS_FLATTEN` bytes): aws-lc-rs seals
+//!   each record from one run of the queue, where it lies, into scratch the session owns,
+//!   written gathered.
+//! * `unbuffered`: [`TlsSession`] without it (the same threshold); rustls's unbuffered API
+//!   encrypts into records in scratch the session owns.
 //! * `buffered`: rustls's `ServerConnection`: the same pieces as `IoSlice`s to
 //!   `writer().write_vectored` (records packed across pieces, queued as `Vec`s inside rustls,
 //!   64 KiB of plaintext at a time by default), then `write_tls` until it wants no more.
@@ -155,7 +156,7 @@ const DESIGNS: [&str; 3] = ["own", "unbuffered", "buffered"];
 
 /// Both sides' configurations over a self-signed certificate made now (no key is committed).
 fn configs() -> Pki {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
@@ -178,7 +179,17 @@ fn configs() -> Pki {
 /// A server of the design named and its client, handshake done and session tickets delivered.
 fn connect(design: &str, pki: &Pki) -> (Server, ClientConnection) {
     let mut server = match design {
-        "own" => Server::Unbuffered(TlsSession::new(pki.1.clone()).unwrap()),
+        "own" => {
+            let mut session = TlsSession::new(pki.1.clone()).unwrap();
+            // SENDBUF_TLS_FLATTEN: the session's flatten threshold, to compare settings.
+            if let Some(t) = std::env::var("SENDBUF_TLS_FLATTEN")
+                .ok()
+                .and_then(|t| t.parse().ok())
+            {
+                session.write_buffer().set_flatten_threshold(t);
+            }
+            Server::Unbuffered(session)
+        }
         "unbuffered" => Server::Unbuffered(TlsSession::new(pki.0.clone()).unwrap()),
         "buffered" => Server::Buffered(ServerConnection::new(pki.0.clone()).unwrap()),
         _ => panic!("the designs are {DESIGNS:?}, not {design:?}"),

@@ -128,7 +128,7 @@ fn respond(store: &Store, line: &[u8], out: &mut WriteBuffer) -> io::Result<()> 
 
 /// A certificate for `localhost` made now (no key on disk), and both sides' configurations.
 fn configs() -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Box<dyn std::error::Error>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let mut server = ServerConfig::builder_with_provider(provider.clone())

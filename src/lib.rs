@@ -99,14 +99,14 @@
 //! (unsent records, handshake bytes and received records count), and the water marks count
 //! plaintext plus records. rustls runs the handshake; when the configuration allows secret
 //! extraction (`ServerConfig::enable_secret_extraction`), the session then seals and opens the
-//! records itself with ring, from the traffic keys rustls hands over: each record's plaintext
+//! records itself with aws-lc-rs, from the traffic keys rustls hands over: each record's plaintext
 //! is copied once, straight from the queue's segments into the record, and sealed in place, and
 //! an idle session keeps its keys and little else. See the `tls` module.
 //!
 //! Kernel TLS (`setsockopt(TCP_ULP, "tls")`) would let the kernel encrypt straight from pinned
 //! pages and release them when `sendmsg` returns, with no user-space copy at all. It takes the
 //! same slot as the session's own record layer: the keys rustls negotiated
-//! (`dangerous_into_kernel_connection`) installed in the socket instead of in ring, the
+//! (`dangerous_into_kernel_connection`) installed in the socket instead of in aws-lc-rs, the
 //! plaintext queue handed to `sendmsg` itself, and rustls's remains kept to derive the keys of a
 //! key update. `tls::kernel_tls_available` says whether this kernel has the `tls` module; where
 //! it does not (`ENOENT`), the user-space path is the only one.
@@ -125,7 +125,7 @@
 //! * `io-uring` (Linux only): `UringSender`, many connections' sends (copying or zero-copy)
 //!   submitted with one system call.
 //!   `sendbuf = { version = "0.1", features = ["io-uring"] }`
-//! * `rustls`: `TlsSession`, TLS 1.2 and 1.3 with rustls 0.23 and its `ring` provider (a C
+//! * `rustls`: `TlsSession`, TLS 1.2 and 1.3 with rustls 0.23 and its `aws-lc-rs` provider (a C
 //!   compiler is all it needs to build).
 //!   `sendbuf = { version = "0.1", features = ["rustls"] }`
 //! * `itoa` (on by default): `FormatGuard::put_decimal` writes its digits with the `itoa`

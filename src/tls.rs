@@ -8,7 +8,7 @@
 //! ciphertext.
 //!
 //! ```text
-//!  format / pin          seal (ring or rustls)         sendmsg
+//!  format / pin          seal (aws-lc-rs or rustls)         sendmsg
 //! ─────────────▶ plaintext ──────────────────▶ records ──────────────▶ socket
 //!                WriteBuffer                  WriteBuffer (scratch)
 //!
@@ -20,29 +20,31 @@
 //! configuration allows secret extraction ([`ServerConfig::enable_secret_extraction`], as for
 //! kernel TLS), the session then takes the records over: rustls hands over the traffic keys
 //! and keeps only what derives the next ones ([`KernelConnection`]), and the session seals and
-//! opens TLS 1.2 and 1.3 records itself with ring's AEADs (AES-128-GCM, AES-256-GCM,
-//! ChaCha20-Poly1305): each record's plaintext is copied once, from the plaintext queue's
-//! segments into the record, and sealed there in place. It follows the peer's `KeyUpdate`s
-//! (answering one that asks), updates its own key before the suite's confidentiality limit, and
-//! declines TLS 1.2 renegotiation with a warning, as rustls does. Otherwise rustls keeps the
-//! records ([`WriteTraffic::encrypt`]), which costs a second copy: rustls 0.23 stages each
-//! record in a `Vec` of its own and copies it out.
+//! opens TLS 1.2 and 1.3 records itself with aws-lc-rs's AEADs (AES-128-GCM, AES-256-GCM,
+//! ChaCha20-Poly1305). A record is sealed out of place: the cipher reads its plaintext where
+//! it lies, in scratch or in a pinned value, and writes the record into the session's scratch.
+//! The session follows the peer's `KeyUpdate`s (answering one that asks), updates its own key
+//! before the suite's confidentiality limit, and declines TLS 1.2 renegotiation with a
+//! warning, as rustls does. Otherwise rustls keeps the records ([`WriteTraffic::encrypt`]),
+//! which costs two copies: rustls 0.23 copies each record's plaintext into a `Vec` of its own,
+//! seals it there and copies it out.
 //!
-//! **Records.** The session's own records carry up to 16 KiB ([`MAX_RECORD_PLAINTEXT`]) each,
-//! gathered from as many segments as it takes, so small responses share records instead of
-//! costing one record (22 bytes and one AEAD operation) each. Through rustls, a run of scratch
-//! bytes is one `encrypt` call, and the plaintext queue's flatten threshold is one record: a
-//! shorter value is copied beside its header and trailer, so that a 4 KiB response does not
-//! cost three records. Either way, at most [`ENCRYPT_AHEAD`] bytes of records wait unsent: the
+//! **Records.** A record carries up to 16 KiB ([`MAX_RECORD_PLAINTEXT`]), and comes from one
+//! run of the plaintext queue: a run of scratch (many small responses formatted one after
+//! another share a record instead of costing one record, 22 bytes and an AEAD operation,
+//! each), or a pinned value, encrypted from its own memory. The queue's flatten threshold is
+//! one record: a shorter value is copied beside its header and trailer and shares their
+//! records, which costs less than records of its own would (and through rustls makes a
+//! response one `encrypt` call). At most [`ENCRYPT_AHEAD`] bytes of records wait unsent: the
 //! rest stays plaintext (pinned values stay pinned) until the socket takes them.
 //!
 //! **Accounting.** [`is_empty`](TlsSession::is_empty) is true only when no plaintext is
 //! pending, no record is unsent, rustls has no handshake or alert bytes waiting, and nothing
 //! received waits to be processed or read; the [steal](Stealable) of an idle session's buffers
 //! is refused in every other state. A steal drops the buffers too, not only their storage (and
-//! ring's expanded keys, made again from the secrets on the next record): an idle session holds
-//! its keys and its own fields, and the first call that needs a buffer again makes them (one
-//! allocation), with the settings they had. The water marks and the hard limit of
+//! aws-lc-rs's expanded keys, made again from the secrets on the next record): an idle session
+//! holds its keys and its own fields, and the first call that needs a buffer again makes them
+//! (one allocation), with the settings they had. The water marks and the hard limit of
 //! [`write_buffer`](TlsSession::write_buffer) count the plaintext and the records made from it.
 //!
 //! **Reads.** Every complete record received is processed at once: a request whose bytes sit
@@ -50,13 +52,12 @@
 //! socket to become readable again. A record is decrypted in place in the TLS input and its
 //! plaintext appended to the session's plaintext [`ReadBuffer`].
 //!
-//! **Copies.** On the send side, per payload byte: one copy into the record, then the cipher
-//! (own records); two copies, then the cipher (rustls's records), three for a value copied into
-//! scratch first. rustls's buffered `ServerConnection` makes one, `memcached -Z` two (its
-//! response buffer, then OpenSSL's). Reading a pinned value only with the cipher, no copy before
-//! it, would need an AEAD that seals from one buffer into another: ring seals in place only
-//! (`BENCHMARKS.md`, "TLS", has the figures). Kernel TLS would let the kernel encrypt from
-//! pinned pages; see the crate documentation.
+//! **Copies.** On the send side, per payload byte: a pinned value is read once, by the
+//! cipher, with no copy before it (own records); a value copied into scratch is copied once.
+//! Through rustls's records a pinned value is copied twice before and after the cipher, a value
+//! in scratch three times. rustls's buffered `ServerConnection` copies once, `memcached -Z`
+//! twice (its response buffer, then OpenSSL's). `BENCHMARKS.md`, "TLS", has the figures.
+//! Kernel TLS would let the kernel encrypt from pinned pages; see the crate documentation.
 //!
 //! [`ServerConfig::enable_secret_extraction`]: rustls::ServerConfig::enable_secret_extraction
 //! [`KernelConnection`]: rustls::kernel::KernelConnection
@@ -88,10 +89,10 @@ use record::{Answer, Opened, RecordLayer, Refused};
 /// # Examples
 ///
 /// ```
-/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
 /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
 /// # let key = cert.signing_key.serialize_der().try_into()?;
-/// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+/// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
 /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
 /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -130,10 +131,10 @@ pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 /// # Examples
 ///
 /// ```
-/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
 /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
 /// # let key = cert.signing_key.serialize_der().try_into()?;
-/// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+/// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
 /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
 /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -200,10 +201,10 @@ enum Phase {
 /// # Examples
 ///
 /// ```
-/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
 /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
 /// # let key = cert.signing_key.serialize_der().try_into()?;
-/// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+/// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
 /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
 /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -273,12 +274,12 @@ pub struct TlsStats {
 /// A handshake and one request over in-memory pipes, with a rustls client on the other side:
 ///
 /// ```
-/// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+/// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
 /// use std::io::{Read, Write};
 /// use std::sync::Arc;
 /// use sendbuf::TlsSession;
 ///
-/// # let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// # let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
 /// # let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
 /// # let server_config = Arc::new(
@@ -498,10 +499,10 @@ impl TlsSession {
     /// allocator on first use.
     ///
     /// Set `config.enable_secret_extraction` (rustls's switch for kernel TLS) to let the
-    /// session seal and open its records itself after the handshake, with ring: one copy of
+    /// session seal and open its records itself after the handshake, with aws-lc-rs: one copy of
     /// each payload byte instead of two, records packed across responses, and an idle session
     /// of about 1 KiB instead of 3.4 ([module docs](crate::tls)). Without it, or with a cipher
-    /// suite ring does not implement, rustls keeps the records.
+    /// suite aws-lc-rs does not implement, rustls keeps the records.
     ///
     /// # Errors
     ///
@@ -510,10 +511,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let provider = rustls::crypto::aws_lc_rs::default_provider().into();
     /// use std::sync::Arc;
     /// use sendbuf::TlsSession;
     ///
@@ -541,17 +542,12 @@ impl TlsSession {
                     pool: None,
                     watermarks: None,
                     hard_limit: None,
-                    // The session's own records gather their plaintext from any number of
-                    // segments, so values keep the plaintext queue's usual threshold. rustls
-                    // encrypts one contiguous run per call: there, values shorter than a
-                    // record are copied next to their header and trailer, so that a response
-                    // is one `encrypt` call and small responses share records (an AEAD
-                    // operation and 22 bytes per record).
-                    flatten_threshold: if take_over {
-                        crate::write_buffer::DEFAULT_FLATTEN_THRESHOLD
-                    } else {
-                        MAX_RECORD_PLAINTEXT
-                    },
+                    // Values shorter than a record are copied next to their header and
+                    // trailer and share their records: a copy costs less than a record of
+                    // their own (an AEAD operation and 22 bytes), and through rustls a
+                    // response is then one `encrypt` call. A longer one fills records of its
+                    // own, sealed from where it lies (`BENCHMARKS.md`, "TLS").
+                    flatten_threshold: MAX_RECORD_PLAINTEXT,
                     pressure_event: None,
                     // Set below.
                     plain_in_max_len: 0,
@@ -575,10 +571,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -628,10 +624,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -689,10 +685,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let provider = rustls::crypto::aws_lc_rs::default_provider().into();
     /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
@@ -719,10 +715,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -765,10 +761,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let provider = rustls::crypto::aws_lc_rs::default_provider().into();
     /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
@@ -801,10 +797,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -847,10 +843,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -893,10 +889,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -944,10 +940,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let provider = rustls::crypto::aws_lc_rs::default_provider().into();
     /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
@@ -961,15 +957,15 @@ impl TlsSession {
     }
 
     /// True once the session seals and opens its records itself: after the handshake, when the
-    /// configuration allows secret extraction and ring implements the suite negotiated.
+    /// configuration allows secret extraction and aws-lc-rs implements the suite negotiated.
     ///
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?;
@@ -1015,10 +1011,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1058,10 +1054,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1101,10 +1097,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1154,10 +1150,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1201,10 +1197,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1252,10 +1248,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1315,10 +1311,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let provider = rustls::crypto::aws_lc_rs::default_provider().into();
     /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
@@ -1391,10 +1387,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(all(unix, not(miri)))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(all(unix, not(miri)))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = rustls::crypto::ring::default_provider().into();
+    /// # let provider = rustls::crypto::aws_lc_rs::default_provider().into();
     /// # let config = std::sync::Arc::new(rustls::ServerConfig::builder_with_provider(provider)
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?);
@@ -1430,10 +1426,10 @@ impl TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -1631,7 +1627,7 @@ impl TlsSession {
             if recheck {
                 rechecked = true;
                 // Records become the session's at the first chance after the handshake: rustls
-                // has handed over every byte it had for the peer, and ring has the suite's
+                // has handed over every byte it had for the peer, and aws-lc-rs has the suite's
                 // AEAD.
                 if let Conn::Rustls(conn) = &self.conn {
                     if !conn.is_handshaking()
@@ -1874,9 +1870,7 @@ impl OwnOutgoing<'_> {
         let (prefix, suffix) = self.layer.overhead();
         let n = prefix + payload.len() + suffix;
         let mut f = self.records.format();
-        let record = f.put_uninit(n);
-        record[prefix..prefix + payload.len()].copy_from_slice(payload);
-        self.layer.seal(typ, record);
+        self.layer.seal(typ, payload, f.put_uninit(n));
         f.commit();
         self.plain.hold_outside(n);
     }
@@ -1887,9 +1881,10 @@ impl OwnOutgoing<'_> {
         self.layer.update_tx().map_err(TlsError::Protocol)
     }
 
-    /// Seals pending plaintext into records of up to [`MAX_RECORD_PLAINTEXT`] bytes, each
-    /// gathered from as many segments as it takes, front first, until the records reach
-    /// [`ENCRYPT_AHEAD`]; then a wanted `close_notify`.
+    /// Seals pending plaintext into records of up to [`MAX_RECORD_PLAINTEXT`] bytes, front
+    /// first, until the records reach [`ENCRYPT_AHEAD`]; then a wanted `close_notify`. A record
+    /// never spans two segments: the cipher reads its plaintext where it lies, a run of scratch
+    /// or a pinned value, and writes the record, so no payload byte is copied here.
     fn encrypt(
         mut self,
         stats: &mut TlsStats,
@@ -1915,21 +1910,12 @@ impl OwnOutgoing<'_> {
                 }
                 self.key_update()?;
             }
-            let take = self.plain.pending_len().min(MAX_RECORD_PLAINTEXT).min(left);
+            let chunk = self.plain.chunk();
+            let take = chunk.len().min(MAX_RECORD_PLAINTEXT).min(left);
             let n = prefix + take + suffix;
             let mut f = self.records.format();
-            let record = f.put_uninit(n);
-            // The one copy of the plaintext: into the record, where it is sealed in place.
-            let mut at = prefix;
-            for chunk in self.plain.chunks() {
-                let part = chunk.len().min(prefix + take - at);
-                record[at..at + part].copy_from_slice(&chunk[..part]);
-                at += part;
-                if at == prefix + take {
-                    break;
-                }
-            }
-            self.layer.seal(record::APPLICATION_DATA, record);
+            self.layer
+                .seal(record::APPLICATION_DATA, &chunk[..take], f.put_uninit(n));
             f.commit();
             stats.encrypt_calls += 1;
             stats.records += 1;
@@ -1938,7 +1924,7 @@ impl OwnOutgoing<'_> {
             // whose last byte is in it is released here.
             self.plain
                 .advance_into_outside(take, n)
-                .expect("advancing past pending bytes");
+                .expect("advancing past a pending chunk");
             left -= take;
         }
         if let Some(after) = close_after.as_mut() {
@@ -2039,10 +2025,10 @@ impl Stealable for TlsSession {
     /// # Examples
     ///
     /// ```
-    /// # #[cfg(not(miri))] { // rustls's ring provider runs assembly, which Miri cannot
+    /// # #[cfg(not(miri))] { // rustls's aws-lc-rs provider runs C and assembly, which Miri cannot
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
     /// # let key = cert.signing_key.serialize_der().try_into()?;
-    /// # let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    /// # let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     /// # let config = rustls::ServerConfig::builder_with_provider(provider.clone())
     /// #     .with_safe_default_protocol_versions()?.with_no_client_auth()
     /// #     .with_single_cert(vec![cert.cert.der().clone()], key)?.into();
@@ -2092,7 +2078,7 @@ impl Stealable for TlsSession {
             });
         }
         // The buffers go too, not only their storage: made again when work comes. So do
-        // ring's expanded keys: the secrets stay.
+        // aws-lc-rs's expanded keys: the secrets stay.
         if let Conn::Own(layer) = &mut self.conn {
             layer.shrink();
         }

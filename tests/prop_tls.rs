@@ -5,7 +5,7 @@
 //! `tls_session` fuzz target drives too), with records made by the session or by rustls, under
 //! each suite of TLS 1.3 and 1.2. The seed is fixed and nothing is persisted.
 //!
-//! Not under Miri: rustls's `ring` provider runs assembly.
+//! Not under Miri: rustls's `aws-lc-rs` provider runs C and assembly.
 #![cfg(all(feature = "rustls", not(miri), target_endian = "little"))]
 
 use proptest::collection::vec;

@@ -1,7 +1,7 @@
 //! `TlsSession`'s record layer, pinned down from the outside so that it holds whoever seals and
 //! opens the records: rustls itself, or the session after the handshake (with
 //! `enable_secret_extraction` set in the `ServerConfig`). Every test runs against both
-//! configurations, and most against every cipher suite of rustls's `ring` provider that the
+//! configurations, and most against every cipher suite of rustls's `aws-lc-rs` provider that the
 //! test certificate (ECDSA P-256) can use, TLS 1.2 and TLS 1.3; rustls's client decrypts and
 //! checks everything the session sends.
 //!
@@ -14,7 +14,7 @@
 //! random garbage (an error and an alert, never a panic); `close_notify` both ways; small
 //! responses packed into one record; and a stream that ends inside a record.
 //!
-//! Not under Miri: rustls's `ring` provider runs assembly, which Miri cannot interpret (and
+//! Not under Miri: rustls's `aws-lc-rs` provider runs C and assembly, which Miri cannot interpret (and
 //! its TLS dev-dependencies are for little-endian targets only).
 #![cfg(all(feature = "rustls", not(miri), target_endian = "little"))]
 
@@ -22,7 +22,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use rustls::crypto::ring::{cipher_suite, default_provider};
+use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -50,7 +50,7 @@ struct Case {
 }
 
 impl Case {
-    /// Every suite of the `ring` provider an ECDSA certificate can use, times secret
+    /// Every suite of the `aws-lc-rs` provider an ECDSA certificate can use, times secret
     /// extraction off and on.
     fn all() -> Vec<Case> {
         let suites = [

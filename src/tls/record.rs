@@ -1,17 +1,18 @@
 //! The session's own record layer, after the handshake: TLS 1.2 and 1.3 records sealed and
-//! opened with ring's AEADs from the traffic keys rustls hands over
+//! opened with aws-lc-rs's AEADs from the traffic keys rustls hands over
 //! ([`dangerous_into_kernel_connection`]), the slot kernel TLS would take.
 //!
 //! rustls keeps only what it needs to derive the next keys (a [`KernelConnection`]); this
-//! layer keeps the keys, the sequence numbers and nothing else. A record is built in the
-//! session's scratch: its plaintext is copied there once and sealed in place, where rustls 0.23
-//! stages it in a `Vec` of its own and copies the sealed record out.
+//! layer keeps the keys, the sequence numbers and nothing else. A record is written into the
+//! session's scratch by the cipher, which reads its plaintext where it lies (aws-lc-rs's
+//! out-of-place seal): rustls 0.23 copies the plaintext into a `Vec` of its own, seals it there
+//! and copies the sealed record out.
 //!
 //! [`dangerous_into_kernel_connection`]: rustls::server::UnbufferedServerConnection::dangerous_into_kernel_connection
 
 use core::ops::Range;
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::crypto::cipher::AeadKey;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -34,7 +35,7 @@ const TAG_LEN: usize = 16;
 /// Length of a record header.
 pub(super) const HEADER_LEN: usize = 5;
 
-/// Whether the session can take over records of `suite`: the AEADs ring implements.
+/// Whether the session can take over records of `suite`: the AEADs aws-lc-rs implements.
 pub(super) fn supports(suite: SupportedCipherSuite) -> bool {
     matches!(
         suite.suite(),
@@ -90,14 +91,14 @@ pub(super) enum Opened {
     Nothing,
 }
 
-/// One direction's key: the secret, the sequence number, and ring's expanded key, made on
+/// One direction's key: the secret, the sequence number, and aws-lc-rs's expanded key, made on
 /// first use and dropped while the session is idle.
 struct Keys {
     alg: &'static aead::Algorithm,
     key: AeadKey,
     iv: [u8; aead::NONCE_LEN],
     seq: u64,
-    /// Boxed: ring's AES-GCM key is over 500 bytes, and only a busy session needs it.
+    /// Boxed: aws-lc-rs's AES-GCM key is over 500 bytes, and only a busy session needs it.
     expanded: Option<Box<LessSafeKey>>,
 }
 
@@ -124,7 +125,7 @@ impl Keys {
         })
     }
 
-    /// ring's key, expanded now if the session was idle.
+    /// aws-lc-rs's key, expanded now if the session was idle.
     fn key(&mut self) -> &LessSafeKey {
         let (alg, key) = (self.alg, &self.key);
         self.expanded.get_or_insert_with(|| {
@@ -192,7 +193,7 @@ impl RecordLayer {
         })
     }
 
-    /// Drops ring's expanded keys (about 1 KiB for AES-GCM), kept as secrets while idle.
+    /// Drops aws-lc-rs's expanded keys (about 1 KiB for AES-GCM), kept as secrets while idle.
     pub(super) fn shrink(&mut self) {
         self.tx.expanded = None;
         self.rx.expanded = None;
@@ -229,42 +230,44 @@ impl RecordLayer {
         self.tls13
     }
 
-    /// Seals the record in `record`, of type `typ`: its plaintext is in place between the
-    /// [`overhead`](Self::overhead)'s prefix and suffix, which this writes.
-    pub(super) fn seal(&mut self, typ: u8, record: &mut [u8]) {
+    /// Seals `plaintext` as a record of type `typ` into `record`, which is exactly
+    /// [`overhead`](Self::overhead)'s prefix, `plaintext.len()` and its suffix long. The cipher
+    /// reads the plaintext where it lies (scratch, a pinned value) and writes the record: no
+    /// copy before it.
+    pub(super) fn seal(&mut self, typ: u8, plaintext: &[u8], record: &mut [u8]) {
         let (prefix, suffix) = self.overhead();
-        let len = record.len();
-        debug_assert!(len >= prefix + suffix);
-        let payload_len = len - HEADER_LEN;
+        let n = plaintext.len();
+        debug_assert_eq!(record.len(), prefix + n + suffix);
         let outer = if self.tls13 { APPLICATION_DATA } else { typ };
+        let payload_len = (record.len() - HEADER_LEN) as u16;
         record[..HEADER_LEN].copy_from_slice(&[outer, 3, 3, 0, 0]);
-        record[3..HEADER_LEN].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        record[3..HEADER_LEN].copy_from_slice(&payload_len.to_be_bytes());
         let nonce = self.tx.nonce();
-        let sealed_end = len - TAG_LEN;
-        let tag = if self.tls13 {
-            record[sealed_end - 1] = typ;
-            let (header, rest) = record.split_at_mut(HEADER_LEN);
-            let aad = Aad::from(&header[..]);
-            let nonce = Nonce::assume_unique_for_key(nonce);
-            self.tx.key().seal_in_place_separate_tag(
-                nonce,
-                aad,
-                &mut rest[..sealed_end - HEADER_LEN],
-            )
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&record[..HEADER_LEN]);
+        let tls12_aad;
+        let (aad, extra_in): (&[u8], &[u8]) = if self.tls13 {
+            // The content type is sealed behind the plaintext.
+            (&header, core::slice::from_ref(&typ))
         } else {
-            let aad = self.tx.tls12_aad(typ, sealed_end - prefix);
             if self.explicit_nonce {
                 record[HEADER_LEN..prefix].copy_from_slice(&nonce[4..]);
             }
-            let nonce = Nonce::assume_unique_for_key(nonce);
-            self.tx.key().seal_in_place_separate_tag(
-                nonce,
-                Aad::from(aad),
-                &mut record[prefix..sealed_end],
-            )
+            tls12_aad = self.tx.tls12_aad(typ, n);
+            (&tls12_aad, &[])
         };
-        let tag = tag.expect("ring seals any record length TLS allows");
-        record[sealed_end..].copy_from_slice(tag.as_ref());
+        let (ciphertext, extra_and_tag) = record[prefix..].split_at_mut(n);
+        self.tx
+            .key()
+            .seal_out_of_place_scatter(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                plaintext,
+                ciphertext,
+                extra_in,
+                extra_and_tag,
+            )
+            .expect("aws-lc-rs seals any record length TLS allows");
         self.tx.seq += 1;
     }
 

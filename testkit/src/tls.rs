@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite};
 use sendbuf::TlsSession;
 
-/// The certificate, its key, and both sides' configurations (the `ring` provider, rustls's
+/// The certificate, its key, and both sides' configurations (the `aws-lc-rs` provider, rustls's
 /// safe default protocol versions).
 #[derive(Clone)]
 pub struct Pki {
@@ -54,9 +54,9 @@ impl Pki {
     }
 }
 
-/// ring's provider, limited to `suite` if there is one.
+/// aws-lc-rs's provider, limited to `suite` if there is one.
 fn provider(suite: Option<SupportedCipherSuite>) -> Arc<CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     if let Some(suite) = suite {
         provider.cipher_suites = vec![suite];
     }
@@ -92,10 +92,10 @@ fn client_config(
         .with_no_client_auth()
 }
 
-/// Every suite of ring's provider whose certificate type fits an ECDSA key: TLS 1.3's three,
+/// Every suite of aws-lc-rs's provider whose certificate type fits an ECDSA key: TLS 1.3's three,
 /// TLS 1.2's three ECDHE-ECDSA ones.
 pub fn ecdsa_suites() -> Vec<SupportedCipherSuite> {
-    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
     vec![
         cs::TLS13_AES_128_GCM_SHA256,
         cs::TLS13_AES_256_GCM_SHA384,

@@ -60,7 +60,7 @@ pub struct TlsInput {
 pub const VARIANTS: u8 = 14;
 
 /// The configurations of variant `v % VARIANTS`: records made by the session (even) or by
-/// rustls (odd), with all of ring's suites (`v / 2 % 7 == 0`) or one of the six an ECDSA
+/// rustls (odd), with all of aws-lc-rs's suites (`v / 2 % 7 == 0`) or one of the six an ECDSA
 /// certificate allows, TLS 1.3 and 1.2.
 pub fn variant(v: u8) -> &'static (Pki, Option<SupportedCipherSuite>) {
     static VARIANTS_: OnceLock<Vec<(Pki, Option<SupportedCipherSuite>)>> = OnceLock::new();

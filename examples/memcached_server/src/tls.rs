@@ -20,7 +20,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Reads both files and makes the rustls configuration every connection shares: TLS 1.2
-    /// and 1.3 with rustls's safe defaults and its `ring` provider, no client certificates.
+    /// and 1.3 with rustls's safe defaults and its `aws-lc-rs` provider, no client certificates.
     ///
     /// # Errors
     ///
@@ -41,7 +41,7 @@ impl TlsFiles {
         }
         let key =
             PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad("--tls-key", &self.key, &e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| io::Error::other(format!("TLS versions: {e}")))?

@@ -1,6 +1,6 @@
 //! `--tls`: a rustls client that accepts any certificate, driven by the load generator's loop.
 //!
-//! Every connection speaks TLS (rustls 0.23 with the `ring` provider; TLS 1.3 or 1.2, as the
+//! Every connection speaks TLS (rustls 0.23 with the `aws-lc-rs` provider; TLS 1.3 or 1.2, as the
 //! server chooses) to server name `localhost`. The certificate is not checked (the benchmark's is
 //! a throwaway self-signed one), so no verification cost lands anywhere. The handshakes run on the
 //! same mio loop before the populate step, timed on their own ([`handshake`]).
@@ -76,10 +76,10 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
-/// The client configuration every connection shares: the `ring` provider, its default protocol
+/// The client configuration every connection shares: the `aws-lc-rs` provider, its default protocol
 /// versions and cipher suites, no certificate verification, no client certificate.
 pub(crate) fn client_config() -> io::Result<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let schemes = provider
         .signature_verification_algorithms
         .supported_schemes();
